@@ -1,0 +1,189 @@
+//! The cascade configuration (`cascade.toml`): its stages, each with a model manifest, a
+//! confidence metric, a threshold and a temperature, and whether to ensemble. Two steps, as
+//! the file is read: parse and validate (`CascadeConfig::parse`), then apply command-line
+//! overrides; loading the models is the caller's next step.
+
+use crate::policy::{Metric, StagePolicy};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The default cascade, as shipped at the repository's root.
+pub const DEFAULT_CONFIG: &str = "cascade.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read cascade config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cascade config {path} is not valid: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    ensemble: bool,
+    #[serde(rename = "stage")]
+    stages: Vec<RawStage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    model: PathBuf,
+    #[serde(default)]
+    metric: Option<Metric>,
+    #[serde(default)]
+    threshold: Option<f32>,
+    #[serde(default)]
+    temperature: Option<f32>,
+}
+
+/// One stage: the model manifest to load and the policy deciding whether its answer is final.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageConfig {
+    pub model: PathBuf,
+    pub policy: StagePolicy,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CascadeConfig {
+    pub path: PathBuf,
+    pub ensemble: bool,
+    pub stages: Vec<StageConfig>,
+}
+
+/// Command-line overrides, applied to every stage but the last (which always answers).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub threshold: Option<f32>,
+    pub metric: Option<Metric>,
+    pub ensemble: Option<bool>,
+}
+
+impl CascadeConfig {
+    pub fn load(path: &Path) -> Result<CascadeConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` names it in errors and anchors model paths.
+    pub fn parse(text: &str, path: &Path) -> Result<CascadeConfig, ConfigError> {
+        let invalid = |msg: String| ConfigError::Invalid { path: path.to_owned(), msg };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.message().to_owned()))?;
+        if raw.stages.is_empty() {
+            return Err(invalid("no [[stage]] is given".into()));
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let last = raw.stages.len() - 1;
+        let mut stages = Vec::new();
+        for (i, s) in raw.stages.into_iter().enumerate() {
+            let n = i + 1;
+            if i == last && s.threshold.is_some() {
+                return Err(invalid(format!("stage {n} is the last one and always answers: remove its threshold")));
+            }
+            if i < last && s.threshold.is_none() {
+                return Err(invalid(format!("stage {n} needs a threshold (only the last stage has none)")));
+            }
+            let temperature = s.temperature.unwrap_or(1.0);
+            if !(temperature > 0.0 && temperature.is_finite()) {
+                return Err(invalid(format!("stage {n}: temperature {temperature} must be positive")));
+            }
+            let policy =
+                StagePolicy { metric: s.metric.unwrap_or(Metric::MaxSoftmax), threshold: s.threshold, temperature };
+            check_threshold(&policy).map_err(|m| invalid(format!("stage {n}: {m}")))?;
+            stages.push(StageConfig { model: dir.join(s.model), policy });
+        }
+        Ok(CascadeConfig { path: path.to_owned(), ensemble: raw.ensemble, stages })
+    }
+
+    /// Applies command-line overrides and validates the result.
+    pub fn with_overrides(mut self, o: &Overrides) -> Result<CascadeConfig, ConfigError> {
+        let last = self.stages.len() - 1;
+        for s in &mut self.stages[..last] {
+            if let Some(t) = o.threshold {
+                s.policy.threshold = Some(t);
+            }
+            if let Some(m) = o.metric {
+                s.policy.metric = m;
+            }
+            check_threshold(&s.policy).map_err(|msg| ConfigError::Invalid { path: "command line".into(), msg })?;
+        }
+        if let Some(e) = o.ensemble {
+            self.ensemble = e;
+        }
+        Ok(self)
+    }
+
+    pub fn policies(&self) -> Vec<StagePolicy> {
+        self.stages.iter().map(|s| s.policy.clone()).collect()
+    }
+}
+
+/// Every metric lives in 0..1 (entropy is normalised), so must every threshold.
+fn check_threshold(p: &StagePolicy) -> Result<(), String> {
+    match p.threshold {
+        Some(t) if !(0.0..=1.0).contains(&t) => Err(format!("threshold {t} for {} is not within 0..1", p.metric)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO: &str = r#"
+ensemble = true
+[[stage]]
+model = "models/a.toml"
+metric = "entropy"
+threshold = 0.3
+temperature = 1.5
+[[stage]]
+model = "models/b.toml"
+"#;
+
+    #[test]
+    fn parses_a_two_stage_cascade() {
+        let c = CascadeConfig::parse(TWO, Path::new("conf/cascade.toml")).unwrap();
+        assert!(c.ensemble);
+        assert_eq!(c.stages.len(), 2);
+        assert_eq!(c.stages[0].model, Path::new("conf/models/a.toml"));
+        assert_eq!(c.stages[0].policy, StagePolicy { metric: Metric::Entropy, threshold: Some(0.3), temperature: 1.5 });
+        assert_eq!(c.stages[1].policy.threshold, None);
+    }
+
+    #[test]
+    fn overrides_apply_to_all_but_the_last_stage() {
+        let c = CascadeConfig::parse(TWO, Path::new("c.toml")).unwrap();
+        let o = Overrides { threshold: Some(0.7), metric: Some(Metric::Margin), ensemble: Some(false) };
+        let c = c.with_overrides(&o).unwrap();
+        assert_eq!(c.stages[0].policy.threshold, Some(0.7));
+        assert_eq!(c.stages[0].policy.metric, Metric::Margin);
+        assert_eq!(c.stages[1].policy.threshold, None);
+        assert!(!c.ensemble);
+        let bad = Overrides { threshold: Some(1.5), ..Default::default() };
+        assert!(CascadeConfig::parse(TWO, Path::new("c.toml")).unwrap().with_overrides(&bad).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_configs_with_the_reason() {
+        let cases = [
+            ("ensemble = false\n", "stage"),
+            ("[[stage]]\nmodel = \"a\"\nthreshold = 0.5\n", "last"),
+            ("[[stage]]\nmodel = \"a\"\n[[stage]]\nmodel = \"b\"\n", "needs a threshold"),
+            (
+                "[[stage]]\nmodel = \"a\"\nmetric = \"confidence\"\nthreshold = 0.5\n[[stage]]\nmodel = \"b\"\n",
+                "confidence",
+            ),
+            ("[[stage]]\nmodel = \"a\"\nthreshold = 2.0\n[[stage]]\nmodel = \"b\"\n", "0..1"),
+            ("[[stage]]\nmodel = \"a\"\nthreshhold = 0.5\n", "threshhold"),
+            ("[[stage]]\nmodel = \"a\"\ntemperature = 0.0\n", "temperature"),
+        ];
+        for (text, want) in cases {
+            let e = CascadeConfig::parse(text, Path::new("x/c.toml")).unwrap_err().to_string();
+            assert!(e.contains("x/c.toml") && e.contains(want), "{text:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Inputs from the file system: image files named directly or found in folders, and labeled
+//! folders (`labels.csv` with header `file,label`, label = class index). Errors name the
+//! file, and for labels the line, that is wrong.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("no images (.jpg, .jpeg, .png) in folder {path}")]
+    NoImages { path: PathBuf },
+    #[error("{path} line {line}: {msg}")]
+    Labels { path: PathBuf, line: usize, msg: String },
+}
+
+const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+pub fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Files are taken as they are (whatever their extension: a bad one fails at decoding);
+/// folders give their image files, sorted, not recursing. A folder without images is an error.
+pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DatasetError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = list_images(p)?;
+            if found.is_empty() {
+                return Err(DatasetError::NoImages { path: p.clone() });
+            }
+            out.append(&mut found);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(DatasetError::Missing { path: p.clone() });
+        }
+    }
+    Ok(out)
+}
+
+/// The image files directly in `dir`, sorted by name.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
+    let read = |source| DatasetError::Read { path: dir.to_owned(), source };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read)? {
+        let path = entry.map_err(read)?.path();
+        if path.is_file() && is_image(&path) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// One labeled image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Labeled {
+    pub path: PathBuf,
+    pub label: usize,
+}
+
+/// Reads `DIR/labels.csv`. Every row must name a file (relative to DIR) and a class index
+/// below `classes`; a file listed twice, a missing one, a bad header or row is an error.
+pub fn read_labels(dir: &Path, classes: usize) -> Result<Vec<Labeled>, DatasetError> {
+    let path = dir.join("labels.csv");
+    if !dir.is_dir() {
+        return Err(DatasetError::Missing { path: dir.to_owned() });
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| DatasetError::Read { path: path.clone(), source })?;
+    parse_labels(&text, dir, &path, classes)
+}
+
+fn parse_labels(text: &str, dir: &Path, path: &Path, classes: usize) -> Result<Vec<Labeled>, DatasetError> {
+    let err = |line: usize, msg: String| DatasetError::Labels { path: path.to_owned(), line, msg };
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    match lines.next() {
+        Some((_, h)) if h.trim().trim_start_matches('\u{feff}') == "file,label" => {}
+        Some((n, h)) => return Err(err(n, format!("header is '{h}', expected 'file,label'"))),
+        None => return Err(err(1, "the file is empty; expected the header 'file,label'".into())),
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (n, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((file, label)) = line.rsplit_once(',') else {
+            return Err(err(n, format!("'{line}' is not 'file,label'")));
+        };
+        let file = file.trim();
+        let label: usize =
+            label.trim().parse().map_err(|_| err(n, format!("label '{}' is not a class index", label.trim())))?;
+        if label >= classes {
+            return Err(err(n, format!("label {label} is out of range (the model has {classes} classes)")));
+        }
+        if file.is_empty() {
+            return Err(err(n, "the file name is empty".into()));
+        }
+        if !seen.insert(file.to_owned()) {
+            return Err(err(n, format!("{file} is listed twice")));
+        }
+        let p = dir.join(file);
+        if !p.is_file() {
+            return Err(err(n, format!("{} does not exist", p.display())));
+        }
+        out.push(Labeled { path: p, label });
+    }
+    if out.is_empty() {
+        return Err(err(1, "no labeled images are listed".into()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_and_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.jpg"), b"x").unwrap();
+        std::fs::write(dir.path().join("b.png"), b"x").unwrap();
+        let p = dir.path().join("labels.csv");
+        let ok = parse_labels("file,label\na.jpg,3\r\nb.png, 999\n\n", dir.path(), &p, 1000).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].label, 999);
+        let cases = [
+            ("name,class\n", 1, "header"),
+            ("", 1, "empty"),
+            ("file,label\na.jpg,cat\n", 2, "'cat'"),
+            ("file,label\na.jpg,3\nb.png,1000\n", 3, "out of range"),
+            ("file,label\nc.jpg,1\n", 2, "does not exist"),
+            ("file,label\na.jpg\n", 2, "not 'file,label'"),
+            ("file,label\na.jpg,1\na.jpg,2\n", 3, "twice"),
+            ("file,label\n", 1, "no labeled"),
+        ];
+        for (text, line, want) in cases {
+            let e = parse_labels(text, dir.path(), &p, 1000).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, DatasetError::Labels { line: l, .. } if l == line), "{text:?}: {msg}");
+            assert!(msg.contains(want) && msg.contains("labels.csv"), "{text:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn folders_give_sorted_images_and_empty_ones_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["b.JPG", "a.png", "notes.txt"] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let found = collect_inputs(&[dir.path().to_owned()]).unwrap();
+        let names: Vec<_> = found.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect();
+        assert_eq!(names, ["a.png", "b.JPG"]);
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(collect_inputs(&[empty.path().to_owned()]), Err(DatasetError::NoImages { .. })));
+        assert!(matches!(collect_inputs(&[dir.path().join("nope.jpg")]), Err(DatasetError::Missing { .. })));
+    }
+}

@@ -1,0 +1,210 @@
+//! Evaluation on a labeled folder: every model's logits on every image (computed once, on
+//! all cores), then each model's top-1 alone and the cascade's top-1, fraction forwarded and
+//! mean MACs per input, decided by the same driver as live runs. `score` is pure.
+
+use crate::cascade;
+use crate::dataset::Labeled;
+use crate::model::Model;
+use crate::policy::{argmax, softmax, StagePolicy};
+use crate::preprocess;
+use crate::stage::Spans;
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Every model's logits on one labeled image.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub input: String,
+    pub label: usize,
+    pub logits: Vec<Vec<f32>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelScore {
+    pub name: String,
+    pub top1: f64,
+    pub macs: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CascadeScore {
+    pub top1: f64,
+    /// Fraction of inputs that went past the first stage.
+    pub forwarded: f64,
+    pub macs_per_input: f64,
+    /// Fraction of inputs answered by each stage.
+    pub answered_by: Vec<f64>,
+    pub metric: String,
+    pub threshold: Option<f32>,
+    pub ensemble: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub n: usize,
+    pub errors: usize,
+    pub models: Vec<ModelScore>,
+    pub cascade: CascadeScore,
+}
+
+/// One line of `--predictions`: a model's (or the cascade's) answer on one image.
+#[derive(Clone, Debug, Serialize)]
+pub struct Prediction<'a> {
+    pub file: &'a str,
+    pub label: usize,
+    pub model: &'a str,
+    pub top1: usize,
+    pub maxprob: f32,
+}
+
+/// Scores the records. `names` and `macs` describe the models in the order of each record's
+/// logits; the first `policies.len()` of them are the cascade's stages.
+pub fn score(
+    records: &[Record],
+    errors: usize,
+    names: &[String],
+    macs: &[u64],
+    policies: &[StagePolicy],
+    ensemble: bool,
+) -> EvalReport {
+    let n = records.len();
+    let frac = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+    let models = names
+        .iter()
+        .enumerate()
+        .map(|(m, name)| ModelScore {
+            name: name.clone(),
+            top1: frac(records.iter().filter(|r| argmax(&r.logits[m]) == r.label).count()),
+            macs: macs[m],
+        })
+        .collect();
+    let (mut correct, mut forwarded, mut total_macs) = (0usize, 0usize, 0u64);
+    let mut answered_by = vec![0usize; policies.len()];
+    for r in records {
+        let o = cascade_on(r, policies, ensemble);
+        correct += (o.class() == r.label) as usize;
+        forwarded += (o.ran > 1) as usize;
+        answered_by[o.stage] += 1;
+        total_macs += macs[..o.ran].iter().sum::<u64>();
+    }
+    EvalReport {
+        n,
+        errors,
+        models,
+        cascade: CascadeScore {
+            top1: frac(correct),
+            forwarded: frac(forwarded),
+            macs_per_input: if n == 0 { 0.0 } else { total_macs as f64 / n as f64 },
+            answered_by: answered_by.into_iter().map(frac).collect(),
+            metric: policies.first().map_or(String::new(), |p| p.metric.to_string()),
+            threshold: policies.first().and_then(|p| p.threshold),
+            ensemble,
+        },
+    }
+}
+
+/// The cascade's outcome on one record's cached logits.
+pub fn cascade_on(r: &Record, policies: &[StagePolicy], ensemble: bool) -> cascade::Outcome {
+    cascade::run(policies, ensemble, |i| Ok(r.logits[i].clone())).expect("cached logits never fail")
+}
+
+/// Every prediction of every model, and the cascade's, for `--predictions`.
+pub fn predictions<'a>(
+    records: &'a [Record],
+    names: &'a [String],
+    policies: &[StagePolicy],
+    ensemble: bool,
+) -> Vec<Prediction<'a>> {
+    let mut out = Vec::new();
+    for r in records {
+        for (m, name) in names.iter().enumerate() {
+            let p = softmax(&r.logits[m], 1.0);
+            let top1 = argmax(&p);
+            out.push(Prediction { file: &r.input, label: r.label, model: name, top1, maxprob: p[top1] });
+        }
+        let o = cascade_on(r, policies, ensemble);
+        let maxprob = o.verdict.probs[o.class()];
+        out.push(Prediction { file: &r.input, label: r.label, model: "cascade", top1: o.class(), maxprob });
+    }
+    out
+}
+
+/// Runs every model on every labeled image, `jobs` images at a time. Images that cannot be
+/// read or decoded come back as errors naming the file; the rest as records, in order.
+pub fn collect(models: &[&Model], items: &[Labeled], jobs: usize) -> Vec<Result<Record, String>> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let work = || {
+        let mut out = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { return out };
+            out.push((i, record(models, item)));
+            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if d % 50 == 0 || d == items.len() {
+                log::info!("evaluated {d}/{} images", items.len());
+            }
+        }
+    };
+    let mut results: Vec<Option<Result<Record, String>>> = (0..items.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..jobs.max(1)).map(|_| s.spawn(&work)).collect();
+        for w in workers {
+            for (i, r) in w.join().expect("an evaluation worker panicked") {
+                results[i] = Some(r);
+            }
+        }
+    });
+    results.into_iter().map(|r| r.expect("every image is evaluated")).collect()
+}
+
+fn record(models: &[&Model], item: &Labeled) -> Result<Record, String> {
+    let name = item.path.display().to_string();
+    let bytes = std::fs::read(&item.path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    let img = preprocess::decode(&bytes).map_err(|e| format!("{name}: {e}"))?;
+    let mut spans = Spans::default();
+    let logits = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| m.logits(&img, i, &mut spans).map_err(|e| format!("{name}: {}: {e}", m.name())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let input = item.path.file_name().map_or(name.clone(), |f| f.to_string_lossy().into_owned());
+    Ok(Record { input, label: item.label, logits })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Metric;
+
+    fn rec(label: usize, a: [f32; 3], b: [f32; 3]) -> Record {
+        let l = |p: [f32; 3]| p.iter().map(|x| x.ln()).collect();
+        Record { input: "x".into(), label, logits: vec![l(a), l(b)] }
+    }
+
+    #[test]
+    fn scores_models_and_cascade() {
+        let records = vec![
+            rec(0, [0.9, 0.05, 0.05], [0.2, 0.7, 0.1]), // small sure and right, big wrong
+            rec(1, [0.4, 0.35, 0.25], [0.1, 0.8, 0.1]), // small unsure and wrong, big right
+            rec(2, [0.3, 0.3, 0.4], [0.3, 0.3, 0.4]),   // both right, forwarded
+        ];
+        let policies = vec![
+            StagePolicy { metric: Metric::MaxSoftmax, threshold: Some(0.5), temperature: 1.0 },
+            StagePolicy { metric: Metric::MaxSoftmax, threshold: None, temperature: 1.0 },
+        ];
+        let names = vec!["small".to_string(), "big".to_string()];
+        let r = score(&records, 1, &names, &[100, 1000], &policies, false);
+        assert_eq!((r.n, r.errors), (3, 1));
+        assert!((r.models[0].top1 - 2.0 / 3.0).abs() < 1e-9);
+        assert!((r.models[1].top1 - 2.0 / 3.0).abs() < 1e-9);
+        assert!((r.cascade.top1 - 1.0).abs() < 1e-9);
+        assert!((r.cascade.forwarded - 2.0 / 3.0).abs() < 1e-9);
+        assert!((r.cascade.macs_per_input - (100.0 + 1100.0 * 2.0) / 3.0).abs() < 1e-9);
+        assert_eq!(r.cascade.answered_by.len(), 2);
+        let p = predictions(&records, &names, &policies, false);
+        assert_eq!(p.len(), 9);
+        assert_eq!((p[2].model, p[2].top1), ("cascade", 0));
+        assert_eq!((p[5].model, p[5].top1), ("cascade", 1));
+    }
+}

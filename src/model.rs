@@ -1,0 +1,75 @@
+//! A loaded model: its manifest, class names and runner, checked against each other at load.
+//! Turns a decoded image into the model's logits (probability outputs are turned back into
+//! log-probabilities, so the policy's softmax and temperature work on every model alike).
+
+use crate::manifest::{Manifest, ManifestError, OutputKind};
+use crate::preprocess;
+use crate::runner::{ModelRunner, RunError, TractRunner};
+use crate::stage::Spans;
+use image::RgbImage;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("model {manifest}: the class list {classes} has {listed} names but the model outputs {outputs} values")]
+    ClassCount { manifest: PathBuf, classes: PathBuf, listed: usize, outputs: usize },
+}
+
+pub struct Model {
+    pub manifest: Manifest,
+    pub classes: Vec<String>,
+    pub runner: Box<dyn ModelRunner>,
+}
+
+impl Model {
+    /// Loads the manifest at `path`, then its classes and ONNX model, and checks they agree.
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let manifest = Manifest::load(path)?;
+        let classes = manifest.load_classes()?;
+        let runner = TractRunner::load(&manifest.onnx, &manifest.input.shape())?;
+        if runner.outputs() != classes.len() {
+            return Err(ModelError::ClassCount {
+                manifest: manifest.path.clone(),
+                classes: manifest.classes_path.clone(),
+                listed: classes.len(),
+                outputs: runner.outputs(),
+            });
+        }
+        log::info!(
+            "loaded {} ({}, input {:?}, {:.0} M MACs)",
+            manifest.name,
+            manifest.onnx.display(),
+            manifest.input.shape(),
+            runner.macs() as f64 / 1e6
+        );
+        Ok(Model { manifest, classes, runner: Box::new(runner) })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    pub fn class_name(&self, class: usize) -> &str {
+        self.classes.get(class).map_or("?", |s| s.as_str())
+    }
+
+    /// Preprocesses `img` as the manifest says and runs the model, timing both as spans of
+    /// cascade stage `stage`.
+    pub fn logits(&self, img: &RgbImage, stage: usize, spans: &mut Spans) -> Result<Vec<f32>, RunError> {
+        let input = spans.time("preprocess", Some(stage), || preprocess::to_tensor(img, &self.manifest.input));
+        let out = spans.time("infer", Some(stage), || self.runner.run(&input))?;
+        Ok(self.as_logits(out))
+    }
+
+    /// Converts the model's raw output to logits per its manifest.
+    pub fn as_logits(&self, out: Vec<f32>) -> Vec<f32> {
+        match self.manifest.output.kind {
+            OutputKind::Logits => out,
+            OutputKind::Probabilities => out.into_iter().map(|p| p.max(1e-30).ln()).collect(),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Image input: decode JPEG or PNG, take the centre crop, resize it with the same bicubic
+//! filter as Pillow (bit for bit, so the Python reference's accuracy carries over), and
+//! normalise into the tensor a model's manifest asks for. No file I/O: callers pass bytes.
+
+use crate::manifest::{InputSpec, Layout};
+use image::RgbImage;
+
+/// Why an image could not become a tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    #[error("image is empty ({0}x{1} pixels)")]
+    Empty(u32, u32),
+}
+
+/// Decodes JPEG or PNG bytes (the format is guessed from the bytes) into 8-bit RGB. Grey
+/// images are replicated over the channels, alpha is dropped (as Pillow's `convert("RGB")`).
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
+    let img = image::load_from_memory(bytes).map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let rgb = img.to_rgb8();
+    if rgb.width() == 0 || rgb.height() == 0 {
+        return Err(PreprocessError::Empty(rgb.width(), rgb.height()));
+    }
+    Ok(rgb)
+}
+
+/// The centred square of side `round(shorter side * crop_fraction)`, resized to
+/// `size` x `size` with Pillow's bicubic filter.
+pub fn crop_resize(img: &RgbImage, size: u32, crop_fraction: f64) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let side = ((w.min(h) as f64 * crop_fraction + 0.5).floor() as u32).clamp(1, w.min(h));
+    let (left, top) = ((w - side) / 2, (h - side) / 2);
+    let crop = image::imageops::crop_imm(img, left, top, side, side).to_image();
+    resize_bicubic(&crop, size, size)
+}
+
+/// Pillow's fixed-point precision for 8-bit resampling.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Pillow's bicubic kernel (a = -0.5), support 2.
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Per output pixel: the first input pixel used and the fixed-point weights of the pixels
+/// from there on, as Pillow's `precompute_coeffs` and `normalize_coeffs_8bpc` make them.
+struct Coeffs {
+    bounds: Vec<(usize, usize)>,
+    weights: Vec<Vec<i32>>,
+}
+
+fn coeffs(in_size: u32, out_size: u32) -> Coeffs {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = 2.0 * filterscale;
+    let mut bounds = Vec::with_capacity(out_size as usize);
+    let mut weights = Vec::with_capacity(out_size as usize);
+    for xx in 0..out_size {
+        let center = (xx as f64 + 0.5) * scale;
+        let ss = 1.0 / filterscale;
+        // C's (int) cast truncates towards zero; clamped below at 0 either way.
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+        let n = xmax.saturating_sub(xmin);
+        let mut k: Vec<f64> = (0..n).map(|x| bicubic((x as f64 + xmin as f64 - center + 0.5) * ss)).collect();
+        let ww: f64 = k.iter().sum();
+        if ww != 0.0 {
+            k.iter_mut().for_each(|w| *w /= ww);
+        }
+        let one = (1u32 << PRECISION_BITS) as f64;
+        let fixed = k.iter().map(|&w| if w < 0.0 { (-0.5 + w * one) as i32 } else { (0.5 + w * one) as i32 }).collect();
+        bounds.push((xmin, n));
+        weights.push(fixed);
+    }
+    Coeffs { bounds, weights }
+}
+
+fn clip8(v: i32) -> u8 {
+    (v >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Resizes with Pillow's two-pass (horizontal, then vertical) bicubic resampling, rounding
+/// to 8 bits between the passes as Pillow does. A pass whose size does not change is skipped.
+pub fn resize_bicubic(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    let (in_w, in_h) = img.dimensions();
+    let half = 1i32 << (PRECISION_BITS - 1);
+    let mut cur = img.clone();
+    if out_w != in_w {
+        let c = coeffs(in_w, out_w);
+        let mut out = RgbImage::new(out_w, in_h);
+        for y in 0..in_h {
+            for (xx, ((xmin, n), k)) in c.bounds.iter().zip(&c.weights).enumerate() {
+                let mut ss = [half; 3];
+                for (x, &w) in k.iter().enumerate().take(*n) {
+                    let p = cur.get_pixel((xmin + x) as u32, y);
+                    for ch in 0..3 {
+                        ss[ch] += p[ch] as i32 * w;
+                    }
+                }
+                out.put_pixel(xx as u32, y, image::Rgb([clip8(ss[0]), clip8(ss[1]), clip8(ss[2])]));
+            }
+        }
+        cur = out;
+    }
+    if out_h != in_h {
+        let c = coeffs(in_h, out_h);
+        let w = cur.width();
+        let mut out = RgbImage::new(w, out_h);
+        for (yy, ((ymin, n), k)) in c.bounds.iter().zip(&c.weights).enumerate() {
+            for x in 0..w {
+                let mut ss = [half; 3];
+                for (y, &wt) in k.iter().enumerate().take(*n) {
+                    let p = cur.get_pixel(x, (ymin + y) as u32);
+                    for ch in 0..3 {
+                        ss[ch] += p[ch] as i32 * wt;
+                    }
+                }
+                out.put_pixel(x, yy as u32, image::Rgb([clip8(ss[0]), clip8(ss[1]), clip8(ss[2])]));
+            }
+        }
+        cur = out;
+    }
+    cur
+}
+
+/// `(pixel - mean) / std` per channel, in the layout the model takes, batch 1.
+pub fn normalise(img: &RgbImage, mean: [f32; 3], std: [f32; 3], layout: Layout) -> Vec<f32> {
+    let (w, h) = img.dimensions();
+    let plane = (w * h) as usize;
+    let mut out = vec![0.0f32; plane * 3];
+    for (i, p) in img.pixels().enumerate() {
+        for ch in 0..3 {
+            let v = (p[ch] as f32 - mean[ch]) / std[ch];
+            match layout {
+                Layout::Nchw => out[ch * plane + i] = v,
+                Layout::Nhwc => out[i * 3 + ch] = v,
+            }
+        }
+    }
+    out
+}
+
+/// The whole path from a decoded image to a model's input tensor.
+pub fn to_tensor(img: &RgbImage, spec: &InputSpec) -> Vec<f32> {
+    let resized = crop_resize(img, spec.size, spec.crop_fraction);
+    normalise(&resized, spec.mean, spec.std, spec.layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bicubic_kernel_values() {
+        assert_eq!(bicubic(0.0), 1.0);
+        assert_eq!(bicubic(1.0), 0.0);
+        assert_eq!(bicubic(2.0), 0.0);
+        assert!((bicubic(0.5) - 0.5625).abs() < 1e-12);
+        assert!((bicubic(1.5) + 0.0625).abs() < 1e-12);
+    }
+
+    #[test]
+    fn weights_sum_to_one_in_fixed_point() {
+        for (i, o) in [(256, 224), (227, 260), (100, 300), (7, 3)] {
+            let c = coeffs(i, o);
+            for k in &c.weights {
+                let s: i64 = k.iter().map(|&w| w as i64).sum();
+                assert!((s - (1 << PRECISION_BITS)).abs() <= k.len() as i64, "{i}->{o}: {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn flat_image_stays_flat() {
+        let img = RgbImage::from_pixel(37, 23, image::Rgb([10, 128, 250]));
+        let out = crop_resize(&img, 16, 0.875);
+        assert_eq!(out.dimensions(), (16, 16));
+        assert!(out.pixels().all(|p| p.0 == [10, 128, 250]));
+    }
+
+    #[test]
+    fn crop_is_centred_and_sized_from_the_shorter_side() {
+        // 40x20: side = round(20 * 0.5) = 10, left 15, top 5. Mark that square.
+        let mut img = RgbImage::from_pixel(40, 20, image::Rgb([0, 0, 0]));
+        for y in 5..15 {
+            for x in 15..25 {
+                img.put_pixel(x, y, image::Rgb([255, 255, 255]));
+            }
+        }
+        let out = crop_resize(&img, 10, 0.5);
+        assert!(out.pixels().all(|p| p.0 == [255, 255, 255]));
+    }
+
+    #[test]
+    fn normalise_layouts() {
+        let mut img = RgbImage::new(2, 1);
+        img.put_pixel(0, 0, image::Rgb([127, 255, 0]));
+        img.put_pixel(1, 0, image::Rgb([1, 2, 3]));
+        let m = [127.0; 3];
+        let s = [128.0; 3];
+        let nchw = normalise(&img, m, s, Layout::Nchw);
+        assert_eq!(nchw, vec![0.0, -126.0 / 128.0, 1.0, -125.0 / 128.0, -127.0 / 128.0, -124.0 / 128.0]);
+        let nhwc = normalise(&img, m, s, Layout::Nhwc);
+        assert_eq!(nhwc[0..3], [0.0, 1.0, -127.0 / 128.0]);
+    }
+
+    #[test]
+    fn undecodable_bytes_are_an_error() {
+        assert!(matches!(decode(b"not an image"), Err(PreprocessError::Decode(_))));
+        assert!(decode(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 16]).is_err());
+    }
+}

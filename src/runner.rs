@@ -1,0 +1,135 @@
+//! The model-runner seam: `ModelRunner` runs one input tensor through a model and returns
+//! its output vector. `TractRunner` is the implementation over tract, and this is the only
+//! module that names tract. `ScriptedRunner` answers from a table, for tests and dry runs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::Cost;
+use tract_onnx::tract_hir::infer::Factoid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("model file {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("model file {path} is not a valid ONNX model: {msg}")]
+    NotOnnx { path: PathBuf, msg: String },
+    #[error("model {path} does not accept the input its manifest describes: {msg}")]
+    Shape { path: PathBuf, msg: String },
+    #[error("model {path} cannot be prepared for inference: {msg}")]
+    Prepare { path: PathBuf, msg: String },
+    #[error("input has {got} values, the model takes {want}")]
+    InputLen { got: usize, want: usize },
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// Runs a model on one input at a time (batch 1).
+pub trait ModelRunner: Send + Sync {
+    /// Runs one input (flat, in the shape given at load) and returns the flat first output.
+    fn run(&self, input: &[f32]) -> Result<Vec<f32>, RunError>;
+    /// Multiply-accumulates per inference.
+    fn macs(&self) -> u64;
+}
+
+/// A model loaded, checked against its expected input shape and optimised once by tract.
+pub struct TractRunner {
+    plan: Arc<TypedRunnableModel>,
+    shape: Vec<usize>,
+    macs: u64,
+    outputs: usize,
+}
+
+impl TractRunner {
+    /// Loads `path`, fixes its input to `shape` (failing if the graph declares another), counts
+    /// its multiply-accumulates and optimises it.
+    pub fn load(path: &Path, shape: &[usize]) -> Result<TractRunner, RunError> {
+        if !path.is_file() {
+            return Err(RunError::Missing { path: path.to_owned() });
+        }
+        let not_onnx = |e: TractError| RunError::NotOnnx { path: path.to_owned(), msg: format!("{e:#}") };
+        let bad_shape = |msg: String| RunError::Shape { path: path.to_owned(), msg };
+        let mut model = tract_onnx::onnx().model_for_path(path).map_err(not_onnx)?;
+        if model.input_outlets().map_err(not_onnx)?.len() != 1 {
+            return Err(bad_shape("it does not have exactly one input".into()));
+        }
+        let declared = model.input_fact(0).map_err(not_onnx)?.clone();
+        let dims: Vec<Option<i64>> =
+            declared.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok())).collect();
+        let matches =
+            dims.len() == shape.len() && dims.iter().zip(shape).all(|(d, &s)| d.is_none_or(|d| d == s as i64));
+        if !declared.shape.dims().next().is_none() && !matches {
+            let shown: Vec<String> = dims.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
+            return Err(bad_shape(format!("the graph's input is [{}], the manifest says {shape:?}", shown.join(","))));
+        }
+        model.set_input_fact(0, f32::fact(shape).into()).map_err(not_onnx)?;
+        let prepare = |e: TractError| RunError::Prepare { path: path.to_owned(), msg: format!("{e:#}") };
+        let typed = model.into_typed().and_then(|m| m.into_decluttered()).map_err(prepare)?;
+        let macs = count_macs(&typed).map_err(prepare)?;
+        let outputs = typed
+            .output_fact(0)
+            .map_err(prepare)?
+            .shape
+            .as_concrete()
+            .map(|s| s.iter().product())
+            .ok_or_else(|| bad_shape("the output's shape is not fixed".into()))?;
+        let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(prepare)?;
+        Ok(TractRunner { plan, shape: shape.to_vec(), macs, outputs })
+    }
+
+    /// Number of values in the first output.
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+}
+
+/// Sums the multiply-accumulate counts tract's cost model gives each node.
+fn count_macs(model: &TypedModel) -> TractResult<u64> {
+    let mut total = 0i64;
+    for id in model.eval_order()? {
+        let node = &model.nodes()[id];
+        let inputs = model.node_input_facts(id)?;
+        for (cost, n) in node.op.cost(&inputs)? {
+            if matches!(cost, Cost::FMA(_)) {
+                total += n.to_i64()?;
+            }
+        }
+    }
+    Ok(total.max(0) as u64)
+}
+
+impl ModelRunner for TractRunner {
+    fn run(&self, input: &[f32]) -> Result<Vec<f32>, RunError> {
+        let want: usize = self.shape.iter().product();
+        if input.len() != want {
+            return Err(RunError::InputLen { got: input.len(), want });
+        }
+        let tensor = Tensor::from_shape(&self.shape, input).map_err(|e| RunError::Inference(format!("{e:#}")))?;
+        let out = self.plan.run(tvec!(tensor.into_tvalue())).map_err(|e| RunError::Inference(format!("{e:#}")))?;
+        let view = out[0].to_plain_array_view::<f32>().map_err(|e| RunError::Inference(format!("{e:#}")))?;
+        Ok(view.iter().copied().collect())
+    }
+
+    fn macs(&self) -> u64 {
+        self.macs
+    }
+}
+
+/// A runner that answers from a table keyed by the input's first value, for tests and dry
+/// runs without model files. An input not in the table is an inference error.
+pub struct ScriptedRunner {
+    pub answers: HashMap<u32, Vec<f32>>,
+    pub macs: u64,
+}
+
+impl ModelRunner for ScriptedRunner {
+    fn run(&self, input: &[f32]) -> Result<Vec<f32>, RunError> {
+        let key = input.first().map_or(0, |v| v.to_bits());
+        self.answers.get(&key).cloned().ok_or_else(|| RunError::Inference(format!("no scripted answer for {key:#x}")))
+    }
+
+    fn macs(&self) -> u64 {
+        self.macs
+    }
+}

@@ -1,0 +1,208 @@
+//! The `edgecascade` binary end to end, on the shipped models and demo photos, and on each
+//! kind of bad input: every failure must name what was wrong, exit non-zero and not panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn edgecascade(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgecascade"))
+        .args(args)
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_no_panic(o: &Output) {
+    assert!(!stderr(o).contains("panicked"), "panic: {}", stderr(o));
+}
+
+/// The demo photos and their labels, from photos/labels.csv.
+fn photo_labels() -> Vec<(String, usize)> {
+    let text = std::fs::read_to_string(root().join("photos/labels.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (f, c) = l.rsplit_once(',').unwrap();
+            (f.to_owned(), c.trim().parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn classify_photos_json_answers_every_photo_correctly() {
+    let o = edgecascade(&["classify", "--json", "photos"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let labels = photo_labels();
+    assert_eq!(lines.len(), labels.len() + 1, "one line per photo and a summary");
+    for (file, label) in &labels {
+        let a = lines
+            .iter()
+            .find(|v| v["input"].as_str().is_some_and(|i| i.ends_with(file.as_str())))
+            .unwrap_or_else(|| panic!("no answer for {file}"));
+        assert_eq!(a["class"].as_u64(), Some(*label as u64), "{file}: {a}");
+        assert!(a["label"].as_str().is_some_and(|s| !s.is_empty()));
+        let stage = a["stage"].as_u64().unwrap();
+        assert_eq!(a["forwarded"].as_bool(), Some(stage > 0));
+        let c = a["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c));
+        // A first-stage answer must have cleared the threshold; a forwarded one must not have.
+        let names: Vec<&str> = a["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(names[0], "decode");
+        assert!(names.contains(&"infer"));
+        assert_eq!(names.iter().filter(|n| **n == "infer").count() as u64, stage + 1);
+    }
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["summary"], true);
+    assert_eq!(summary["inputs"].as_u64(), Some(labels.len() as u64));
+    assert_eq!(summary["failed"].as_u64(), Some(0));
+}
+
+#[test]
+fn threshold_flag_moves_inputs_between_stages() {
+    let all_local = edgecascade(&["classify", "--json", "--threshold", "0", "photos"]);
+    let all_forwarded = edgecascade(&["classify", "--json", "--threshold", "1", "photos"]);
+    let summary =
+        |o: &Output| -> serde_json::Value { serde_json::from_str(stdout(o).lines().last().unwrap()).unwrap() };
+    let n = photo_labels().len() as u64;
+    assert_eq!(summary(&all_local)["forwarded"].as_u64(), Some(0));
+    assert_eq!(summary(&all_forwarded)["forwarded"].as_u64(), Some(n));
+    // Entropy: lower is surer, so threshold 1 keeps everything on the first stage.
+    let entropy = edgecascade(&["classify", "--json", "--metric", "entropy", "--threshold", "1", "photos"]);
+    assert_eq!(summary(&entropy)["forwarded"].as_u64(), Some(0));
+}
+
+#[test]
+fn eval_on_the_labeled_photos() {
+    let o = edgecascade(&["eval", "--json", "--data", "photos"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let n = photo_labels().len() as u64;
+    assert_eq!(v["n"].as_u64(), Some(n));
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[0]["name"], "efficientnet-lite0-int8");
+    assert_eq!(models[1]["name"], "efficientnet-lite2-fp32");
+    // tract's cost model: Lite0 about 385 M MACs, Lite2 about 860 M.
+    let macs0 = models[0]["macs"].as_f64().unwrap();
+    let macs2 = models[1]["macs"].as_f64().unwrap();
+    assert!((350e6..420e6).contains(&macs0), "{macs0}");
+    assert!((800e6..920e6).contains(&macs2), "{macs2}");
+    let c = &v["cascade"];
+    let f = c["forwarded"].as_f64().unwrap();
+    let macs = c["macs_per_input"].as_f64().unwrap();
+    assert!((macs - (macs0 + f * macs2)).abs() < 1.0, "{macs} vs {f}");
+    assert!(c["top1"].as_f64().unwrap() >= models[0]["top1"].as_f64().unwrap());
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// A one-stage config over a manifest written into `dir`, pointing at `onnx`.
+fn one_stage(dir: &Path, onnx: &Path, size: u32) -> PathBuf {
+    let classes = root().join("models/imagenet-classes.txt");
+    let manifest = format!(
+        "name = \"m\"\nonnx = \"{}\"\nclasses = \"{}\"\n[input]\nsize = {size}\nlayout = \"nchw\"\ncrop_fraction = 0.875\nresize = \"bicubic\"\nmean = [127.0, 127.0, 127.0]\nstd = [128.0, 128.0, 128.0]\n[output]\nkind = \"logits\"\n",
+        onnx.display(),
+        classes.display()
+    );
+    write(dir, "m.toml", manifest.as_bytes());
+    write(dir, "cascade.toml", b"[[stage]]\nmodel = \"m.toml\"\n")
+}
+
+#[test]
+fn missing_and_non_onnx_models_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = root().join("photos/chelsea.png");
+    let photo = photo.to_str().unwrap();
+    let cfg = one_stage(dir.path(), &dir.path().join("absent.onnx"), 224);
+    let o = edgecascade(&["classify", "--config", cfg.to_str().unwrap(), photo]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("absent.onnx") && stderr(&o).contains("does not exist"), "{}", stderr(&o));
+
+    let junk = write(dir.path(), "junk.onnx", b"this is not a protobuf at all \xff\xff\xff");
+    let cfg = one_stage(dir.path(), &junk, 224);
+    let o = edgecascade(&["classify", "--config", cfg.to_str().unwrap(), photo]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("junk.onnx") && stderr(&o).contains("not a valid ONNX model"), "{}", stderr(&o));
+    assert_no_panic(&o);
+}
+
+#[test]
+fn manifest_that_disagrees_with_the_model_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = root().join("models/efficientnet-lite0-fp32.onnx");
+    let cfg = one_stage(dir.path(), &onnx, 260);
+    let o = edgecascade(&["classify", "--config", cfg.to_str().unwrap(), "photos/chelsea.png"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("efficientnet-lite0-fp32.onnx") && e.contains("224") && e.contains("260"), "{e}");
+    assert_no_panic(&o);
+}
+
+#[test]
+fn one_bad_image_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join("photos/chelsea.png"), dir.path().join("a.png")).unwrap();
+    write(dir.path(), "b.jpg", b"\xff\xd8\xff\xe0 truncated jpeg");
+    std::fs::copy(root().join("photos/coffee.png"), dir.path().join("c.png")).unwrap();
+    let o = edgecascade(&["classify", "--json", "--threshold", "0", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0]["class"].is_u64() && lines[2]["class"].is_u64());
+    assert!(lines[1]["input"].as_str().unwrap().ends_with("b.jpg"));
+    assert!(lines[1]["error"].as_str().unwrap().contains("decode"), "{}", lines[1]);
+    assert_eq!(lines[3]["failed"].as_u64(), Some(1));
+    assert_eq!(lines[3]["answered"].as_u64(), Some(2));
+    assert_no_panic(&o);
+}
+
+#[test]
+fn folder_without_images_and_bad_labels_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "notes.txt", b"no images here");
+    let o = edgecascade(&["classify", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no images") && stderr(&o).contains(dir.path().to_str().unwrap()), "{}", stderr(&o));
+
+    std::fs::copy(root().join("photos/chelsea.png"), dir.path().join("a.png")).unwrap();
+    write(dir.path(), "labels.csv", b"file,label\na.png,281\na.png,cat\n");
+    let o = edgecascade(&["eval", "--data", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("labels.csv line 3") && e.contains("'cat'"), "{e}");
+    assert_no_panic(&o);
+}
+
+#[test]
+fn bad_config_and_flags_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", b"[[stage]]\nmodel = \"x.toml\"\nthreshold = 0.5\n");
+    let o = edgecascade(&["classify", "--config", cfg.to_str().unwrap(), "photos"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("c.toml") && stderr(&o).contains("last"), "{}", stderr(&o));
+    let o = edgecascade(&["classify", "--threshold", "1.5", "photos"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("1.5"), "{}", stderr(&o));
+    let o = edgecascade(&["classify", "--metric", "confidence", "photos"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("confidence"), "{}", stderr(&o));
+}
