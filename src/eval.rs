@@ -141,14 +141,14 @@ pub fn collect(models: &[&Model], items: &[Labeled], jobs: usize) -> Vec<Result<
             let Some(item) = items.get(i) else { return out };
             out.push((i, record(models, item)));
             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if d % 50 == 0 || d == items.len() {
+            if d.is_multiple_of(50) || d == items.len() {
                 log::info!("evaluated {d}/{} images", items.len());
             }
         }
     };
     let mut results: Vec<Option<Result<Record, String>>> = (0..items.len()).map(|_| None).collect();
     std::thread::scope(|s| {
-        let workers: Vec<_> = (0..jobs.max(1)).map(|_| s.spawn(&work)).collect();
+        let workers: Vec<_> = (0..jobs.max(1)).map(|_| s.spawn(work)).collect();
         for w in workers {
             for (i, r) in w.join().expect("an evaluation worker panicked") {
                 results[i] = Some(r);

@@ -6,17 +6,24 @@
 //!   `eval::score`;
 //! - configuration: `config` (cascade.toml), `manifest` (per-model TOML);
 //! - edges: `runner` (tract, the only module naming it), `model`, `preprocess` (images),
-//!   `dataset` (files and labels), `stage` (timed spans), `local` and `eval` (the commands'
-//!   engines).
+//!   `dataset` (files and labels), `stage` (timed spans), `pipeline` (one input through
+//!   every stage), `eval`;
+//! - the link: `link` (wire messages, framing, transports, fault relay), `host` (serves the
+//!   last stage), `device` (the last stage seen from the device).
 
 pub mod cascade;
 pub mod config;
 pub mod dataset;
+pub mod device;
 pub mod eval;
-pub mod local;
+pub mod host;
+pub mod inputs;
+pub mod link;
 pub mod manifest;
 pub mod model;
+pub mod pipeline;
 pub mod policy;
 pub mod preprocess;
 pub mod runner;
+pub mod session;
 pub mod stage;

@@ -6,14 +6,23 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
 use edgecascade::dataset;
+use edgecascade::device::{Remote, RemoteConfig};
 use edgecascade::eval;
-use edgecascade::local::{Answer, LocalCascade};
+use edgecascade::host::{self, Host};
+use edgecascade::inputs::{self, Input};
+use edgecascade::link::{Encoding, LinkAddr, Shaping};
+use edgecascade::manifest::Manifest;
 use edgecascade::model::Model;
+use edgecascade::pipeline::Pipeline;
 use edgecascade::policy::Metric;
-use std::collections::BTreeMap;
+use edgecascade::session::{self, Sink, Summary};
+use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "edgecascade", version, about = "Early-exit model cascades for edge devices")]
@@ -32,6 +41,66 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// One JSON object per input per line, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The main job: the host (large model) and the device (small model) joined by a real
+    /// serial link (a pseudo-terminal pair), classifying the demo photos or a labeled folder.
+    Demo {
+        #[command(flatten)]
+        cascade: CascadeArgs,
+        #[command(flatten)]
+        link: LinkArgs,
+        /// A labeled folder (images and labels.csv) instead of the demo photos; adds accuracy.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Append one JSON line per input to this file.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the cascade's last stage (the large model) to devices over a link.
+    Host {
+        /// Cascade configuration whose last stage is served (default: ./cascade.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Serve this model manifest instead of the config's last stage.
+        #[arg(long, value_name = "MANIFEST")]
+        model: Option<PathBuf>,
+        /// A serial link to serve, `serial:/dev/ttyUSB0?baud=921600`.
+        #[arg(long, value_name = "LINK", conflicts_with = "listen", required_unless_present = "listen")]
+        link: Option<LinkAddr>,
+        /// Listen for devices over TCP, `tcp:ADDR:PORT` (loopback unless you name another address).
+        #[arg(long, value_name = "tcp:ADDR:PORT")]
+        listen: Option<LinkAddr>,
+        /// Devices served at once over TCP.
+        #[arg(long, default_value_t = 64)]
+        max_devices: usize,
+    },
+    /// Run the cascade on this device, offloading unsure inputs to a host over a link.
+    Run {
+        #[command(flatten)]
+        cascade: CascadeArgs,
+        #[command(flatten)]
+        link: LinkArgs,
+        /// The host: `serial:/dev/ttyUSB0?baud=921600` or `tcp:HOST:PORT`.
+        #[arg(long = "link", value_name = "LINK")]
+        addr: LinkAddr,
+        /// Image files or folders; `-` reads a stream of JPEG frames (MJPEG) on standard input.
+        paths: Vec<PathBuf>,
+        /// Classify each new image written into this folder.
+        #[arg(long, value_name = "DIR", conflicts_with = "paths")]
+        watch: Option<PathBuf>,
+        /// With --watch: stop after this many inputs.
+        #[arg(long)]
+        max_inputs: Option<usize>,
+        /// With --watch: stop after this many seconds without a new image.
+        #[arg(long, value_name = "SECS")]
+        idle_exit: Option<f64>,
+        /// Append one JSON line per input to this file, flushed per line.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -72,6 +141,43 @@ struct CascadeArgs {
     ensemble: bool,
 }
 
+/// How the device uses its link.
+#[derive(Args)]
+struct LinkArgs {
+    /// Payload encoding to send: crop-jpeg, original or crop-raw.
+    #[arg(long, default_value = "crop-jpeg")]
+    encoding: Encoding,
+    /// JPEG quality of a crop-jpeg payload.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    jpeg_quality: u8,
+    /// Pace the link to rehearse a slower one, e.g. `baud=115200,latency=20ms,loss=0.001`.
+    #[arg(long, value_name = "SPEC")]
+    shape: Option<Shaping>,
+    /// Milliseconds to wait for the host's answer before sending again.
+    #[arg(long, default_value_t = 5000)]
+    reply_timeout_ms: u64,
+    /// Sends per request before answering locally, degraded.
+    #[arg(long, default_value_t = 3)]
+    tries: u32,
+}
+
+impl LinkArgs {
+    fn remote_config(&self, addr: LinkAddr, ensemble: bool) -> RemoteConfig {
+        let mut c = RemoteConfig::new(addr);
+        let mut encodings = vec![self.encoding];
+        encodings.extend(
+            [Encoding::CropJpeg, Encoding::Original, Encoding::CropRaw].into_iter().filter(|e| *e != self.encoding),
+        );
+        c.encodings = encodings;
+        c.jpeg_quality = self.jpeg_quality;
+        c.shaping = self.shape.clone();
+        c.reply_timeout = Duration::from_millis(self.reply_timeout_ms);
+        c.tries = self.tries;
+        c.want_probs = ensemble;
+        c
+    }
+}
+
 impl CascadeArgs {
     fn resolve(&self) -> Result<CascadeConfig> {
         let path = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
@@ -91,6 +197,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify { cascade, paths, json } => classify(&cascade, &paths, json),
+        Command::Demo { cascade, link, data, log, json } => {
+            demo(&cascade, &link, data.as_deref(), log.as_deref(), json)
+        }
+        Command::Host { config, model, link, listen, max_devices } => {
+            serve(config, model.as_deref(), link, listen, max_devices).map(|()| 0)
+        }
+        Command::Run { cascade, link, addr, paths, watch, max_inputs, idle_exit, log, json } => {
+            let watch = watch.map(|dir| (dir, max_inputs, idle_exit.map(Duration::from_secs_f64)));
+            run_device(&cascade, &link, addr, &paths, watch, log.as_deref(), json)
+        }
         Command::Eval { cascade, data, compare, predictions, jobs, json } => {
             run_eval(&cascade, &data, &compare, predictions.as_deref(), jobs, json)
         }
@@ -110,125 +226,204 @@ fn main() -> ExitCode {
 
 /// Runs `classify`; returns the number of inputs that failed.
 fn classify(args: &CascadeArgs, paths: &[PathBuf], json: bool) -> Result<usize> {
-    let inputs = dataset::collect_inputs(paths)?;
-    let cascade = LocalCascade::load(args.resolve()?)?;
+    let files = dataset::collect_inputs(paths)?;
+    let mut pipeline = Pipeline::local(args.resolve()?)?;
     let mut out = std::io::stdout().lock();
-    let mut answers = Vec::new();
-    let mut failed = 0;
-    for path in &inputs {
-        let name = path.display().to_string();
-        let result =
-            std::fs::read(path).map_err(|e| format!("cannot read: {e}")).and_then(|b| cascade.answer(&name, &b));
-        match result {
-            Ok(a) => {
-                if json {
-                    writeln!(out, "{}", serde_json::to_string(&a)?)?;
-                } else {
-                    writeln!(out, "{}", answer_line(&a))?;
-                }
-                answers.push(a);
-            }
-            Err(e) => {
-                failed += 1;
-                if json {
-                    writeln!(out, "{}", serde_json::json!({ "input": name, "error": e }))?;
-                } else {
-                    writeln!(out, "{name}: error: {e}")?;
-                }
-            }
-        }
-    }
-    let names: Vec<&str> = cascade.models.iter().map(|m| m.name()).collect();
-    let summary = summarise(&answers, failed, &names);
-    if json {
-        writeln!(out, "{}", serde_json::to_string(&summary)?)?;
-    } else {
-        writeln!(out, "{}", summary_text(&summary))?;
-    }
-    Ok(failed)
+    let mut sink = Sink { out: &mut out, json, log: None, labels: None };
+    let summary = session::drive(&mut pipeline, inputs::Files::new(files), &mut sink)?;
+    finish(&mut sink, &summary)
 }
 
-fn answer_line(a: &Answer) -> String {
-    let route = if a.degraded {
-        format!("stage {} {} (DEGRADED: {})", a.stage + 1, a.model, a.degraded_reason.as_deref().unwrap_or(""))
+/// Prints the summary; returns the number of inputs that failed.
+fn finish(sink: &mut Sink, summary: &Summary) -> Result<usize> {
+    if sink.json {
+        writeln!(sink.out, "{}", serde_json::to_string(summary)?)?;
     } else {
-        format!("stage {} {}", a.stage + 1, a.model)
+        writeln!(sink.out, "{}", session::summary_text(summary))?;
+    }
+    Ok(summary.failed)
+}
+
+fn open_log(path: Option<&Path>) -> Result<Option<Box<dyn Write>>> {
+    let Some(p) = path else { return Ok(None) };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .with_context(|| format!("cannot open the results log {}", p.display()))?;
+    Ok(Some(Box::new(f)))
+}
+
+/// The host model: `--model`, or the config's last stage.
+fn host_model(config: Option<PathBuf>, model: Option<&Path>) -> Result<Model> {
+    let manifest = match model {
+        Some(m) => m.to_owned(),
+        None => {
+            let args = CascadeArgs { config, threshold: None, metric: None, ensemble: false };
+            args.resolve()?.stages.last().expect("a config has a stage").model.clone()
+        }
     };
-    format!(
-        "{:<28} {:>4} {:<30} {} {:.3}  {}  {:.1} ms",
-        a.input,
-        a.class,
-        truncate(&a.label, 30),
-        a.metric,
-        a.confidence,
-        route,
-        a.ms
-    )
+    Ok(Model::load(&manifest)?)
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        s.chars().take(n - 1).chain(std::iter::once('~')).collect()
+/// Runs `host` until killed.
+fn serve(
+    config: Option<PathBuf>,
+    model: Option<&Path>,
+    link: Option<LinkAddr>,
+    listen: Option<LinkAddr>,
+    max_devices: usize,
+) -> Result<()> {
+    let host = Arc::new(Host::new(host_model(config, model)?));
+    let stop = Arc::new(AtomicBool::new(false));
+    match (link, listen) {
+        (_, Some(LinkAddr::Tcp { addr })) => {
+            let listener = std::net::TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
+            log::info!("serving {} to devices on tcp:{}", host.model.name(), listener.local_addr()?);
+            host::serve_tcp(host, listener, max_devices, stop)?;
+            Ok(())
+        }
+        (_, Some(other)) => bail!("--listen takes tcp:ADDR:PORT, not {other}"),
+        (Some(addr @ LinkAddr::Serial { .. }), None) => {
+            log::info!("serving {} to a device on {addr}", host.model.name());
+            loop {
+                match edgecascade::link::connect(&addr, Duration::from_secs(2)) {
+                    Ok(mut port) => {
+                        port.set_read_timeout(Some(Duration::from_millis(250)))?;
+                        let stats = host.serve(port, &addr.to_string(), &stop);
+                        log::info!(
+                            "{addr}: {} requests, {} answered, {} errors",
+                            stats.requests,
+                            stats.answered,
+                            stats.errors
+                        );
+                    }
+                    Err(e) => log::warn!("cannot open {addr}: {e}"),
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        (Some(other), None) => {
+            bail!("--link takes serial:PATH?baud=B (use --listen tcp:ADDR:PORT for TCP), not {other}")
+        }
+        (None, None) => bail!("give --link serial:PATH or --listen tcp:ADDR:PORT"),
     }
 }
 
-/// Totals over a run's answers, printed after them.
-#[derive(serde::Serialize)]
-struct Summary {
-    summary: bool,
-    inputs: usize,
-    answered: usize,
-    failed: usize,
-    answered_by: BTreeMap<String, usize>,
-    forwarded: usize,
-    degraded: usize,
-    mean_macs: f64,
-    mean_ms: f64,
-    /// Mean milliseconds per input of each span name.
-    mean_span_ms: BTreeMap<String, f64>,
-}
-
-fn summarise(answers: &[Answer], failed: usize, models: &[&str]) -> Summary {
-    let n = answers.len().max(1) as f64;
-    let mut answered_by: BTreeMap<String, usize> = models.iter().map(|m| (m.to_string(), 0)).collect();
-    let mut spans: BTreeMap<String, f64> = BTreeMap::new();
-    for a in answers {
-        *answered_by.entry(a.model.clone()).or_default() += 1;
-        for s in &a.stages.0 {
-            *spans.entry(s.name.to_owned()).or_default() += s.ms / n;
+/// The device pipeline over `remote`: every stage but the last loaded here.
+fn device_pipeline(args: &CascadeArgs, mut remote: Remote) -> Result<Pipeline> {
+    let config = args.resolve()?;
+    if config.stages.len() < 2 {
+        bail!("{}: offloading needs at least two stages (the last one runs on the host)", config.path.display());
+    }
+    let name = match remote.ensure_connected() {
+        Ok(w) => w.model.clone(),
+        Err(e) => {
+            log::warn!("{e}; answering locally (degraded) until the host answers");
+            let last = &config.stages.last().expect("two stages").model;
+            Manifest::load(last).map_or_else(|_| "host".to_owned(), |m| m.name)
+        }
+    };
+    let pipeline = Pipeline::offloading(config, remote, name)?;
+    if let Some(w) = pipeline.remote.as_ref().and_then(|r| r.welcome()) {
+        let local = pipeline.models[0].classes.len();
+        if w.classes as usize != local {
+            bail!("the host's model {} has {} classes, the device's {local}", w.model, w.classes);
         }
     }
-    Summary {
-        summary: true,
-        inputs: answers.len() + failed,
-        answered: answers.len(),
-        failed,
-        answered_by,
-        forwarded: answers.iter().filter(|a| a.forwarded).count(),
-        degraded: answers.iter().filter(|a| a.degraded).count(),
-        mean_macs: answers.iter().map(|a| a.macs as f64).sum::<f64>() / n,
-        mean_ms: answers.iter().map(|a| a.ms).sum::<f64>() / n,
-        mean_span_ms: spans,
-    }
+    Ok(pipeline)
 }
 
-fn summary_text(s: &Summary) -> String {
-    let by: Vec<String> = s.answered_by.iter().map(|(m, k)| format!("{k} by {m}")).collect();
-    let spans: Vec<String> = s.mean_span_ms.iter().map(|(n, ms)| format!("{n} {ms:.1} ms")).collect();
-    format!(
-        "\n{} inputs: {} answered ({}), {} failed; {} forwarded, {} degraded\nper input: {:.0} M MACs, {:.1} ms ({})",
-        s.inputs,
-        s.answered,
-        by.join(", "),
-        s.failed,
-        s.forwarded,
-        s.degraded,
-        s.mean_macs / 1e6,
-        s.mean_ms,
-        spans.join(", ")
-    )
+/// Runs `run`; returns the number of inputs that failed.
+fn run_device(
+    args: &CascadeArgs,
+    link: &LinkArgs,
+    addr: LinkAddr,
+    paths: &[PathBuf],
+    watch: Option<(PathBuf, Option<usize>, Option<Duration>)>,
+    log: Option<&Path>,
+    json: bool,
+) -> Result<usize> {
+    let inputs: Box<dyn Iterator<Item = Input>> = match watch {
+        Some((dir, max, idle)) => Box::new(inputs::Watch::new(dir, max, idle)?),
+        None if paths.len() == 1 && paths[0] == Path::new("-") => {
+            Box::new(inputs::Mjpeg::new(std::io::stdin(), edgecascade::link::DEFAULT_MAX_FRAME as usize))
+        }
+        None if paths.is_empty() => {
+            bail!("give image files or folders, `-` for MJPEG on standard input, or --watch DIR")
+        }
+        None => Box::new(inputs::Files::new(dataset::collect_inputs(paths)?)),
+    };
+    let ensemble = args.ensemble || args.resolve()?.ensemble;
+    let remote = Remote::new(link.remote_config(addr, ensemble));
+    let mut pipeline = device_pipeline(args, remote)?;
+    let mut out = std::io::stdout().lock();
+    let mut sink = Sink { out: &mut out, json, log: open_log(log)?, labels: None };
+    let summary = session::drive(&mut pipeline, inputs, &mut sink)?;
+    finish(&mut sink, &summary)
+}
+
+/// Runs `demo`; returns the number of inputs that failed.
+fn demo(args: &CascadeArgs, link: &LinkArgs, data: Option<&Path>, log: Option<&Path>, json: bool) -> Result<usize> {
+    let config = args.resolve()?;
+    let host_manifest = config.stages.last().expect("a config has a stage").model.clone();
+    let (files, labels) = match data {
+        Some(dir) => {
+            let items = dataset::read_labels(dir, usize::MAX)?;
+            let labels: HashMap<String, usize> = items
+                .iter()
+                .map(|i| (i.path.file_name().map_or(String::new(), |f| f.to_string_lossy().into_owned()), i.label))
+                .collect();
+            (items.into_iter().map(|i| i.path).collect(), Some(labels))
+        }
+        None => {
+            let photos = PathBuf::from("photos");
+            if !photos.is_dir() {
+                bail!("no photos/ folder here: run the demo from the repository's root, or pass --data DIR");
+            }
+            (dataset::collect_inputs(&[photos])?, None)
+        }
+    };
+    // The serial link: a real pseudo-terminal pair, the host on one end, the device on the other.
+    let (device_end, host_end) = serialport::TTYPort::pair().context("cannot open a pseudo-terminal pair")?;
+    let pty = serialport::SerialPort::name(&host_end).unwrap_or_else(|| "pty".into());
+    let host = Host::new(Model::load(&host_manifest)?);
+    let stop = AtomicBool::new(false);
+    let device_end = std::sync::Mutex::new(device_end);
+    let addr = LinkAddr::Serial { path: PathBuf::from(&pty), baud: edgecascade::link::DEFAULT_BAUD };
+    let remote = Remote::with_opener(link.remote_config(addr, args.ensemble || config.ensemble), move || {
+        let port = device_end.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        Ok(edgecascade::link::Stream::try_clone_box(&*port)?)
+    });
+    let mut out = std::io::stdout().lock();
+    std::thread::scope(|s| -> Result<usize> {
+        let host_thread = s.spawn(|| {
+            let mut port = host_end;
+            if let Err(e) = edgecascade::link::Stream::set_read_timeout(&mut port, Some(Duration::from_millis(100))) {
+                log::warn!("host: cannot set the PTY timeout: {e}");
+            }
+            host.serve(port, &pty, &stop)
+        });
+        let result = (|| -> Result<usize> {
+            let mut pipeline = device_pipeline(args, remote)?;
+            if !json {
+                writeln!(
+                    out,
+                    "demo: device runs {} here; host runs {} across a serial link ({})\n",
+                    pipeline.names[..pipeline.names.len() - 1].join(" -> "),
+                    pipeline.names.last().expect("two stages"),
+                    pty
+                )?;
+            }
+            let mut sink = Sink { out: &mut out, json, log: open_log(log)?, labels };
+            let summary = session::drive(&mut pipeline, inputs::Files::new(files), &mut sink)?;
+            finish(&mut sink, &summary)
+        })();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let stats = host_thread.join().map_err(|_| anyhow::anyhow!("the host thread panicked"))?;
+        log::info!("host: {} requests, {} answered, {} errors", stats.requests, stats.answered, stats.errors);
+        result
+    })
 }
 
 /// Runs `eval`; returns the number of images that failed.
@@ -240,7 +435,7 @@ fn run_eval(
     jobs: Option<usize>,
     json: bool,
 ) -> Result<usize> {
-    let cascade = LocalCascade::load(args.resolve()?)?;
+    let cascade = Pipeline::local(args.resolve()?)?;
     let extra = compare.iter().map(|p| Model::load(p)).collect::<Result<Vec<_>, _>>()?;
     let models: Vec<&Model> = cascade.models.iter().chain(extra.iter()).collect();
     let items = dataset::read_labels(data, models[0].classes.len())?;

@@ -12,17 +12,65 @@ pub enum PreprocessError {
     Decode(String),
     #[error("image is empty ({0}x{1} pixels)")]
     Empty(u32, u32),
+    #[error("image is {width}x{height} pixels, more than the {MAX_PIXELS}-pixel limit")]
+    TooLarge { width: usize, height: usize },
 }
 
-/// Decodes JPEG or PNG bytes (the format is guessed from the bytes) into 8-bit RGB. Grey
-/// images are replicated over the channels, alpha is dropped (as Pillow's `convert("RGB")`).
+/// The largest image decoded, in pixels (a header can claim 65535 x 65535).
+pub const MAX_PIXELS: usize = 100_000_000;
+
+/// Decodes JPEG or PNG bytes (the format is guessed from the bytes) into 8-bit RGB, as
+/// Pillow's `Image.open(..).convert("RGB")` does: JPEG through libjpeg-turbo's algorithms
+/// (mozjpeg), so the pixels are Pillow's; grey images replicated over the channels, alpha
+/// dropped. A JPEG that libjpeg cannot convert to RGB (CMYK) falls back to the image crate.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
-    let img = image::load_from_memory(bytes).map_err(|e| PreprocessError::Decode(e.to_string()))?;
-    let rgb = img.to_rgb8();
+    let rgb = if bytes.starts_with(&[0xFF, 0xD8]) {
+        match decode_jpeg(bytes) {
+            Ok(img) => img,
+            Err(e @ PreprocessError::TooLarge { .. }) => return Err(e),
+            Err(e) => decode_other(bytes).map_err(|_| e)?,
+        }
+    } else {
+        decode_other(bytes)?
+    };
     if rgb.width() == 0 || rgb.height() == 0 {
         return Err(PreprocessError::Empty(rgb.width(), rgb.height()));
     }
     Ok(rgb)
+}
+
+fn decode_other(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
+    let img = image::load_from_memory(bytes).map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    Ok(img.to_rgb8())
+}
+
+fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
+    // libjpeg reports fatal errors by unwinding out of its callbacks; catch them here.
+    let result = std::panic::catch_unwind(|| -> Result<RgbImage, PreprocessError> {
+        let io = |e: std::io::Error| PreprocessError::Decode(e.to_string());
+        let d = mozjpeg::Decompress::new_mem(bytes).map_err(io)?;
+        let (w, h) = d.size();
+        if w.saturating_mul(h) > MAX_PIXELS {
+            return Err(PreprocessError::TooLarge { width: w, height: h });
+        }
+        let mut started = d.rgb().map_err(io)?;
+        let pixels = started.read_scanlines::<u8>().map_err(io)?;
+        // Trailing bytes after the image are no reason to drop it (Pillow keeps it too).
+        let _ = started.finish();
+        RgbImage::from_raw(w as u32, h as u32, pixels)
+            .ok_or_else(|| PreprocessError::Decode("the JPEG decoder returned fewer pixels than its size".into()))
+    });
+    match result {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the JPEG decoder failed".into());
+            Err(PreprocessError::Decode(msg.trim_start_matches("libjpeg fatal error: ").to_owned()))
+        }
+    }
 }
 
 /// The centred square of side `round(shorter side * crop_fraction)`, resized to

@@ -59,7 +59,7 @@ impl TractRunner {
             declared.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok())).collect();
         let matches =
             dims.len() == shape.len() && dims.iter().zip(shape).all(|(d, &s)| d.is_none_or(|d| d == s as i64));
-        if !declared.shape.dims().next().is_none() && !matches {
+        if declared.shape.dims().next().is_some() && !matches {
             let shown: Vec<String> = dims.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
             return Err(bad_shape(format!("the graph's input is [{}], the manifest says {shape:?}", shown.join(","))));
         }

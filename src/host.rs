@@ -1,0 +1,243 @@
+//! The host: serves the cascade's last stage (the large model) to devices over a link. Each
+//! connection is a byte stream (a serial port, a TCP socket, a PTY) read through the framing
+//! codec; every request is validated against the model's input before it runs, and anything
+//! malformed gets an error reply while the host keeps serving. Over TCP each device gets its
+//! own thread, up to a bound.
+
+use crate::link::{
+    write_msg, Encoding, ErrorCode, ErrorMsg, FrameError, FrameReader, InferRequest, InferResponse, InputSpec,
+    LinkError, Message, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+use crate::model::Model;
+use crate::policy::{mean_probs, softmax, top_k};
+use crate::preprocess;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Every encoding the host can take.
+pub const HOST_ENCODINGS: [Encoding; 3] = [Encoding::Original, Encoding::CropJpeg, Encoding::CropRaw];
+
+/// How many classes a reply's `top` lists.
+pub const TOP_K: usize = 5;
+
+pub struct Host {
+    pub model: Model,
+    pub host_id: String,
+    pub max_frame: u32,
+}
+
+/// What one connection saw, for the log and for tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    pub requests: u64,
+    pub answered: u64,
+    pub errors: u64,
+}
+
+impl Host {
+    pub fn new(model: Model) -> Host {
+        let host_id = format!("edgecascade-host-{}", std::process::id());
+        Host { model, host_id, max_frame: DEFAULT_MAX_FRAME }
+    }
+
+    pub fn welcome(&self) -> Welcome {
+        let i = &self.model.manifest.input;
+        Welcome {
+            version: PROTOCOL_VERSION,
+            host_id: self.host_id.clone(),
+            model: self.model.name().to_owned(),
+            input: InputSpec { size: i.size, channels: 3, crop_fraction: i.crop_fraction },
+            classes: self.model.classes.len() as u32,
+            accepts: HOST_ENCODINGS.to_vec(),
+            max_frame: self.max_frame,
+        }
+    }
+
+    /// Serves one connection until the peer closes it, `stop` is set, or the stream fails.
+    /// Bad frames and bad requests get error replies; the connection goes on.
+    pub fn serve<S: Read + Write>(&self, stream: S, peer: &str, stop: &AtomicBool) -> ConnStats {
+        let mut reader = FrameReader::new(stream, self.max_frame as usize);
+        let mut stats = ConnStats::default();
+        while !stop.load(Ordering::Relaxed) {
+            let reply = match reader.read_msg() {
+                Ok(msg) => self.handle(msg, peer, &mut stats),
+                Err(LinkError::Timeout) => continue,
+                Err(LinkError::Closed) => {
+                    log::info!("{peer}: closed the link");
+                    break;
+                }
+                Err(LinkError::Frame(e)) => {
+                    stats.errors += 1;
+                    log::warn!("{peer}: bad frame: {e}");
+                    let code = match e {
+                        FrameError::Version(_) => ErrorCode::BadVersion,
+                        FrameError::Oversized { .. } => ErrorCode::TooLarge,
+                        _ => ErrorCode::BadFrame,
+                    };
+                    Some(Message::Error(ErrorMsg::new(None, code, e.to_string())))
+                }
+                Err(e) => {
+                    log::warn!("{peer}: link failed: {e}");
+                    break;
+                }
+            };
+            if let Some(reply) = reply {
+                if let Err(e) = write_msg(reader.get_mut(), &reply) {
+                    log::warn!("{peer}: cannot reply: {e}");
+                    break;
+                }
+            }
+        }
+        stats
+    }
+
+    fn handle(&self, msg: Message, peer: &str, stats: &mut ConnStats) -> Option<Message> {
+        let reply = match msg {
+            Message::Hello(h) if h.version != PROTOCOL_VERSION => Message::Error(ErrorMsg::new(
+                None,
+                ErrorCode::BadVersion,
+                format!("protocol version {} is not supported (this host speaks {PROTOCOL_VERSION})", h.version),
+            )),
+            Message::Hello(h) => {
+                log::info!("{peer}: device '{}' connected (accepts {:?})", h.device_id, h.accepts);
+                Message::Welcome(self.welcome())
+            }
+            Message::Infer(req) => {
+                stats.requests += 1;
+                let seq = req.seq;
+                match self.infer(&req) {
+                    Ok(r) => {
+                        stats.answered += 1;
+                        Message::Answer(r)
+                    }
+                    Err((code, why)) => {
+                        stats.errors += 1;
+                        log::warn!("{peer}: request {seq} refused: {why}");
+                        Message::Error(ErrorMsg::new(Some(seq), code, why))
+                    }
+                }
+            }
+            Message::Ping { nonce } => Message::Pong { nonce },
+            other => {
+                stats.errors += 1;
+                let why = format!("a device does not send {}", other.kind());
+                log::warn!("{peer}: {why}");
+                Message::Error(ErrorMsg::new(other.seq(), ErrorCode::BadRequest, why))
+            }
+        };
+        Some(reply)
+    }
+
+    /// Validates and runs one request.
+    pub fn infer(&self, req: &InferRequest) -> Result<InferResponse, (ErrorCode, String)> {
+        let start = Instant::now();
+        let spec = &self.model.manifest.input;
+        let classes = self.model.classes.len();
+        if let Some(p) = &req.device_probs {
+            if p.len() != classes {
+                return Err((
+                    ErrorCode::BadRequest,
+                    format!("device_probs has {} values, the host model has {classes} classes", p.len()),
+                ));
+            }
+        }
+        let bad = |e: String| (ErrorCode::BadPayload, e);
+        let crop = match req.encoding {
+            Encoding::Original => {
+                let img = preprocess::decode(&req.payload).map_err(|e| bad(e.to_string()))?;
+                preprocess::crop_resize(&img, spec.size, spec.crop_fraction)
+            }
+            Encoding::CropJpeg => {
+                let img = preprocess::decode(&req.payload).map_err(|e| bad(e.to_string()))?;
+                if img.dimensions() != (spec.size, spec.size) {
+                    let (w, h) = img.dimensions();
+                    return Err(bad(format!("crop is {w}x{h}, the host model takes {0}x{0}", spec.size)));
+                }
+                img
+            }
+            Encoding::CropRaw => {
+                let want = (spec.size * spec.size * 3) as usize;
+                if req.payload.len() != want {
+                    return Err(bad(format!(
+                        "raw crop has {} bytes, the host model takes {want} ({1}x{1}x3)",
+                        req.payload.len(),
+                        spec.size
+                    )));
+                }
+                image::RgbImage::from_raw(spec.size, spec.size, req.payload.clone())
+                    .ok_or_else(|| bad("raw crop does not fit its size".into()))?
+            }
+        };
+        let input = preprocess::normalise(&crop, spec.mean, spec.std, spec.layout);
+        let out = self.model.runner.run(&input).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        let probs = softmax(&self.model.as_logits(out), 1.0);
+        let top_of = match &req.device_probs {
+            Some(d) => mean_probs(&[d.as_slice(), probs.as_slice()]),
+            None => probs.clone(),
+        };
+        let top = top_k(&top_of, TOP_K).into_iter().map(|(c, p)| (c as u32, p)).collect();
+        Ok(InferResponse {
+            seq: req.seq,
+            top,
+            probs: req.want_probs.then_some(probs),
+            host_ms: start.elapsed().as_secs_f32() * 1e3,
+            host_mj: None,
+        })
+    }
+}
+
+/// Serves devices on a TCP listener, one thread each, at most `max_conns` at once, until
+/// `stop` is set.
+pub fn serve_tcp(
+    host: Arc<Host>,
+    listener: TcpListener,
+    max_conns: usize,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let active = Arc::new(AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        while !stop.load(Ordering::Relaxed) {
+            let (sock, peer) = match listener.accept() {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    continue;
+                }
+            };
+            if active.load(Ordering::Relaxed) >= max_conns {
+                log::warn!("{peer}: refused, already serving {max_conns} devices");
+                continue;
+            }
+            let (host, stop, active) = (host.clone(), stop.clone(), active.clone());
+            active.fetch_add(1, Ordering::Relaxed);
+            s.spawn(move || {
+                let peer = peer.to_string();
+                let _ = sock.set_nodelay(true);
+                let ok =
+                    sock.set_nonblocking(false).and_then(|_| sock.set_read_timeout(Some(Duration::from_millis(250))));
+                match ok {
+                    Ok(()) => {
+                        let stats = host.serve(sock, &peer, &stop);
+                        log::info!(
+                            "{peer}: {} requests, {} answered, {} errors",
+                            stats.requests,
+                            stats.answered,
+                            stats.errors
+                        );
+                    }
+                    Err(e) => log::warn!("{peer}: cannot set up the socket: {e}"),
+                }
+                active.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,718 @@
+//! Transports: the byte streams that carry frames between the device and the host. A link is
+//! named by a [`LinkAddr`] (`serial:/dev/ttyUSB0?baud=921600` or `tcp:HOST:PORT`), opened by
+//! [`connect`] into a boxed [`Stream`] (a UART through serialport, or a TCP socket), and can be
+//! wrapped in [`Paced`] to rehearse a slow, lossy radio or UART link over a fast one.
+
+use super::codec::LinkError;
+use super::rng::Rng;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// The baud rate of a `serial:` address that names none.
+pub const DEFAULT_BAUD: u32 = 921_600;
+/// The timeout a [`Stream`] gets for "no timeout" where the platform needs a number (serial).
+pub const LONG_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A link address, a [`Shaping`] or a [`super::Faults`] that could not be parsed; the message
+/// says what was wrong and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+fn perr(msg: String) -> ParseError {
+    ParseError(msg)
+}
+
+/// Where the other end of the link is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkAddr {
+    /// A UART (or USB CDC, or PTY) device.
+    Serial { path: PathBuf, baud: u32 },
+    /// `addr` is `HOST:PORT`, resolved when connecting.
+    Tcp { addr: String },
+}
+
+impl FromStr for LinkAddr {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let s = s.trim();
+        let Some((scheme, rest)) = s.split_once(':') else {
+            return Err(perr(format!(
+                "unknown link scheme '{s}' (expected serial: or tcp:, as in \
+                 serial:/dev/ttyUSB0?baud=921600 or tcp:HOST:PORT)"
+            )));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "serial" => {
+                let (path, query) = match rest.split_once('?') {
+                    Some((p, q)) => (p, Some(q)),
+                    None => (rest, None),
+                };
+                if path.is_empty() {
+                    return Err(perr(format!(
+                        "missing device path in '{s}' (expected serial:/dev/ttyUSB0?baud=921600)"
+                    )));
+                }
+                let mut baud = DEFAULT_BAUD;
+                for opt in query.into_iter().flat_map(|q| q.split('&')).filter(|o| !o.is_empty()) {
+                    match opt.split_once('=') {
+                        Some(("baud", v)) => {
+                            baud = v.parse::<u32>().ok().filter(|&b| b > 0).ok_or_else(|| {
+                                perr(format!(
+                                    "bad baud '{v}' in '{s}' (expected a whole number of bits \
+                                     per second above 0, e.g. baud=115200)"
+                                ))
+                            })?;
+                        }
+                        _ => {
+                            return Err(perr(format!("unknown serial option '{opt}' in '{s}' (only baud=N is known)")))
+                        }
+                    }
+                }
+                Ok(LinkAddr::Serial { path: PathBuf::from(path), baud })
+            }
+            "tcp" => {
+                let addr = rest.strip_prefix("//").unwrap_or(rest);
+                let Some((host, port)) = addr.rsplit_once(':') else {
+                    return Err(perr(format!("missing port in '{s}' (expected tcp:HOST:PORT)")));
+                };
+                if host.is_empty() {
+                    return Err(perr(format!("missing host in '{s}' (expected tcp:HOST:PORT)")));
+                }
+                if port.is_empty() {
+                    return Err(perr(format!("missing port in '{s}' (expected tcp:HOST:PORT)")));
+                }
+                if port.parse::<u16>().ok().filter(|&p| p > 0).is_none() {
+                    return Err(perr(format!("bad port '{port}' in '{s}' (expected a number from 1 to 65535)")));
+                }
+                Ok(LinkAddr::Tcp { addr: addr.to_string() })
+            }
+            other => Err(perr(format!("unknown link scheme '{other}' in '{s}' (expected serial: or tcp:)"))),
+        }
+    }
+}
+
+impl fmt::Display for LinkAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkAddr::Serial { path, baud } => write!(f, "serial:{}?baud={baud}", path.display()),
+            LinkAddr::Tcp { addr } => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+/// A byte stream a link runs over.
+pub trait Stream: Read + Write + Send {
+    /// `None` waits for ever (on serial: [`LONG_TIMEOUT`]). On serial the timeout applies to
+    /// writes as well.
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()>;
+    /// A second handle on the same stream, e.g. to read in one thread and write in another.
+    fn try_clone_box(&self) -> io::Result<Box<dyn Stream>>;
+    /// The shaping applied to writes, when this stream is (or wraps) a [`Paced`] one, so that
+    /// reports can say a figure came from a rehearsed link.
+    fn shaping(&self) -> Option<&Shaping> {
+        None
+    }
+}
+
+impl Stream for TcpStream {
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, t)
+    }
+
+    fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+}
+
+/// On a `TTYPort` the one timeout serialport keeps applies to reads and writes alike, so a
+/// short read timeout can make a long write at a low baud rate fail; [`SerialStream`] (what
+/// [`connect`] returns for serial links) keeps the two apart.
+#[cfg(unix)]
+impl Stream for serialport::TTYPort {
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        serialport::SerialPort::set_timeout(self, t.unwrap_or(LONG_TIMEOUT)).map_err(io::Error::from)
+    }
+
+    fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
+        Ok(Box::new(self.try_clone_native().map_err(io::Error::from)?))
+    }
+}
+
+/// The least time a serial write may wait for room in the UART's buffer before failing.
+pub const MIN_SERIAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A serial port with separate read and write timeouts. A write's wait for buffer room is
+/// bounded by the write timeout (at least [`MIN_SERIAL_WRITE_TIMEOUT`]: at 115200 baud the
+/// driver's buffer alone takes a third of a second to drain), whatever the read timeout is.
+#[cfg(unix)]
+pub struct SerialStream {
+    port: serialport::TTYPort,
+    read_timeout: Duration,
+    write_timeout: Duration,
+}
+
+#[cfg(unix)]
+impl SerialStream {
+    /// Wraps `port`; its current timeout becomes the read timeout, and the write timeout is
+    /// that or [`MIN_SERIAL_WRITE_TIMEOUT`], whichever is longer.
+    pub fn new(port: serialport::TTYPort) -> Self {
+        let read_timeout = serialport::SerialPort::timeout(&port);
+        SerialStream { port, read_timeout, write_timeout: read_timeout.max(MIN_SERIAL_WRITE_TIMEOUT) }
+    }
+
+    pub fn set_write_timeout(&mut self, t: Duration) {
+        self.write_timeout = t;
+    }
+
+    pub fn port(&self) -> &serialport::TTYPort {
+        &self.port
+    }
+
+    pub fn into_port(self) -> serialport::TTYPort {
+        self.port
+    }
+
+    fn timeout(&mut self, t: Duration) -> io::Result<()> {
+        serialport::SerialPort::set_timeout(&mut self.port, t).map_err(io::Error::from)
+    }
+}
+
+#[cfg(unix)]
+impl Read for SerialStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.timeout(self.read_timeout)?;
+        self.port.read(buf)
+    }
+}
+
+#[cfg(unix)]
+impl Write for SerialStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.timeout(self.write_timeout)?;
+        self.port.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.timeout(self.write_timeout)?;
+        self.port.flush()
+    }
+}
+
+#[cfg(unix)]
+impl Stream for SerialStream {
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        self.read_timeout = t.unwrap_or(LONG_TIMEOUT);
+        Ok(())
+    }
+
+    fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
+        let port = self.port.try_clone_native().map_err(io::Error::from)?;
+        Ok(Box::new(SerialStream { port, read_timeout: self.read_timeout, write_timeout: self.write_timeout }))
+    }
+}
+
+impl Stream for Box<dyn Stream> {
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        (**self).set_read_timeout(t)
+    }
+
+    fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
+        (**self).try_clone_box()
+    }
+
+    fn shaping(&self) -> Option<&Shaping> {
+        (**self).shaping()
+    }
+}
+
+/// Opens the link at `addr`. `timeout` bounds the TCP connect and becomes the stream's read
+/// and write timeout (on serial the write timeout is at least [`MIN_SERIAL_WRITE_TIMEOUT`]).
+/// A serial link comes back as a [`SerialStream`], a TCP one as a `TcpStream` with
+/// TCP_NODELAY set.
+pub fn connect(addr: &LinkAddr, timeout: Duration) -> Result<Box<dyn Stream>, LinkError> {
+    let context = |e: io::Error| -> LinkError {
+        match LinkError::from(e) {
+            LinkError::Io(e) => LinkError::Io(io::Error::new(e.kind(), format!("{addr}: {e}"))),
+            other => other,
+        }
+    };
+    match addr {
+        LinkAddr::Serial { path, baud } => open_serial(path, *baud, timeout).map_err(context),
+        LinkAddr::Tcp { addr: hostport } => {
+            let targets = hostport.to_socket_addrs().map_err(context)?;
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "host name resolves to no address");
+            for target in targets {
+                match TcpStream::connect_timeout(&target, timeout) {
+                    Ok(s) => {
+                        s.set_nodelay(true).map_err(context)?;
+                        s.set_read_timeout(Some(timeout)).map_err(context)?;
+                        s.set_write_timeout(Some(timeout)).map_err(context)?;
+                        return Ok(Box::new(s));
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(context(last))
+        }
+    }
+}
+
+#[cfg(unix)]
+fn open_serial(path: &std::path::Path, baud: u32, timeout: Duration) -> io::Result<Box<dyn Stream>> {
+    let port = serialport::new(path.to_string_lossy(), baud).timeout(timeout).open_native()?;
+    Ok(Box::new(SerialStream::new(port)))
+}
+
+#[cfg(not(unix))]
+fn open_serial(_path: &std::path::Path, _baud: u32, _timeout: Duration) -> io::Result<Box<dyn Stream>> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "serial links are only built for unix"))
+}
+
+/// Parses `20ms`, `1.5s`, `250us`, `0` into a duration.
+pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    if v == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (num, scale) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err(format!("bad duration '{v}' (expected a number with ms, us or s, e.g. 20ms)"));
+    };
+    match num.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 && x * scale < 1e9 => Ok(Duration::from_secs_f64(x * scale)),
+        _ => Err(format!("bad duration '{v}' (expected a number with ms, us or s, e.g. 20ms)")),
+    }
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d.is_zero() {
+        "0".into()
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}us", d.as_micros())
+    }
+}
+
+/// Parses a probability: `0.01` or `1%`.
+pub(crate) fn parse_rate(key: &str, v: &str) -> Result<f64, String> {
+    let v = v.trim();
+    let x = match v.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|x| x / 100.0),
+        None => v.parse::<f64>(),
+    };
+    match x {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("bad {key} '{v}' (expected a probability from 0 to 1, e.g. 0.01 or 1%)")),
+    }
+}
+
+/// Splits `k=v,k=v` and hands each pair to `set`.
+pub(crate) fn parse_pairs(
+    s: &str,
+    what: &str,
+    mut set: impl FnMut(&str, &str) -> Result<(), String>,
+) -> Result<(), ParseError> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Ok(());
+    }
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (k, v) =
+            item.split_once('=').ok_or_else(|| perr(format!("bad {what} '{s}': '{item}' is not KEY=VALUE")))?;
+        set(k.trim().to_ascii_lowercase().as_str(), v.trim()).map_err(|e| perr(format!("bad {what} '{s}': {e}")))?;
+    }
+    Ok(())
+}
+
+/// How a [`Paced`] stream shapes what is written through it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Shaping {
+    /// Line rate; each byte costs 10 bits (start, 8 data, stop) as on a UART. None: no limit.
+    pub bits_per_sec: Option<u64>,
+    /// One-way latency added once per write call (per frame, with [`super::write_msg`]).
+    pub latency: Duration,
+    /// Probability that each written byte is lost.
+    pub loss: f64,
+    /// Seed of the loss draws; the same seed loses the same bytes.
+    pub seed: u64,
+}
+
+impl Shaping {
+    /// Whether any of rate, latency or loss is set.
+    pub fn is_active(&self) -> bool {
+        self.bits_per_sec.is_some_and(|b| b > 0) || !self.latency.is_zero() || self.loss > 0.0
+    }
+
+    /// How long `bytes` take on this link, latency included.
+    pub fn transfer_time(&self, bytes: usize) -> Duration {
+        transfer_time(bytes, self.bits_per_sec, self.latency)
+    }
+}
+
+impl FromStr for Shaping {
+    type Err = ParseError;
+
+    /// `baud=115200,latency=20ms,loss=0.01,seed=7`; every key optional (`bps` is a synonym of
+    /// `baud`); an empty string or `none` shapes nothing.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let mut out = Shaping::default();
+        parse_pairs(s, "link shaping", |k, v| {
+            match k {
+                "baud" | "bps" => {
+                    let b = v.parse::<u64>().ok().filter(|&b| b > 0).ok_or_else(|| {
+                        format!("bad baud '{v}' (expected a whole number of bits per second above 0)")
+                    })?;
+                    out.bits_per_sec = Some(b);
+                }
+                "latency" => out.latency = parse_duration(v)?,
+                "loss" => out.loss = parse_rate("loss", v)?,
+                "seed" => out.seed = v.parse().map_err(|_| format!("bad seed '{v}' (expected a whole number)"))?,
+                _ => return Err(format!("unknown key '{k}' (expected baud, latency, loss or seed)")),
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+impl fmt::Display for Shaping {
+    /// The syntax [`FromStr`] reads, or `none`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(b) = self.bits_per_sec {
+            parts.push(format!("baud={b}"));
+        }
+        if !self.latency.is_zero() {
+            parts.push(format!("latency={}", fmt_duration(self.latency)));
+        }
+        if self.loss > 0.0 {
+            parts.push(format!("loss={}", self.loss));
+            parts.push(format!("seed={}", self.seed));
+        }
+        if parts.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&parts.join(","))
+        }
+    }
+}
+
+/// The time `bytes` take on a link of `bits_per_sec` (10 bits per byte, as on a UART; None is
+/// unlimited) after a one-way `latency`.
+pub fn transfer_time(bytes: usize, bits_per_sec: Option<u64>, latency: Duration) -> Duration {
+    let wire = match bits_per_sec {
+        Some(bps) if bps > 0 => {
+            let nanos = (bytes as u128) * 10 * 1_000_000_000 / (bps as u128);
+            Duration::from_nanos(nanos.min(u64::MAX as u128) as u64)
+        }
+        _ => Duration::ZERO,
+    };
+    latency.saturating_add(wire)
+}
+
+/// A stream whose writes are paced like a slow link: each write call waits the one-way
+/// latency, then lets its bytes out at `bits_per_sec / 10` bytes per second in slices of about
+/// 20 ms (so a reader sees them trickle in), losing each byte with probability `loss`.
+/// Reads pass straight through unless [`Paced::pace_reads`] is set. Wrapping one end shapes
+/// that end's sending only; wrap both ends, or use `pace_reads`, to shape both directions.
+/// The model holds one frame in flight: latency is spent by the writer, not overlapped.
+pub struct Paced<S> {
+    inner: S,
+    shaping: Shaping,
+    rng: Rng,
+    pace_reads: bool,
+    /// For `pace_reads`: the last call was a write, so the next read pays the latency.
+    turnaround: bool,
+    written: u64,
+    lost: u64,
+    clones: AtomicU64,
+}
+
+impl<S> Paced<S> {
+    pub fn new(inner: S, shaping: Shaping) -> Self {
+        let rng = Rng::new(shaping.seed);
+        Paced {
+            inner,
+            shaping,
+            rng,
+            pace_reads: false,
+            turnaround: false,
+            written: 0,
+            lost: 0,
+            clones: AtomicU64::new(0),
+        }
+    }
+
+    /// Also pace what is read (the other direction of the link): each read's bytes cost their
+    /// wire time, and the first read after a write also costs the latency. No bytes are lost
+    /// on reads.
+    pub fn pace_reads(mut self, on: bool) -> Self {
+        self.pace_reads = on;
+        self
+    }
+
+    /// Whether this stream shapes anything (rate, latency or loss).
+    pub fn is_paced(&self) -> bool {
+        self.shaping.is_active()
+    }
+
+    pub fn shaping(&self) -> &Shaping {
+        &self.shaping
+    }
+
+    /// Bytes handed to the inner stream, and bytes lost on the way, so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.written, self.lost)
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Bytes per ~20 ms slice at the shaped rate.
+    fn slice_len(&self) -> usize {
+        match self.shaping.bits_per_sec {
+            Some(bps) if bps > 0 => ((bps / 10 / 50) as usize).max(1),
+            _ => usize::MAX,
+        }
+    }
+
+    /// The bytes of `piece` that survive loss.
+    fn survivors(&mut self, piece: &[u8]) -> Vec<u8> {
+        if self.shaping.loss <= 0.0 {
+            return piece.to_vec();
+        }
+        let loss = self.shaping.loss;
+        let kept: Vec<u8> = piece.iter().copied().filter(|_| !self.rng.chance(loss)).collect();
+        self.lost += (piece.len() - kept.len()) as u64;
+        kept
+    }
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        thread::sleep(t - now);
+    }
+}
+
+impl<S: Write> Write for Paced<S> {
+    /// Takes the whole buffer (or fails): pacing and loss apply to all of it.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.turnaround = true;
+        let start = Instant::now() + self.shaping.latency;
+        let mut done = 0;
+        for piece in buf.chunks(self.slice_len()) {
+            done += piece.len();
+            sleep_until(start + transfer_time(done, self.shaping.bits_per_sec, Duration::ZERO));
+            let kept = self.survivors(piece);
+            self.inner.write_all(&kept)?;
+            self.written += kept.len() as u64;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<S: Read> Read for Paced<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.pace_reads && n > 0 {
+            let latency = if self.turnaround { self.shaping.latency } else { Duration::ZERO };
+            self.turnaround = false;
+            thread::sleep(transfer_time(n, self.shaping.bits_per_sec, latency));
+        }
+        Ok(n)
+    }
+}
+
+impl<S: Stream> Stream for Paced<S> {
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        self.inner.set_read_timeout(t)
+    }
+
+    /// A clone shapes the same way; its losses come from a sub-stream of the seed.
+    fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
+        let inner = self.inner.try_clone_box()?;
+        let mut clone = Paced::new(inner, self.shaping.clone()).pace_reads(self.pace_reads);
+        clone.rng = Rng::derived(self.shaping.seed, self.clones.fetch_add(1, Ordering::Relaxed) + 1);
+        Ok(Box::new(clone))
+    }
+
+    fn shaping(&self) -> Option<&Shaping> {
+        Some(&self.shaping)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn addr(s: &str) -> Result<LinkAddr, String> {
+        s.parse::<LinkAddr>().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn parses_good_addresses() {
+        assert_eq!(
+            addr("serial:/dev/ttyUSB0?baud=115200").unwrap(),
+            LinkAddr::Serial { path: "/dev/ttyUSB0".into(), baud: 115_200 }
+        );
+        assert_eq!(
+            addr("serial:/dev/ttyACM1").unwrap(),
+            LinkAddr::Serial { path: "/dev/ttyACM1".into(), baud: DEFAULT_BAUD }
+        );
+        assert_eq!(addr(" tcp:127.0.0.1:7000 ").unwrap(), LinkAddr::Tcp { addr: "127.0.0.1:7000".into() });
+        assert_eq!(addr("tcp://host.local:9").unwrap(), LinkAddr::Tcp { addr: "host.local:9".into() });
+        assert_eq!(addr("tcp:[::1]:7000").unwrap(), LinkAddr::Tcp { addr: "[::1]:7000".into() });
+        for s in ["serial:/dev/ttyUSB0?baud=921600", "tcp:localhost:5555", "serial:/dev/pts/3?baud=9600"] {
+            assert_eq!(addr(s).unwrap().to_string(), s);
+            assert_eq!(addr(&addr(s).unwrap().to_string()).unwrap(), addr(s).unwrap());
+        }
+        assert_eq!(addr("serial:/dev/ttyS0").unwrap().to_string(), "serial:/dev/ttyS0?baud=921600");
+    }
+
+    #[test]
+    fn rejects_bad_addresses_with_reasons() {
+        let cases = [
+            ("x", "unknown link scheme 'x'"),
+            ("udp:1.2.3.4:5", "unknown link scheme 'udp'"),
+            ("serial:/dev/ttyUSB0?baud=fast", "bad baud 'fast'"),
+            ("serial:/dev/ttyUSB0?baud=0", "bad baud '0'"),
+            ("serial:/dev/ttyUSB0?parity=odd", "unknown serial option 'parity=odd'"),
+            ("serial:", "missing device path"),
+            ("tcp:localhost", "missing port"),
+            ("tcp:localhost:", "missing port"),
+            ("tcp::80", "missing host"),
+            ("tcp:localhost:http", "bad port 'http'"),
+            ("tcp:localhost:70000", "bad port '70000'"),
+        ];
+        for (s, want) in cases {
+            let e = addr(s).unwrap_err();
+            assert!(e.contains(want), "{s}: {e}");
+        }
+        assert!(addr("x").unwrap_err().contains("(expected serial: or tcp:"));
+    }
+
+    #[test]
+    fn parses_shaping() {
+        let s: Shaping = "baud=115200,latency=20ms,loss=0.01".parse().unwrap();
+        assert_eq!(s, Shaping { bits_per_sec: Some(115_200), latency: Duration::from_millis(20), loss: 0.01, seed: 0 });
+        assert!(s.is_active());
+        assert_eq!(s.to_string(), "baud=115200,latency=20ms,loss=0.01,seed=0");
+        assert_eq!(s.to_string().parse::<Shaping>().unwrap(), s);
+        let s: Shaping = "latency=1.5s, loss=2%, seed=9".parse().unwrap();
+        assert_eq!(s.latency, Duration::from_millis(1500));
+        assert!((s.loss - 0.02).abs() < 1e-12);
+        assert_eq!(s.seed, 9);
+        assert_eq!("latency=250us".parse::<Shaping>().unwrap().to_string(), "latency=250us");
+        let none: Shaping = "".parse().unwrap();
+        assert!(!none.is_active());
+        assert_eq!(none.to_string(), "none");
+        assert_eq!("none".parse::<Shaping>().unwrap(), Shaping::default());
+        for (bad, want) in [
+            ("baud=0", "bad baud '0'"),
+            ("baud=fast", "bad baud 'fast'"),
+            ("latency=20", "bad duration '20'"),
+            ("latency=-1ms", "bad duration '-1ms'"),
+            ("loss=1.5", "bad loss '1.5'"),
+            ("jitter=3ms", "unknown key 'jitter'"),
+            ("baud", "'baud' is not KEY=VALUE"),
+        ] {
+            let e = bad.parse::<Shaping>().unwrap_err().to_string();
+            assert!(e.contains(want) && e.starts_with("bad link shaping"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn transfer_time_is_ten_bits_per_byte_plus_latency() {
+        assert_eq!(transfer_time(1000, Some(10_000), Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(transfer_time(1000, Some(10_000), Duration::from_millis(20)), Duration::from_millis(1020));
+        assert_eq!(transfer_time(100_000, Some(921_600), Duration::ZERO), Duration::from_nanos(1_085_069_444));
+        assert_eq!(transfer_time(12_345, None, Duration::from_millis(5)), Duration::from_millis(5));
+        assert_eq!(transfer_time(0, Some(9600), Duration::ZERO), Duration::ZERO);
+        assert_eq!(transfer_time(usize::MAX, Some(1), Duration::MAX), Duration::MAX);
+        let s = Shaping { bits_per_sec: Some(115_200), ..Shaping::default() };
+        assert_eq!(s.transfer_time(11_520), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn loss_drops_about_the_right_fraction_deterministically() {
+        let shaping = Shaping { loss: 0.1, seed: 42, ..Shaping::default() };
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let run = || {
+            let mut p = Paced::new(Vec::new(), shaping.clone());
+            p.write_all(&data).unwrap();
+            let (written, lost) = p.counts();
+            (p.into_inner(), written, lost)
+        };
+        let (a, written, lost) = run();
+        let (b, ..) = run();
+        assert_eq!(a, b, "same seed, same losses");
+        assert_eq!(written as usize, a.len());
+        assert_eq!(written + lost, data.len() as u64);
+        assert!((9_000..11_000).contains(&lost), "lost {lost} of 100000");
+        // Survivors keep their order: `a` is a subsequence of `data`.
+        let mut it = data.iter();
+        assert!(a.iter().all(|x| it.any(|y| y == x)));
+        // No loss, no change.
+        let mut p = Paced::new(Vec::new(), Shaping::default());
+        p.write_all(&data).unwrap();
+        assert!(!p.is_paced());
+        assert_eq!(p.into_inner(), data);
+    }
+
+    #[test]
+    fn paced_passes_reads_and_delegates() {
+        let shaping: Shaping = "baud=100000000".parse().unwrap();
+        let mut p = Paced::new(Cursor::new(b"hello".to_vec()), shaping).pace_reads(true);
+        let mut s = String::new();
+        p.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+        assert!(p.is_paced());
+        assert_eq!(p.shaping().bits_per_sec, Some(100_000_000));
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("5ms").unwrap(), Duration::from_millis(5));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("0.5ms").unwrap(), Duration::from_micros(500));
+        assert!(parse_duration("ms").is_err());
+        assert!(parse_duration("1e99s").is_err());
+        assert_eq!(fmt_duration(Duration::from_micros(1500)), "1500us");
+        assert_eq!(fmt_duration(Duration::from_secs(2)), "2000ms");
+    }
+}

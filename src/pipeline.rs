@@ -1,0 +1,132 @@
+//! The cascade as it runs on one input: the stages whose models are loaded here, and
+//! optionally a last stage on a host behind a link (`device::Remote`). Turns an encoded image
+//! into an `Answer` (class, confidence, the stage that answered, per-span times, MACs spent,
+//! what the link did). `classify`, `run` and `demo` all answer through `Pipeline::answer`;
+//! `eval` uses its models and the same cascade driver over cached logits.
+
+use crate::cascade::{self, StageFailure};
+use crate::config::CascadeConfig;
+use crate::device::{LinkReport, Remote};
+use crate::model::{Model, ModelError};
+use crate::policy::{Metric, StagePolicy};
+use crate::preprocess;
+use crate::stage::Spans;
+use serde::Serialize;
+
+/// One input's answer, as printed and logged.
+#[derive(Clone, Debug, Serialize)]
+pub struct Answer {
+    pub input: String,
+    pub class: usize,
+    pub label: String,
+    pub confidence: f32,
+    pub metric: Metric,
+    /// Index of the stage that answered (0 = the first, on-device, model).
+    pub stage: usize,
+    pub model: String,
+    /// True when the input went past the first stage.
+    pub forwarded: bool,
+    /// True when a later stage should have answered but could not.
+    pub degraded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_reason: Option<String>,
+    /// Multiply-accumulates spent on this input, over every stage that ran.
+    pub macs: u64,
+    pub ms: f64,
+    pub stages: Spans,
+    /// What the link did, when the input was offloaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkReport>,
+}
+
+pub struct Pipeline {
+    pub config: CascadeConfig,
+    /// The models of the stages that run here, in order.
+    pub models: Vec<Model>,
+    /// The last stage, when it runs on a host.
+    pub remote: Option<Remote>,
+    pub policies: Vec<StagePolicy>,
+    /// Every stage's model name, the remote one included.
+    pub names: Vec<String>,
+}
+
+impl Pipeline {
+    /// Loads every stage's model: the whole cascade in this process.
+    pub fn local(config: CascadeConfig) -> Result<Pipeline, ModelError> {
+        Self::load(config, None)
+    }
+
+    /// Loads the models of every stage but the last, which `remote` serves. `remote_name`
+    /// names the host's model.
+    pub fn offloading(config: CascadeConfig, remote: Remote, remote_name: String) -> Result<Pipeline, ModelError> {
+        Self::load(config, Some((remote, remote_name)))
+    }
+
+    fn load(config: CascadeConfig, remote: Option<(Remote, String)>) -> Result<Pipeline, ModelError> {
+        let local = config.stages.len() - remote.is_some() as usize;
+        let models = config.stages[..local].iter().map(|s| Model::load(&s.model)).collect::<Result<Vec<_>, _>>()?;
+        for m in models.iter().skip(1) {
+            if m.classes.len() != models[0].classes.len() {
+                return Err(ModelError::ClassCount {
+                    manifest: m.manifest.path.clone(),
+                    classes: m.manifest.classes_path.clone(),
+                    listed: m.classes.len(),
+                    outputs: models[0].classes.len(),
+                });
+            }
+        }
+        let mut names: Vec<String> = models.iter().map(|m| m.name().to_owned()).collect();
+        let remote = remote.map(|(r, name)| {
+            names.push(name);
+            r
+        });
+        let policies = config.policies();
+        Ok(Pipeline { config, models, remote, policies, names })
+    }
+
+    /// Runs the cascade on encoded image bytes. An error names what was wrong with the input.
+    pub fn answer(&mut self, input: &str, bytes: &[u8]) -> Result<Answer, String> {
+        let mut spans = Spans::default();
+        let img = spans.time("decode", None, || preprocess::decode(bytes)).map_err(|e| e.to_string())?;
+        let mut link: Option<LinkReport> = None;
+        let (models, remote) = (&self.models, &mut self.remote);
+        let outcome = cascade::run(&self.policies, self.config.ensemble, |i| match models.get(i) {
+            Some(m) => m.logits(&img, i, &mut spans).map_err(|e| StageFailure::Input(e.to_string())),
+            None => {
+                let remote = remote.as_mut().ok_or_else(|| StageFailure::Input(format!("stage {i} has no model")))?;
+                let report = link.insert(LinkReport::default());
+                remote.infer(bytes, &img, &mut spans, i, report)
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        let macs = self.models.iter().take(outcome.ran).map(|m| m.runner.macs()).sum();
+        Ok(self.make_answer(input, &outcome, macs, spans, link))
+    }
+
+    fn make_answer(
+        &self,
+        input: &str,
+        o: &cascade::Outcome,
+        macs: u64,
+        stages: Spans,
+        link: Option<LinkReport>,
+    ) -> Answer {
+        let classes = &self.models[0];
+        Answer {
+            input: input.to_owned(),
+            class: o.class(),
+            label: classes.class_name(o.class()).to_owned(),
+            confidence: o.verdict.score,
+            metric: self.policies[o.stage].metric,
+            stage: o.stage,
+            model: self.names[o.stage].clone(),
+            forwarded: o.ran > 1,
+            degraded: o.degraded.is_some(),
+            degraded_reason: o.degraded.clone(),
+            macs,
+            ms: stages.total_ms(),
+            stages,
+            link,
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! One run over a stream of inputs, shared by `classify`, `run` and `demo`: each input goes
+//! through the pipeline and gets exactly one line out (an answer or an error naming it), and,
+//! with a results log, one JSON line appended and flushed at once, so a power cut loses at
+//! most the input in flight. Then the summary: counts, link bytes, mean span times and, on
+//! labeled inputs, accuracy.
+
+use crate::inputs::Input;
+use crate::pipeline::{Answer, Pipeline};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+/// Where answers go.
+pub struct Sink<'a> {
+    pub out: &'a mut dyn Write,
+    pub json: bool,
+    /// The results log (JSON lines), flushed per line.
+    pub log: Option<Box<dyn Write>>,
+    /// Labels by file name, to score answers (from a labels.csv).
+    pub labels: Option<HashMap<String, usize>>,
+}
+
+/// One line of the results log.
+#[derive(Serialize)]
+struct LogLine<'a> {
+    seq: u64,
+    #[serde(flatten)]
+    answer: &'a Answer,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correct: Option<bool>,
+}
+
+/// Totals over a run, printed after the answers.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub summary: bool,
+    pub inputs: usize,
+    pub answered: usize,
+    pub failed: usize,
+    /// Answers per model that gave them.
+    pub answered_by: BTreeMap<String, usize>,
+    pub forwarded: usize,
+    /// Answered by the host over the link.
+    pub offloaded: usize,
+    pub degraded: usize,
+    pub link_bytes_sent: u64,
+    pub link_bytes_received: u64,
+    /// True when the link was paced to rehearse a slower one: link times are modelled.
+    pub link_paced: bool,
+    pub mean_macs: f64,
+    pub mean_ms: f64,
+    /// Mean milliseconds per input of each span name.
+    pub mean_span_ms: BTreeMap<String, f64>,
+    /// On labeled inputs: the fraction answered correctly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top1: Option<f64>,
+}
+
+/// Runs every input through the pipeline, writing one line each; returns the summary.
+pub fn drive(
+    pipeline: &mut Pipeline,
+    inputs: impl Iterator<Item = Input>,
+    sink: &mut Sink,
+) -> std::io::Result<Summary> {
+    let mut s = Summary { summary: true, ..Default::default() };
+    s.answered_by = pipeline.names.iter().map(|n| (n.clone(), 0)).collect();
+    let (mut correct, mut scored) = (0usize, 0usize);
+    let mut seq = 0u64;
+    for (name, bytes) in inputs {
+        seq += 1;
+        s.inputs += 1;
+        let result = bytes.and_then(|b| pipeline.answer(&name, &b));
+        match result {
+            Ok(a) => {
+                let label = sink.labels.as_ref().and_then(|l| l.get(file_name(&name)));
+                let ok = label.map(|&l| l == a.class);
+                if let Some(ok) = ok {
+                    scored += 1;
+                    correct += ok as usize;
+                }
+                if sink.json {
+                    writeln!(sink.out, "{}", serde_json::to_string(&a).map_err(std::io::Error::other)?)?;
+                } else {
+                    writeln!(sink.out, "{}", answer_line(&a, pipeline.remote.is_some(), ok))?;
+                }
+                if let Some(log) = sink.log.as_mut() {
+                    let line = LogLine { seq, answer: &a, correct: ok };
+                    writeln!(log, "{}", serde_json::to_string(&line).map_err(std::io::Error::other)?)?;
+                    log.flush()?;
+                }
+                count(&mut s, &a, pipeline.remote.is_some() && a.stage + 1 == pipeline.names.len());
+            }
+            Err(e) => {
+                s.failed += 1;
+                let line = serde_json::json!({ "seq": seq, "input": name, "error": e });
+                if sink.json {
+                    writeln!(sink.out, "{line}")?;
+                } else {
+                    writeln!(sink.out, "{name}: error: {e}")?;
+                }
+                if let Some(log) = sink.log.as_mut() {
+                    writeln!(log, "{line}")?;
+                    log.flush()?;
+                }
+            }
+        }
+        sink.out.flush()?;
+    }
+    let n = s.answered.max(1) as f64;
+    s.mean_macs /= n;
+    s.mean_ms /= n;
+    s.mean_span_ms.values_mut().for_each(|v| *v /= n);
+    s.top1 = (scored > 0).then(|| correct as f64 / scored as f64);
+    Ok(s)
+}
+
+fn file_name(input: &str) -> &str {
+    std::path::Path::new(input).file_name().and_then(|f| f.to_str()).unwrap_or(input)
+}
+
+fn count(s: &mut Summary, a: &Answer, by_host: bool) {
+    s.answered += 1;
+    *s.answered_by.entry(a.model.clone()).or_default() += 1;
+    s.forwarded += a.forwarded as usize;
+    s.offloaded += by_host as usize;
+    s.degraded += a.degraded as usize;
+    if let Some(l) = &a.link {
+        s.link_bytes_sent += l.bytes_sent;
+        s.link_bytes_received += l.bytes_received;
+        s.link_paced |= l.paced;
+    }
+    s.mean_macs += a.macs as f64;
+    s.mean_ms += a.ms;
+    for span in &a.stages.0 {
+        *s.mean_span_ms.entry(span.name.to_owned()).or_default() += span.ms;
+    }
+}
+
+/// One answer as a line of text.
+pub fn answer_line(a: &Answer, remote: bool, correct: Option<bool>) -> String {
+    let place = match (remote, a.forwarded, a.degraded) {
+        (_, _, true) => format!("DEGRADED, answered by {} ({})", a.model, a.degraded_reason.as_deref().unwrap_or("")),
+        (true, true, false) => format!("host: {}", a.model),
+        (true, false, false) => format!("device: {}", a.model),
+        (false, _, false) => format!("stage {}: {}", a.stage + 1, a.model),
+    };
+    let mark = match correct {
+        Some(true) => " [right]",
+        Some(false) => " [wrong]",
+        None => "",
+    };
+    let link = a.link.as_ref().map_or(String::new(), |l| {
+        format!(", {} B up / {} B down{}", l.bytes_sent, l.bytes_received, if l.paced { " (paced)" } else { "" })
+    });
+    format!(
+        "{:<28} {:>4} {:<26} {} {:.3}  {}  {:.1} ms{}{}",
+        truncate(file_name(&a.input), 28),
+        a.class,
+        truncate(&a.label, 26),
+        a.metric,
+        a.confidence,
+        place,
+        a.ms,
+        link,
+        mark
+    )
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        s.chars().take(n - 1).chain(std::iter::once('~')).collect()
+    }
+}
+
+/// The summary as text.
+pub fn summary_text(s: &Summary) -> String {
+    let by: Vec<String> = s.answered_by.iter().map(|(m, k)| format!("{k} by {m}")).collect();
+    let spans: Vec<String> = s.mean_span_ms.iter().map(|(n, ms)| format!("{n} {ms:.1}")).collect();
+    let mut t = format!(
+        "\n{} inputs: {} answered ({}), {} failed\nforwarded {}, offloaded to the host {}, degraded {}\n",
+        s.inputs,
+        s.answered,
+        by.join(", "),
+        s.failed,
+        s.forwarded,
+        s.offloaded,
+        s.degraded
+    );
+    if s.link_bytes_sent + s.link_bytes_received > 0 {
+        t += &format!(
+            "link: {} bytes sent, {} received{}\n",
+            s.link_bytes_sent,
+            s.link_bytes_received,
+            if s.link_paced { " (paced link: its times are modelled, not measured)" } else { "" }
+        );
+    }
+    t += &format!(
+        "per input: {:.0} M MACs on the device, {:.1} ms; mean ms per span: {}",
+        s.mean_macs / 1e6,
+        s.mean_ms,
+        spans.join(", ")
+    );
+    if let Some(a) = s.top1 {
+        t += &format!("\ntop-1 on the labeled inputs: {:.1}%", a * 100.0);
+    }
+    t
+}
