@@ -279,13 +279,16 @@ fn serve(
     match (link, listen) {
         (_, Some(LinkAddr::Tcp { addr })) => {
             let listener = std::net::TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
-            log::info!("serving {} to devices on tcp:{}", host.model.name(), listener.local_addr()?);
+            // The ready line: scripts and tests read the bound port from it (`--listen tcp:127.0.0.1:0`).
+            println!("edgecascade host: serving {} on tcp:{}", host.model.name(), listener.local_addr()?);
+            std::io::stdout().flush()?;
             host::serve_tcp(host, listener, max_devices, stop)?;
             Ok(())
         }
         (_, Some(other)) => bail!("--listen takes tcp:ADDR:PORT, not {other}"),
         (Some(addr @ LinkAddr::Serial { .. }), None) => {
-            log::info!("serving {} to a device on {addr}", host.model.name());
+            println!("edgecascade host: serving {} on {addr}", host.model.name());
+            std::io::stdout().flush()?;
             loop {
                 match edgecascade::link::connect(&addr, Duration::from_secs(2)) {
                     Ok(mut port) => {

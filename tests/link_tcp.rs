@@ -107,7 +107,8 @@ fn conversation_through_a_clean_relay() {
 struct HostLog {
     received: Vec<Message>,
     frame_errors: usize,
-    /// Index (in arrival order of results) of the first frame error and of the last message.
+    /// Index (in arrival order of results) of the first frame error and of the last message
+    /// before the sentinels.
     first_error_at: Option<usize>,
     last_message_at: Option<usize>,
 }
@@ -128,8 +129,10 @@ fn echo_host(l: TcpListener, idle: Duration) -> JoinHandle<HostLog> {
                         Message::Infer(req) => Some(answer(req.seq)),
                         _ => None,
                     };
+                    if !matches!(m, Message::Ping { nonce } if nonce > u64::MAX - SENTINELS) {
+                        log.last_message_at = Some(i);
+                    }
                     log.received.push(m);
-                    log.last_message_at = Some(i);
                     if let Some(reply) = reply {
                         if write_msg(r.get_mut(), &reply).is_err() {
                             break;
@@ -163,24 +166,35 @@ fn possible_replies(sent: &[Message]) -> Vec<Message> {
         .collect()
 }
 
-/// Sends `device_messages(n)` through a relay with `faults`, then reads replies until the link
-/// has been idle for a second. Returns the host's log, the replies that decoded, and the
-/// device's frame error count.
+/// Pings sent last, many times over: the first of their Pongs to arrive means every earlier
+/// reply that survived has arrived too (TCP keeps order through the relay).
+const SENTINELS: u64 = 20;
+
+fn is_sentinel_pong(m: &Message) -> bool {
+    matches!(m, Message::Pong { nonce } if *nonce > u64::MAX - SENTINELS)
+}
+
+/// Sends `device_messages(n)` and the sentinel pings through a relay with `faults`, then reads
+/// replies until a sentinel's Pong arrives (or, if all of them were lost, until the link has
+/// been idle for 3 s). Returns the host's log, the replies that decoded, and the device's
+/// frame error count.
 fn run_through_relay(faults: Faults, n: u64) -> (HostLog, Vec<Message>, usize) {
     let (l, host_addr) = listener();
     let relay_faults = faults.to_string();
     let relay = spawn_tcp_relay("127.0.0.1:0", host_addr, faults).unwrap();
-    let host = echo_host(l, Duration::from_secs(2));
+    let host = echo_host(l, IO_TIMEOUT);
     let mut device = FrameReader::new(tcp(&relay.addr().to_string()), DEFAULT_MAX_FRAME as usize);
-    let sent = device_messages(n);
+    let mut sent = device_messages(n);
+    sent.extend((0..SENTINELS).map(|k| Message::Ping { nonce: u64::MAX - k }));
     for m in &sent {
         write_msg(device.get_mut(), m).unwrap();
     }
-    device.get_mut().set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    device.get_mut().set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let (mut replies, mut errors) = (vec![], 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         match device.read_msg() {
+            Ok(m) if is_sentinel_pong(&m) => break,
             Ok(m) => replies.push(m),
             Err(LinkError::Frame(_)) => errors += 1,
             Err(LinkError::Timeout) | Err(LinkError::Closed) => break,
@@ -190,10 +204,11 @@ fn run_through_relay(faults: Faults, n: u64) -> (HostLog, Vec<Message>, usize) {
     drop(device);
     let log = host.join().expect("host thread did not panic");
     eprintln!(
-        "relay {}: host got {} of {n} ({} frame errors); device got {} replies ({errors} frame \
+        "relay {}: host got {} of {} ({} frame errors); device got {} replies ({errors} frame \
          errors); {:?}",
         relay_faults,
         log.received.len(),
+        sent.len(),
         log.frame_errors,
         replies.len(),
         relay.stats()

@@ -90,8 +90,9 @@ impl FromStr for LinkAddr {
                 if port.is_empty() {
                     return Err(perr(format!("missing port in '{s}' (expected tcp:HOST:PORT)")));
                 }
-                if port.parse::<u16>().ok().filter(|&p| p > 0).is_none() {
-                    return Err(perr(format!("bad port '{port}' in '{s}' (expected a number from 1 to 65535)")));
+                // Port 0 is allowed: a listener then takes any free port (and says which).
+                if port.parse::<u16>().is_err() {
+                    return Err(perr(format!("bad port '{port}' in '{s}' (expected a number from 0 to 65535)")));
                 }
                 Ok(LinkAddr::Tcp { addr: addr.to_string() })
             }

@@ -1,0 +1,320 @@
+//! Device and host end to end: the demo over a PTY pair, `run` against a `host` process over
+//! TCP on loopback, a fault-injecting relay between them, the host killed and restarted
+//! mid-run, and bad frames thrown at the host. Every input must get exactly one answer.
+
+use edgecascade::link::{self, Encoding, ErrorCode, FrameReader, Hello, InferRequest, Message, PROTOCOL_VERSION};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edgecascade"));
+    c.current_dir(root()).env("RUST_LOG", "warn");
+    c
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A `host` process on a free loopback port; killed on drop.
+struct HostProc {
+    child: Child,
+    port: u16,
+}
+
+impl HostProc {
+    fn start(port: u16) -> HostProc {
+        let mut child = bin()
+            .args(["host", "--listen", &format!("tcp:127.0.0.1:{port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("host starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("ready line");
+        let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+        HostProc { child, port }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HostProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn photo_names() -> Vec<String> {
+    let mut v: Vec<String> = edgecascade::dataset::list_images(&root().join("photos"))
+        .unwrap()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn read_log(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect()
+}
+
+/// Every input once, with sequence numbers 1..=n.
+fn assert_exactly_once(log: &[serde_json::Value], n: usize) {
+    assert_eq!(log.len(), n, "{log:#?}");
+    let inputs: HashSet<&str> = log.iter().map(|l| l["input"].as_str().unwrap()).collect();
+    assert_eq!(inputs.len(), n, "an input answered twice");
+    let seqs: Vec<u64> = log.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>());
+    assert!(log.iter().all(|l| l["class"].is_u64()), "every input has an answer");
+}
+
+#[test]
+fn demo_over_a_pty_answers_with_the_host_model() {
+    // Everything forwarded, original bytes sent: the host's answers must be the large model's
+    // own, as `classify` computes it in-process.
+    let demo = bin().args(["demo", "--json", "--threshold", "1", "--encoding", "original"]).output().unwrap();
+    assert!(demo.status.success(), "{}", stderr(&demo));
+    let local = bin().args(["classify", "--json", "--threshold", "1", "photos"]).output().unwrap();
+    assert!(local.status.success(), "{}", stderr(&local));
+    let (demo, local) = (json_lines(&demo), json_lines(&local));
+    let n = photo_names().len();
+    assert_eq!(demo.len(), n + 1);
+    for (d, l) in demo.iter().zip(&local).take(n) {
+        assert_eq!(d["input"], l["input"]);
+        assert_eq!(d["model"], "efficientnet-lite2-fp32", "{d}");
+        assert_eq!(d["degraded"], false, "{d}");
+        assert_eq!(d["class"], l["class"], "{d} vs {l}");
+        let (a, b) = (d["confidence"].as_f64().unwrap(), l["confidence"].as_f64().unwrap());
+        // The host's probabilities travel as f32 and go through ln/exp on the device.
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        assert!(d["link"]["bytes_sent"].as_u64().unwrap() > 1000);
+        let names: Vec<&str> = d["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"send") && names.contains(&"wait"), "{names:?}");
+    }
+    let summary = demo.last().unwrap();
+    assert_eq!(summary["offloaded"].as_u64(), Some(n as u64));
+    assert_eq!(summary["degraded"].as_u64(), Some(0));
+    assert!(summary["link_bytes_sent"].as_u64().unwrap() > summary["link_bytes_received"].as_u64().unwrap());
+}
+
+#[test]
+fn demo_default_mixes_device_and_host_answers() {
+    let o = bin().args(["demo", "--json", "--data", "photos"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = json_lines(&o);
+    let summary = lines.last().unwrap();
+    let n = photo_names().len() as u64;
+    assert_eq!(summary["answered"].as_u64(), Some(n));
+    let offloaded = summary["offloaded"].as_u64().unwrap();
+    assert!(offloaded > 0 && offloaded < n, "{summary}");
+    assert!(summary["top1"].as_f64().is_some());
+}
+
+#[test]
+fn run_over_tcp_logs_one_line_per_input() {
+    let host = HostProc::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("results.jsonl");
+    let o = bin()
+        .args(["run", "--json", "--threshold", "0.9", "--link", &format!("tcp:127.0.0.1:{}", host.port)])
+        .args(["--log", log.to_str().unwrap(), "photos"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = read_log(&log);
+    assert_exactly_once(&log, photo_names().len());
+    assert!(log.iter().all(|l| l["degraded"] == false), "{log:#?}");
+    assert!(log.iter().any(|l| l["forwarded"] == true && l["model"] == "efficientnet-lite2-fp32"));
+    for l in log.iter().filter(|l| l["forwarded"] == true) {
+        assert!(l["link"]["host_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(l["link"]["encoding"], "crop-jpeg");
+    }
+}
+
+#[test]
+fn host_down_at_start_degrades_then_a_bad_link_is_named() {
+    // Nobody listens on this port: every input is answered locally, marked degraded.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let o = bin()
+        .args(["run", "--json", "--threshold", "1", "--link", &format!("tcp:127.0.0.1:{port}"), "photos"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = json_lines(&o);
+    let n = photo_names().len();
+    assert!(lines[..n].iter().all(|l| l["degraded"] == true && l["stage"] == 0), "{lines:#?}");
+    let o = bin().args(["run", "--link", "udp:1.2.3.4:5", "photos"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("udp"), "{}", stderr(&o));
+}
+
+/// Writes `photos[i % n]` into `dir` under a new name and waits until the log has `lines` lines.
+fn feed(dir: &Path, log: &Path, i: usize, lines: usize) {
+    let photos = photo_names();
+    let src = root().join("photos").join(&photos[i % photos.len()]);
+    let ext = src.extension().unwrap().to_str().unwrap().to_owned();
+    let tmp = dir.join(format!(".tmp-{i}"));
+    std::fs::copy(&src, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("in-{i:02}.{ext}"))).unwrap();
+    let start = Instant::now();
+    while read_log(log).len() < lines {
+        assert!(start.elapsed() < Duration::from_secs(60), "no answer for input {i}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn host_killed_mid_run_then_back() {
+    let mut host = HostProc::start(0);
+    let port = host.port;
+    let dir = tempfile::tempdir().unwrap();
+    let watch = dir.path().join("camera");
+    std::fs::create_dir(&watch).unwrap();
+    let log = dir.path().join("results.jsonl");
+    let mut device = bin()
+        .args(["run", "--threshold", "1", "--link", &format!("tcp:127.0.0.1:{port}")])
+        .args(["--reply-timeout-ms", "2000", "--tries", "2", "--max-inputs", "9", "--idle-exit", "60"])
+        .args(["--log", log.to_str().unwrap(), "--watch", watch.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for i in 0..3 {
+        feed(&watch, &log, i, i + 1);
+    }
+    host.kill();
+    for i in 3..6 {
+        feed(&watch, &log, i, i + 1);
+    }
+    let _host = HostProc::start(port);
+    // Longer than the device's backoff at this point, so that it tries the host again.
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 6..9 {
+        feed(&watch, &log, i, i + 1);
+    }
+    let status = device.wait().unwrap();
+    assert!(status.success());
+    let log = read_log(&log);
+    assert_exactly_once(&log, 9);
+    let degraded: Vec<bool> = log.iter().map(|l| l["degraded"].as_bool().unwrap()).collect();
+    assert_eq!(&degraded[..3], &[false; 3], "{log:#?}");
+    assert_eq!(&degraded[3..6], &[true; 3], "{log:#?}");
+    assert!(!degraded[8], "the device offloads again once the host is back: {log:#?}");
+    assert_eq!(log[8]["model"], "efficientnet-lite2-fp32");
+}
+
+#[test]
+fn faulty_relay_still_answers_every_input_once() {
+    let host = HostProc::start(0);
+    let faults: link::Faults = "corrupt=0.00001,drop=0.000003,dup=0.000002,delay=2ms,seed=11".parse().unwrap();
+    let relay = link::spawn_tcp_relay("127.0.0.1:0", format!("127.0.0.1:{}", host.port), faults).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let photos = photo_names();
+    for round in 0..3 {
+        for p in &photos {
+            std::fs::copy(root().join("photos").join(p), inputs.join(format!("{round}-{p}"))).unwrap();
+        }
+    }
+    let log = dir.path().join("results.jsonl");
+    let o = bin()
+        .args(["run", "--threshold", "1", "--link", &format!("tcp:{}", relay.addr())])
+        .args(["--reply-timeout-ms", "1500", "--tries", "6", "--log", log.to_str().unwrap()])
+        .arg(&inputs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = read_log(&log);
+    assert_exactly_once(&log, photos.len() * 3);
+    let offloaded = log.iter().filter(|l| l["degraded"] == false).count();
+    assert!(offloaded >= log.len() - 1, "retries should get nearly every input through: {offloaded}/{}", log.len());
+    let stats = relay.stats();
+    assert!(stats.corrupted + stats.dropped + stats.duplicated > 0, "the relay injected no fault: {stats:?}");
+}
+
+fn connect(port: u16) -> FrameReader<TcpStream> {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    FrameReader::new(s, 4 << 20)
+}
+
+fn expect_error(r: &mut FrameReader<TcpStream>, code: ErrorCode) {
+    match r.read_msg() {
+        Ok(Message::Error(e)) => assert_eq!(e.code, code, "{e}"),
+        other => panic!("expected an {code:?} error, got {other:?}"),
+    }
+}
+
+#[test]
+fn host_answers_bad_frames_and_keeps_serving() {
+    let host = HostProc::start(0);
+    let mut bad = connect(host.port);
+    let mut good = connect(host.port);
+    // Garbage, then a frame with a flipped byte, then a wrong version, then an oversized one.
+    bad.get_mut().write_all(b"\x13\x37garbage that is no frame at all\x00").unwrap();
+    expect_error(&mut bad, ErrorCode::BadFrame);
+    let mut frame = link::encode(&Message::Ping { nonce: 5 });
+    frame[2] ^= 0x40;
+    bad.get_mut().write_all(&frame).unwrap();
+    expect_error(&mut bad, ErrorCode::BadFrame);
+    let hello = Hello { version: PROTOCOL_VERSION + 1, ..Hello::new("old-device", vec![Encoding::Original]) };
+    link::write_msg(bad.get_mut(), &Message::Hello(hello)).unwrap();
+    expect_error(&mut bad, ErrorCode::BadVersion);
+    let huge = vec![0x55u8; 2 << 20];
+    bad.get_mut().write_all(&huge).unwrap();
+    bad.get_mut().write_all(&[0]).unwrap();
+    expect_error(&mut bad, ErrorCode::TooLarge);
+    // A request whose payload is not an image, and a raw crop of the wrong size.
+    let req = |seq, encoding, payload: Vec<u8>| {
+        Message::Infer(InferRequest { seq, encoding, payload, device_probs: None, want_probs: false })
+    };
+    link::write_msg(bad.get_mut(), &req(7, Encoding::Original, b"not an image".to_vec())).unwrap();
+    expect_error(&mut bad, ErrorCode::BadPayload);
+    link::write_msg(bad.get_mut(), &req(8, Encoding::CropRaw, vec![0; 100])).unwrap();
+    expect_error(&mut bad, ErrorCode::BadPayload);
+    // A truncated frame: the host waits for the rest; the other device is served meanwhile.
+    let frame = link::encode(&Message::Ping { nonce: 9 });
+    bad.get_mut().write_all(&frame[..frame.len() / 2]).unwrap();
+
+    link::write_msg(good.get_mut(), &Message::Hello(Hello::new("good", vec![Encoding::Original]))).unwrap();
+    let Ok(Message::Welcome(w)) = good.read_msg() else { panic!("no welcome") };
+    assert_eq!(w.model, "efficientnet-lite2-fp32");
+    let photo = std::fs::read(root().join("photos/coffee.png")).unwrap();
+    link::write_msg(good.get_mut(), &req(1, Encoding::Original, photo)).unwrap();
+    match good.read_msg() {
+        Ok(Message::Answer(a)) => {
+            assert_eq!(a.seq, 1);
+            assert_eq!(a.top[0].0, 967, "espresso: {a:?}");
+        }
+        other => panic!("expected an answer, got {other:?}"),
+    }
+    // The damaged connection still works once its frame is finished off by a delimiter.
+    bad.get_mut().write_all(&[0]).unwrap();
+    expect_error(&mut bad, ErrorCode::BadFrame);
+    link::write_msg(bad.get_mut(), &Message::Ping { nonce: 10 }).unwrap();
+    assert!(matches!(bad.read_msg(), Ok(Message::Pong { nonce: 10 })));
+}
