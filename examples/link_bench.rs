@@ -40,7 +40,8 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("| encoding | payload bytes (mean) | request frame bytes (mean) | overhead bytes (mean) | overhead % | reply bytes | s at 921600 baud | host top-1 |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let encodings = [(Encoding::Original, 90u8), (Encoding::CropJpeg, 90), (Encoding::CropJpeg, 75), (Encoding::CropRaw, 0)];
+    let encodings =
+        [(Encoding::Original, 90u8), (Encoding::CropJpeg, 90), (Encoding::CropJpeg, 75), (Encoding::CropRaw, 0)];
     for (enc, q) in encodings {
         let (mut payload, mut frame, mut reply, mut correct, mut n) = (0usize, 0usize, 0usize, 0usize, 0usize);
         for (path, label) in &items {
@@ -105,7 +106,13 @@ fn rtt(name: &str, mut stream: Box<dyn Stream>, payload: &[u8], rounds: usize) -
         link::write_msg(r.get_mut(), &Message::Ping { nonce: i })?;
         anyhow::ensure!(matches!(r.read_msg()?, Message::Pong { nonce } if nonce == i), "bad pong");
         ping.push(t.elapsed().as_secs_f64() * 1e3);
-        let req = InferRequest { seq: i, encoding: Encoding::CropJpeg, payload: payload.to_vec(), device_probs: None, want_probs: false };
+        let req = InferRequest {
+            seq: i,
+            encoding: Encoding::CropJpeg,
+            payload: payload.to_vec(),
+            device_probs: None,
+            want_probs: false,
+        };
         let t = Instant::now();
         link::write_msg(r.get_mut(), &Message::Infer(req))?;
         let Message::Answer(a) = r.read_msg()? else { anyhow::bail!("no answer") };

@@ -4,7 +4,7 @@
 //! overrides; loading the models is the caller's next step.
 
 use crate::policy::{Metric, StagePolicy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The default cascade, as shipped at the repository's root.
@@ -25,6 +25,30 @@ struct RawConfig {
     ensemble: bool,
     #[serde(rename = "stage")]
     stages: Vec<RawStage>,
+    #[serde(default)]
+    calibration: Option<CalibrationInfo>,
+}
+
+/// What `calibrate` measured at the chosen threshold, kept in the config it writes so that
+/// `report` can compare a run's realised figures with the prediction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationInfo {
+    /// The labeled folder calibrated on.
+    pub data: String,
+    /// Images in it.
+    pub n: usize,
+    /// How many of them went past the first stage.
+    pub forwarded: usize,
+    pub top1: f64,
+    /// Mean MACs per input (device and host).
+    pub macs_per_input: f64,
+    /// MACs of the last stage's model alone.
+    pub large_model_macs: f64,
+    /// MACs of each stage's model.
+    pub stage_macs: Vec<f64>,
+    /// The target as asked, e.g. "accuracy >= 0.8246".
+    pub target: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +75,7 @@ pub struct CascadeConfig {
     pub path: PathBuf,
     pub ensemble: bool,
     pub stages: Vec<StageConfig>,
+    pub calibration: Option<CalibrationInfo>,
 }
 
 /// Command-line overrides, applied to every stage but the last (which always answers).
@@ -95,7 +120,7 @@ impl CascadeConfig {
             check_threshold(&policy).map_err(|m| invalid(format!("stage {n}: {m}")))?;
             stages.push(StageConfig { model: dir.join(s.model), policy });
         }
-        Ok(CascadeConfig { path: path.to_owned(), ensemble: raw.ensemble, stages })
+        Ok(CascadeConfig { path: path.to_owned(), ensemble: raw.ensemble, stages, calibration: raw.calibration })
     }
 
     /// Applies command-line overrides and validates the result.
@@ -119,6 +144,41 @@ impl CascadeConfig {
     pub fn policies(&self) -> Vec<StagePolicy> {
         self.stages.iter().map(|s| s.policy.clone()).collect()
     }
+
+    /// The config as TOML, model paths written relative to `dir` (where the file will live).
+    pub fn to_toml(&self, dir: &Path, header: &str) -> String {
+        let mut out = String::new();
+        for line in header.lines() {
+            out += &format!("# {line}\n");
+        }
+        out += &format!("ensemble = {}\n", self.ensemble);
+        for s in &self.stages {
+            out += &format!("\n[[stage]]\nmodel = {:?}\n", relative(&s.model, dir).to_string_lossy());
+            if let Some(t) = s.policy.threshold {
+                out += &format!("metric = \"{}\"\nthreshold = {t}\n", s.policy.metric);
+            }
+            out += &format!("temperature = {}\n", s.policy.temperature);
+        }
+        if let Some(c) = &self.calibration {
+            let table = toml::to_string(c).unwrap_or_default();
+            out += &format!("\n[calibration]\n{table}");
+        }
+        out
+    }
+}
+
+/// `path` relative to `dir` where both can be resolved, else `path` as it is.
+pub fn relative(path: &Path, dir: &Path) -> PathBuf {
+    let (Ok(p), Ok(d)) = (std::fs::canonicalize(path), std::fs::canonicalize(dir)) else { return path.to_owned() };
+    let common = p.components().zip(d.components()).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in d.components().skip(common) {
+        out.push("..");
+    }
+    for c in p.components().skip(common) {
+        out.push(c);
+    }
+    out
 }
 
 /// Every metric lives in 0..1 (entropy is normalised), so must every threshold.
@@ -152,6 +212,28 @@ model = "models/b.toml"
         assert_eq!(c.stages[0].model, Path::new("conf/models/a.toml"));
         assert_eq!(c.stages[0].policy, StagePolicy { metric: Metric::Entropy, threshold: Some(0.3), temperature: 1.5 });
         assert_eq!(c.stages[1].policy.threshold, None);
+        assert!(c.calibration.is_none());
+    }
+
+    #[test]
+    fn written_config_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = CascadeConfig::parse(TWO, &dir.path().join("cascade.toml")).unwrap();
+        c.calibration = Some(CalibrationInfo {
+            data: "d".into(),
+            n: 10,
+            forwarded: 2,
+            top1: 0.9,
+            macs_per_input: 5.0,
+            large_model_macs: 9.0,
+            stage_macs: vec![4.0, 9.0],
+            target: "accuracy >= 0.9".into(),
+        });
+        let text = c.to_toml(dir.path(), "made by a test");
+        let back = CascadeConfig::parse(&text, &dir.path().join("out.toml")).unwrap();
+        assert_eq!(back.stages, c.stages);
+        assert_eq!(back.calibration, c.calibration);
+        assert!(text.starts_with("# made by a test"));
     }
 
     #[test]

@@ -313,18 +313,19 @@ pub fn encode_payload(
 ) -> Result<Vec<u8>, String> {
     match encoding {
         Encoding::Original => Ok(bytes.to_vec()),
-        Encoding::CropJpeg | Encoding::CropRaw => {
-            let crop = preprocess::crop_resize(img, w.input.size, w.input.crop_fraction);
-            if encoding == Encoding::CropRaw {
-                return Ok(crop.into_raw());
-            }
-            let mut out = Vec::new();
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100))
-                .encode_image(&crop)
-                .map_err(|e| format!("cannot encode the crop as JPEG: {e}"))?;
-            Ok(out)
-        }
+        Encoding::CropJpeg => crop_jpeg(img, w.input.size, w.input.crop_fraction, quality),
+        Encoding::CropRaw => Ok(preprocess::crop_resize(img, w.input.size, w.input.crop_fraction).into_raw()),
     }
+}
+
+/// The centre crop at `size`, encoded as JPEG at `quality`.
+pub fn crop_jpeg(img: &RgbImage, size: u32, crop_fraction: f64, quality: u8) -> Result<Vec<u8>, String> {
+    let crop = preprocess::crop_resize(img, size, crop_fraction);
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100))
+        .encode_image(&crop)
+        .map_err(|e| format!("cannot encode the crop as JPEG: {e}"))?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Every model's logits on one labeled image.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Record {
     pub input: String,
     pub label: usize,
     pub logits: Vec<Vec<f32>>,
+    /// Each model's milliseconds on this image (preprocess and inference).
+    pub ms: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -168,8 +170,9 @@ fn record(models: &[&Model], item: &Labeled) -> Result<Record, String> {
         .enumerate()
         .map(|(i, m)| m.logits(&img, i, &mut spans).map_err(|e| format!("{name}: {}: {e}", m.name())))
         .collect::<Result<Vec<_>, _>>()?;
+    let ms = (0..models.len()).map(|i| spans.0.iter().filter(|s| s.stage == Some(i)).map(|s| s.ms).sum()).collect();
     let input = item.path.file_name().map_or(name.clone(), |f| f.to_string_lossy().into_owned());
-    Ok(Record { input, label: item.label, logits })
+    Ok(Record { input, label: item.label, logits, ms })
 }
 
 #[cfg(test)]
@@ -179,7 +182,7 @@ mod tests {
 
     fn rec(label: usize, a: [f32; 3], b: [f32; 3]) -> Record {
         let l = |p: [f32; 3]| p.iter().map(|x| x.ln()).collect();
-        Record { input: "x".into(), label, logits: vec![l(a), l(b)] }
+        Record { input: "x".into(), label, logits: vec![l(a), l(b)], ms: vec![] }
     }
 
     #[test]

@@ -3,16 +3,20 @@
 //!
 //! Crate map (see ARCHITECTURE.md):
 //! - pure core: `policy` (metrics, exit decision, ensembling), `cascade` (the stage driver),
-//!   `eval::score`;
+//!   `eval::score`, `calibrate` (temperatures, sweeps, Pareto front, threshold choice), `cost`
+//!   (the cost model), `plot` (SVG);
 //! - configuration: `config` (cascade.toml), `manifest` (per-model TOML);
 //! - edges: `runner` (tract, the only module naming it), `model`, `preprocess` (images),
 //!   `dataset` (files and labels), `stage` (timed spans), `pipeline` (one input through
-//!   every stage), `eval`;
+//!   every stage), `eval`, `cache` (logit cache), `tune` (the calibrate and report commands);
 //! - the link: `link` (wire messages, framing, transports, fault relay), `host` (serves the
 //!   last stage), `device` (the last stage seen from the device).
 
+pub mod cache;
+pub mod calibrate;
 pub mod cascade;
 pub mod config;
+pub mod cost;
 pub mod dataset;
 pub mod device;
 pub mod eval;
@@ -22,8 +26,10 @@ pub mod link;
 pub mod manifest;
 pub mod model;
 pub mod pipeline;
+pub mod plot;
 pub mod policy;
 pub mod preprocess;
 pub mod runner;
 pub mod session;
 pub mod stage;
+pub mod tune;

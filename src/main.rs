@@ -104,6 +104,58 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Choose the threshold from labeled data: sweep every metric, with and without ensembling
+    /// and temperature scaling, price each point, and write the chosen one into a new config.
+    Calibrate {
+        /// Cascade configuration to calibrate (default: ./cascade.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Folder with images and a labels.csv.
+        #[arg(long)]
+        data: PathBuf,
+        /// The cheapest point at least this accurate (0..1). Default: the best single model's accuracy.
+        #[arg(long, group = "target")]
+        target_accuracy: Option<f64>,
+        /// The most accurate point within this many MACs per input.
+        #[arg(long, group = "target")]
+        budget_macs: Option<f64>,
+        /// The most accurate point within this many device millijoules per input.
+        #[arg(long, group = "target")]
+        budget_mj: Option<f64>,
+        /// The most accurate point within this many milliseconds per input.
+        #[arg(long, group = "target")]
+        budget_ms: Option<f64>,
+        /// The most accurate point forwarding at most this fraction of inputs.
+        #[arg(long, group = "target")]
+        max_forward: Option<f64>,
+        /// The config to write (default: calibrated.toml, or the next free calibrated-N.toml).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Overwrite --out if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Where logits are cached (default: ~/.cache/edgecascade).
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        /// Link speed used to price offloads, in baud (10 bits a byte).
+        #[arg(long, default_value_t = 921_600)]
+        link_baud: u64,
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare a results log of `run` or `demo` with the calibration: forward rate, drift,
+    /// compute saved, per-stage figures.
+    Report {
+        /// The results log (JSON lines, from --log).
+        log: PathBuf,
+        /// The config whose [calibration] predicted the run (default: ./cascade.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure each model's and the cascade's top-1 accuracy and cost on a labeled folder.
     Eval {
         #[command(flatten)]
@@ -207,6 +259,41 @@ fn main() -> ExitCode {
             let watch = watch.map(|dir| (dir, max_inputs, idle_exit.map(Duration::from_secs_f64)));
             run_device(&cascade, &link, addr, &paths, watch, log.as_deref(), json)
         }
+        Command::Calibrate {
+            config,
+            data,
+            target_accuracy,
+            budget_macs,
+            budget_mj,
+            budget_ms,
+            max_forward,
+            out,
+            force,
+            cache,
+            link_baud,
+            jobs,
+            json,
+        } => {
+            use edgecascade::calibrate::Target;
+            let target = target_accuracy
+                .map(Target::Accuracy)
+                .or(budget_macs.map(Target::Macs))
+                .or(budget_mj.map(Target::Mj))
+                .or(budget_ms.map(Target::Ms))
+                .or(max_forward.map(Target::MaxForward));
+            let options = edgecascade::tune::CalibrateOptions {
+                data,
+                target,
+                out,
+                force,
+                cache_dir: cache.unwrap_or_else(edgecascade::cache::default_dir),
+                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                link: edgecascade::tune::LinkAssumptions { baud: link_baud, ..Default::default() },
+                jpeg_quality: 90,
+            };
+            run_calibrate(config, &options, json)
+        }
+        Command::Report { log, config, json } => run_report(&log, config, json),
         Command::Eval { cascade, data, compare, predictions, jobs, json } => {
             run_eval(&cascade, &data, &compare, predictions.as_deref(), jobs, json)
         }
@@ -427,6 +514,34 @@ fn demo(args: &CascadeArgs, link: &LinkArgs, data: Option<&Path>, log: Option<&P
         log::info!("host: {} requests, {} answered, {} errors", stats.requests, stats.answered, stats.errors);
         result
     })
+}
+
+/// Runs `calibrate`; an unmet target is an error (exit 1) after the closest point is shown.
+fn run_calibrate(config: Option<PathBuf>, o: &edgecascade::tune::CalibrateOptions, json: bool) -> Result<usize> {
+    let args = CascadeArgs { config, threshold: None, metric: None, ensemble: false };
+    let c = edgecascade::tune::calibrate(args.resolve()?, o)?;
+    if json {
+        println!("{}", serde_json::to_string(&c)?);
+    } else {
+        println!("{}", edgecascade::tune::summary_text(&c));
+    }
+    if !c.met {
+        bail!("no threshold meets the target {}; the closest point is shown above", c.target);
+    }
+    Ok(0)
+}
+
+/// Runs `report`.
+fn run_report(log: &Path, config: Option<PathBuf>, json: bool) -> Result<usize> {
+    let path = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let calibration = if path.exists() { CascadeConfig::load(&path)?.calibration } else { None };
+    let r = edgecascade::tune::report(log, calibration.as_ref())?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{}", edgecascade::tune::report_text(&r));
+    }
+    Ok(0)
 }
 
 /// Runs `eval`; returns the number of images that failed.

@@ -1,0 +1,585 @@
+//! The engines of `calibrate` and `report`: the I/O around the pure `calibrate` and `cost`
+//! modules. `calibrate` loads every stage's model, gets their logits on a labeled folder
+//! (from the cache when it holds), fits temperatures, prices the stages, sweeps every way of
+//! deciding, picks the threshold for the target, and writes the config, the curves (CSV, JSON)
+//! and the plot (SVG). `report` reads a results log and compares it with the calibration.
+
+use crate::cache;
+use crate::calibrate::{self, Curve, Merit, Point, Target};
+use crate::config::{CalibrationInfo, CascadeConfig};
+use crate::cost::{CostModel, Figure, Link, LocalStage, RemoteStage};
+use crate::dataset;
+use crate::eval::{self, Record};
+use crate::model::Model;
+use crate::plot;
+use crate::policy::Metric;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Device power figures used when no board profile or sensor says otherwise.
+pub const GENERIC_ACTIVE_W: f64 = 5.0;
+pub const GENERIC_IDLE_W: f64 = 2.5;
+
+/// How calibration prices the link to the host.
+#[derive(Clone, Debug)]
+pub struct LinkAssumptions {
+    pub baud: u64,
+    pub rtt_ms: f64,
+    pub nj_per_byte: f64,
+}
+
+impl Default for LinkAssumptions {
+    fn default() -> Self {
+        // A UART at 921600 baud (10 bits a byte); 1 ms turnaround; UART transceiver energy per
+        // byte taken as 100 nJ (order of magnitude of a 3.3 V UART at a few mA).
+        LinkAssumptions { baud: 921_600, rtt_ms: 1.0, nj_per_byte: 100.0 }
+    }
+}
+
+pub struct CalibrateOptions {
+    pub data: PathBuf,
+    pub target: Option<Target>,
+    pub out: Option<PathBuf>,
+    pub force: bool,
+    pub cache_dir: PathBuf,
+    pub jobs: usize,
+    pub link: LinkAssumptions,
+    pub jpeg_quality: u8,
+}
+
+/// The chosen point and everything printed about it.
+#[derive(Serialize)]
+pub struct Calibration {
+    pub data: String,
+    pub n: usize,
+    pub errors: usize,
+    pub cache: String,
+    pub temperatures: Vec<f64>,
+    pub singles: Vec<Single>,
+    pub target: String,
+    /// False when no point met the target: the closest one is reported, and nothing is written.
+    pub met: bool,
+    pub chosen: Chosen,
+    pub merit: Option<Merit>,
+    pub out: Option<String>,
+    pub curves_csv: String,
+    pub curves_json: String,
+    pub plot: String,
+    pub cost_model: CostModel,
+}
+
+#[derive(Serialize)]
+pub struct Single {
+    pub name: String,
+    pub top1: f64,
+    pub macs: f64,
+}
+
+#[derive(Serialize)]
+pub struct Chosen {
+    pub curve: String,
+    pub metric: Metric,
+    pub ensemble: bool,
+    pub temperatures: Vec<f64>,
+    pub point: Point,
+    /// 99% interval of the forward rate in a run as large as the calibration set.
+    pub forwarded_interval: (f64, f64),
+    /// 1 - cascade MACs / the last model's MACs.
+    pub compute_saved_vs_large: f64,
+    /// 1 - cascade device energy / device energy when every input is offloaded.
+    pub device_energy_saved_vs_offload_all: Option<f64>,
+}
+
+/// Where a new config goes: `--out`, refusing to overwrite without `force`, or the first free
+/// `calibrated.toml`, `calibrated-2.toml`, … in the current folder.
+fn out_path(out: Option<&Path>, force: bool) -> Result<PathBuf> {
+    match out {
+        Some(p) if p.exists() && !force => {
+            bail!("{} exists; pass --force to overwrite it, or another --out", p.display())
+        }
+        Some(p) => Ok(p.to_owned()),
+        None => Ok((1..)
+            .map(|i| PathBuf::from(if i == 1 { "calibrated.toml".into() } else { format!("calibrated-{i}.toml") }))
+            .find(|p| !p.exists())
+            .expect("a free name")),
+    }
+}
+
+pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibration> {
+    let models = config.stages.iter().map(|s| Model::load(&s.model)).collect::<Result<Vec<_>, _>>()?;
+    let classes = models[0].classes.len();
+    if let Some(m) = models.iter().find(|m| m.classes.len() != classes) {
+        bail!("{} has {} classes, {} has {classes}", m.name(), m.classes.len(), models[0].name());
+    }
+    let items = dataset::read_labels(&o.data, classes)?;
+    let files: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
+    let refs: Vec<&Model> = models.iter().collect();
+    let (records, errors, provenance) = cache::load_or_build(&o.cache_dir, &o.data, &files, &refs, || {
+        log::info!("computing the logits of {} models on {} images", refs.len(), items.len());
+        let mut records = Vec::new();
+        let mut errors = 0;
+        for r in eval::collect(&refs, &items, o.jobs) {
+            match r {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    errors += 1;
+                    log::warn!("{e}");
+                }
+            }
+        }
+        (records, errors)
+    })
+    .context("logit cache")?;
+    let cache = match &provenance {
+        cache::Provenance::Cached(p) => format!("read from {}", p.display()),
+        cache::Provenance::Built { path, why } => format!("computed ({why}), stored in {}", path.display()),
+    };
+    let n = records.len();
+    if n < 20 {
+        bail!(
+            "{}: {n} usable labeled images are too few to fit a temperature or choose a threshold (at least 20)",
+            o.data.display()
+        );
+    }
+    let stages = models.len();
+    if stages < 2 {
+        bail!("{}: a cascade of one stage has no threshold to calibrate", config.path.display());
+    }
+    let labels: Vec<usize> = records.iter().map(|r| r.label).collect();
+    let temperatures: Vec<f64> = (0..stages)
+        .map(|i| {
+            let logits: Vec<&[f32]> = records.iter().map(|r| r.logits[i].as_slice()).collect();
+            calibrate::fit_temperature(&logits, &labels)
+        })
+        .collect();
+    let cost_model = cost_model(&models, &records, &o.data, &files, &o.link, o.jpeg_quality)?;
+    let ones = vec![1.0; stages];
+    let mut curves: Vec<Curve> = Vec::new();
+    for metric in Metric::ALL {
+        for ensemble in [false, true] {
+            for temps in [&ones, &temperatures] {
+                curves.push(calibrate::sweep(&records, metric, ensemble, temps, &cost_model, &[]));
+            }
+        }
+    }
+    let singles: Vec<Single> = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Single {
+            name: m.name().to_owned(),
+            top1: records.iter().filter(|r| crate::policy::argmax(&r.logits[i]) == r.label).count() as f64 / n as f64,
+            macs: m.runner.macs() as f64,
+        })
+        .collect();
+    let best_single = singles.iter().map(|s| s.top1).fold(0.0, f64::max);
+    let target = o.target.unwrap_or(Target::Accuracy(best_single));
+    let (met, (ci, pi)) = match calibrate::choose(&curves, target) {
+        Ok(c) => (true, c),
+        Err(c) => (false, c),
+    };
+    let curve = &curves[ci];
+    let point = curve.points[pi].clone();
+    let forwarded_k = (point.forwarded * n as f64).round() as usize;
+    let large = singles.last().expect("two stages").macs;
+    let offload_all = cost_model.offload_everything();
+    let chosen = Chosen {
+        curve: curve.label(),
+        metric: curve.metric,
+        ensemble: curve.ensemble,
+        temperatures: curve.temperatures.clone(),
+        forwarded_interval: calibrate::forward_interval(forwarded_k, n, n),
+        compute_saved_vs_large: 1.0 - point.cost.macs / large,
+        device_energy_saved_vs_offload_all: offload_all.map(|c| 1.0 - point.cost.device_mj / c.device_mj),
+        point,
+    };
+    let single_triples: Vec<(String, f64, f64)> = singles.iter().map(|s| (s.name.clone(), s.top1, s.macs)).collect();
+    let merit = calibrate::merit(&curves, &single_triples);
+    let target_text = match target {
+        Target::Accuracy(a) => format!("accuracy >= {a:.4}"),
+        Target::Macs(m) => format!("MACs per input <= {m:.0}"),
+        Target::Mj(e) => format!("device mJ per input <= {e}"),
+        Target::Ms(t) => format!("ms per input <= {t}"),
+        Target::MaxForward(f) => format!("forwarded <= {f}"),
+    };
+
+    // Outputs: the config (only when the target was met), the curves and the plot.
+    let out = if met { Some(out_path(o.out.as_deref(), o.force)?) } else { None };
+    let stem = out.clone().unwrap_or_else(|| PathBuf::from("calibration-unmet.toml"));
+    let side = |ext: &str| stem.with_extension(ext);
+    let (csv_path, json_path, svg_path) = (side("curves.csv"), side("curves.json"), side("svg"));
+    std::fs::write(&csv_path, curves_csv(&curves)).with_context(|| format!("cannot write {}", csv_path.display()))?;
+    std::fs::write(&json_path, serde_json::to_string(&curves)?)
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    let svg = plot_svg(&curves, &singles, &chosen, &o.data);
+    std::fs::write(&svg_path, svg).with_context(|| format!("cannot write {}", svg_path.display()))?;
+    if let Some(out) = &out {
+        let mut cfg = config.clone();
+        cfg.ensemble = chosen.ensemble;
+        let last = cfg.stages.len() - 1;
+        for (i, s) in cfg.stages.iter_mut().enumerate() {
+            s.policy.metric = chosen.metric;
+            s.policy.temperature = chosen.temperatures[i] as f32;
+            s.policy.threshold = (i < last).then_some(chosen.point.threshold);
+        }
+        cfg.calibration = Some(CalibrationInfo {
+            data: o.data.display().to_string(),
+            n,
+            forwarded: forwarded_k,
+            top1: chosen.point.top1,
+            macs_per_input: chosen.point.cost.macs,
+            large_model_macs: large,
+            stage_macs: singles.iter().map(|s| s.macs).collect(),
+            target: target_text.clone(),
+        });
+        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let header = format!(
+            "Written by `edgecascade calibrate` from {} on {} ({n} images), target {target_text}.",
+            config.path.display(),
+            o.data.display()
+        );
+        std::fs::write(out, cfg.to_toml(dir, &header)).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    Ok(Calibration {
+        data: o.data.display().to_string(),
+        n,
+        errors,
+        cache,
+        temperatures,
+        singles,
+        target: target_text,
+        met,
+        chosen,
+        merit,
+        out: out.map(|p| p.display().to_string()),
+        curves_csv: csv_path.display().to_string(),
+        curves_json: json_path.display().to_string(),
+        plot: svg_path.display().to_string(),
+        cost_model,
+    })
+}
+
+/// Prices each stage: MACs from tract, milliseconds measured while computing the logits,
+/// energy estimated from the generic power model, the link from the payloads the device would
+/// send (the host model's crop as JPEG, measured on the data) and the link assumptions.
+fn cost_model(
+    models: &[Model],
+    records: &[Record],
+    data: &Path,
+    files: &[PathBuf],
+    link: &LinkAssumptions,
+    quality: u8,
+) -> Result<CostModel> {
+    let n = records.len().max(1) as f64;
+    let mean_ms = |i: usize| records.iter().filter_map(|r| r.ms.get(i)).sum::<f64>() / n;
+    let last = models.len() - 1;
+    let local = models[..last]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| LocalStage {
+            macs: m.runner.macs(),
+            ms: Figure::measured(mean_ms(i), "monotonic clock, preprocess + inference, on this machine"),
+            mj: Figure::estimate(mean_ms(i) * GENERIC_ACTIVE_W, &format!("{GENERIC_ACTIVE_W} W active x measured ms")),
+        })
+        .collect();
+    // The payload: the host model's crop as JPEG, on up to 100 of the images.
+    let spec = &models[last].manifest.input;
+    let mut bytes = Vec::new();
+    for f in files.iter().take(100) {
+        let raw = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let Ok(img) = crate::preprocess::decode(&raw) else { continue };
+        let jpeg =
+            crate::device::crop_jpeg(&img, spec.size, spec.crop_fraction, quality).map_err(anyhow::Error::msg)?;
+        bytes.push(jpeg.len() as f64);
+    }
+    let payload = bytes.iter().sum::<f64>() / bytes.len().max(1) as f64;
+    let remote = RemoteStage {
+        macs: models[last].runner.macs(),
+        host_ms: Figure::measured(mean_ms(last), "monotonic clock on this machine, standing in for the host"),
+        link: Link {
+            // About 60 bytes of framing and fields per request (BENCHMARKS.md), 46 per reply.
+            bytes_up: Figure::measured(
+                payload + 60.0,
+                &format!("crop-jpeg q{quality} payloads on {} images of {}", bytes.len(), data.display()),
+            ),
+            bytes_down: Figure::measured(46.0, "reply frame with top-5 (BENCHMARKS.md)"),
+            bytes_per_s: Figure::estimate(
+                link.baud as f64 / 10.0,
+                &format!("UART at {} baud, 10 bits a byte", link.baud),
+            ),
+            rtt_ms: Figure::estimate(link.rtt_ms, "link turnaround"),
+            nj_per_byte: Figure::estimate(link.nj_per_byte, "UART transceiver energy per byte"),
+        },
+        device_wait_w: Figure::estimate(GENERIC_IDLE_W, &format!("{GENERIC_IDLE_W} W idle while waiting")),
+    };
+    Ok(CostModel { local, remote: Some(remote) })
+}
+
+fn curves_csv(curves: &[Curve]) -> String {
+    let mut s = String::from(
+        "curve,metric,ensemble,temperature_scaled,threshold,top1,forwarded,macs,device_macs,device_mj,ms,link_bytes\n",
+    );
+    for c in curves {
+        let scaled = c.temperatures.iter().any(|&t| t != 1.0);
+        for p in &c.points {
+            s += &format!(
+                "{},{},{},{},{},{},{},{:.0},{:.0},{:.3},{:.3},{:.1}\n",
+                c.label().replace(", ", "+"),
+                c.metric,
+                c.ensemble,
+                scaled,
+                p.threshold,
+                p.top1,
+                p.forwarded,
+                p.cost.macs,
+                p.cost.device_macs,
+                p.cost.device_mj,
+                p.cost.ms,
+                p.cost.link_bytes
+            );
+        }
+    }
+    s
+}
+
+fn plot_svg(curves: &[Curve], singles: &[Single], chosen: &Chosen, data: &Path) -> String {
+    let series: Vec<plot::Series> = curves
+        .iter()
+        .map(|c| {
+            let pts: Vec<&Point> = c.points.iter().collect();
+            let front = calibrate::pareto(&pts);
+            plot::Series {
+                label: c.label(),
+                points: front.into_iter().map(|i| (pts[i].cost.macs / 1e6, pts[i].top1)).collect(),
+            }
+        })
+        .collect();
+    let markers: Vec<plot::Marker> =
+        singles.iter().map(|s| plot::Marker { label: s.name.clone(), cost: s.macs / 1e6, accuracy: s.top1 }).collect();
+    let m = plot::Marker {
+        label: format!("chosen: {} at {:.3}", chosen.curve, chosen.point.threshold),
+        cost: chosen.point.cost.macs / 1e6,
+        accuracy: chosen.point.top1,
+    };
+    plot::svg(
+        &format!("Cascade accuracy against compute on {} (Pareto fronts)", data.display()),
+        "M MACs per input (device + host)",
+        &series,
+        &markers,
+        Some(&m),
+    )
+}
+
+/// The calibration summary as text.
+pub fn summary_text(c: &Calibration) -> String {
+    let mut t = format!("calibrated on {} ({} images, {} failed); logits {}\n", c.data, c.n, c.errors, c.cache);
+    let temps: Vec<String> = c.singles.iter().zip(&c.temperatures).map(|(s, t)| format!("{} {t:.3}", s.name)).collect();
+    t += &format!("fitted temperatures: {}\n", temps.join(", "));
+    for s in &c.singles {
+        t += &format!("  {:<28} top-1 {:.2}%  {:.0} M MACs\n", s.name, s.top1 * 100.0, s.macs / 1e6);
+    }
+    let p = &c.chosen.point;
+    let (lo, hi) = c.chosen.forwarded_interval;
+    t += &format!(
+        "{} {}: {} threshold {:.4}\n  top-1 {:.2}%, forwarded {:.1}% (99% interval for a run of {} inputs: {:.1}%..{:.1}%)\n",
+        if c.met { "target met" } else { "TARGET NOT MET, closest point" },
+        c.target,
+        c.chosen.curve,
+        p.threshold,
+        p.top1 * 100.0,
+        p.forwarded * 100.0,
+        c.n,
+        lo * 100.0,
+        hi * 100.0
+    );
+    t += &format!(
+        "  {:.0} M MACs per input: {:.1}% less compute than {} alone\n",
+        p.cost.macs / 1e6,
+        c.chosen.compute_saved_vs_large * 100.0,
+        c.singles.last().map_or("", |s| s.name.as_str())
+    );
+    if let Some(e) = c.chosen.device_energy_saved_vs_offload_all {
+        t += &format!(
+            "  device energy {:.1} mJ per input (estimate), {:.1}% less than offloading every input; {:.1} ms per input; {:.0} link bytes per input\n",
+            p.cost.device_mj,
+            e * 100.0,
+            p.cost.ms,
+            p.cost.link_bytes
+        );
+    }
+    match &c.merit {
+        Some(m) => {
+            t += &format!(
+                "  figure of merit: at the accuracy of {} ({:.2}%), the cascade needs {:.0} M MACs against {:.0} M: {:.2}x {}\n",
+                m.model,
+                m.model_top1 * 100.0,
+                m.cascade_macs / 1e6,
+                m.model_macs / 1e6,
+                m.reduction,
+                if m.reduction > 1.0 + 1e-9 { "less compute" } else { "no compute saved at that accuracy" }
+            )
+        }
+        None => t += "  figure of merit: the cascade matches no single model's accuracy\n",
+    }
+    if let Some(o) = &c.out {
+        t += &format!("wrote {o}; curves {} and {}; plot {}", c.curves_csv, c.curves_json, c.plot);
+    } else {
+        t += &format!("no config written; curves {} and {}; plot {}", c.curves_csv, c.curves_json, c.plot);
+    }
+    t
+}
+
+/// What a results log shows against the calibration.
+#[derive(Serialize)]
+pub struct Report {
+    pub log: String,
+    pub inputs: usize,
+    pub answered: usize,
+    pub failed: usize,
+    pub forwarded: usize,
+    pub degraded: usize,
+    pub forwarded_rate: f64,
+    /// From the config's [calibration], when it has one.
+    pub predicted_rate: Option<f64>,
+    pub interval: Option<(f64, f64)>,
+    /// True when the realised rate falls outside the interval: the inputs have drifted.
+    pub drift: bool,
+    pub macs_per_input: Option<f64>,
+    pub compute_saved_vs_large: Option<f64>,
+    pub mean_span_ms: std::collections::BTreeMap<String, f64>,
+    pub mean_span_mj: std::collections::BTreeMap<String, f64>,
+    pub top1: Option<f64>,
+}
+
+/// Reads a results log of `run` or `demo`. Lines that do not parse are an error naming the line.
+pub fn report(log: &Path, calibration: Option<&CalibrationInfo>) -> Result<Report> {
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("cannot read the results log {}", log.display()))?;
+    let mut r = Report {
+        log: log.display().to_string(),
+        inputs: 0,
+        answered: 0,
+        failed: 0,
+        forwarded: 0,
+        degraded: 0,
+        forwarded_rate: 0.0,
+        predicted_rate: None,
+        interval: None,
+        drift: false,
+        macs_per_input: None,
+        compute_saved_vs_large: None,
+        mean_span_ms: Default::default(),
+        mean_span_mj: Default::default(),
+        top1: None,
+    };
+    let (mut stage_counts, mut correct, mut scored) = (Vec::<usize>::new(), 0usize, 0usize);
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not a JSON object", log.display(), i + 1))?;
+        r.inputs += 1;
+        if v.get("error").is_some() {
+            r.failed += 1;
+            continue;
+        }
+        let stage = v["stage"].as_u64().with_context(|| format!("{} line {}: no \"stage\"", log.display(), i + 1))?;
+        r.answered += 1;
+        let forwarded = v["forwarded"].as_bool().unwrap_or(stage > 0);
+        r.forwarded += forwarded as usize;
+        r.degraded += v["degraded"].as_bool().unwrap_or(false) as usize;
+        // Stages that ran: up to the one that answered, or one further when degraded.
+        let ran = stage as usize + 1 + v["degraded"].as_bool().unwrap_or(false) as usize;
+        if stage_counts.len() < ran {
+            stage_counts.resize(ran, 0);
+        }
+        stage_counts.iter_mut().take(ran).for_each(|c| *c += 1);
+        if let Some(c) = v["correct"].as_bool() {
+            scored += 1;
+            correct += c as usize;
+        }
+        for s in v["stages"].as_array().into_iter().flatten() {
+            let name = s["name"].as_str().unwrap_or("?").to_owned();
+            *r.mean_span_ms.entry(name.clone()).or_default() += s["ms"].as_f64().unwrap_or(0.0);
+            if let Some(mj) = s["mj"].as_f64() {
+                *r.mean_span_mj.entry(name).or_default() += mj;
+            }
+        }
+    }
+    if r.answered == 0 {
+        bail!("{}: no answered input in the log", log.display());
+    }
+    let n = r.answered as f64;
+    r.mean_span_ms.values_mut().for_each(|v| *v /= n);
+    r.mean_span_mj.values_mut().for_each(|v| *v /= n);
+    r.forwarded_rate = r.forwarded as f64 / n;
+    r.top1 = (scored > 0).then(|| correct as f64 / scored as f64);
+    if let Some(c) = calibration {
+        let p = c.forwarded as f64 / c.n.max(1) as f64;
+        let (lo, hi) = calibrate::forward_interval(c.forwarded, c.n, r.answered);
+        r.predicted_rate = Some(p);
+        r.interval = Some((lo, hi));
+        r.drift = r.forwarded_rate < lo || r.forwarded_rate > hi;
+        // Compute actually spent: each stage's MACs times how often it ran (a degraded input
+        // ran the device stages only; the failed offload is not compute).
+        let macs: f64 = stage_counts
+            .iter()
+            .zip(&c.stage_macs)
+            .enumerate()
+            .map(
+                |(i, (&k, &m))| {
+                    if i + 1 == c.stage_macs.len() {
+                        (k - r.degraded.min(k)) as f64 * m
+                    } else {
+                        k as f64 * m
+                    }
+                },
+            )
+            .sum::<f64>()
+            / n;
+        r.macs_per_input = Some(macs);
+        r.compute_saved_vs_large = Some(1.0 - macs / c.large_model_macs);
+    }
+    Ok(r)
+}
+
+pub fn report_text(r: &Report) -> String {
+    let mut t = format!(
+        "{}: {} inputs, {} answered, {} failed, {} forwarded ({:.1}%), {} degraded\n",
+        r.log,
+        r.inputs,
+        r.answered,
+        r.failed,
+        r.forwarded,
+        r.forwarded_rate * 100.0,
+        r.degraded
+    );
+    match (r.predicted_rate, r.interval) {
+        (Some(p), Some((lo, hi))) => {
+            t += &format!(
+                "calibration predicted {:.1}% forwarded (99% interval for {} inputs: {:.1}%..{:.1}%){}\n",
+                p * 100.0,
+                r.answered,
+                lo * 100.0,
+                hi * 100.0,
+                if r.drift {
+                    ": WARNING, the realised rate is outside it; the inputs have drifted"
+                } else {
+                    ": within it"
+                }
+            );
+        }
+        _ => t += "no [calibration] in the config: nothing to compare the forward rate with\n",
+    }
+    if let (Some(m), Some(s)) = (r.macs_per_input, r.compute_saved_vs_large) {
+        t += &format!("compute: {:.0} M MACs per input, {:.1}% less than the large model alone\n", m / 1e6, s * 100.0);
+    }
+    if let Some(a) = r.top1 {
+        t += &format!("top-1 on the labeled inputs: {:.1}%\n", a * 100.0);
+    }
+    let spans: Vec<String> = r.mean_span_ms.iter().map(|(k, v)| format!("{k} {v:.1} ms")).collect();
+    t += &format!("mean per input: {}", spans.join(", "));
+    if !r.mean_span_mj.is_empty() {
+        let mj: Vec<String> = r.mean_span_mj.iter().map(|(k, v)| format!("{k} {v:.2} mJ")).collect();
+        t += &format!("\nenergy per input: {}", mj.join(", "));
+    }
+    t
+}
