@@ -7,6 +7,9 @@ pub struct Series {
     pub label: String,
     /// (cost, accuracy) pairs, in cost order.
     pub points: Vec<(f64, f64)>,
+    /// An SVG colour, and a `stroke-dasharray` ("" for a solid line).
+    pub colour: &'static str,
+    pub dash: &'static str,
 }
 
 pub struct Marker {
@@ -15,15 +18,13 @@ pub struct Marker {
     pub accuracy: f64,
 }
 
-const COLOURS: [&str; 8] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
-
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Renders the plot. `x_label` names the cost axis (e.g. "M MACs per input").
 pub fn svg(title: &str, x_label: &str, series: &[Series], singles: &[Marker], chosen: Option<&Marker>) -> String {
-    let (w, h, left, right, top, bottom) = (820.0, 520.0, 70.0, 250.0, 40.0, 60.0);
+    let (w, h, left, right, top, bottom) = (900.0, 560.0, 70.0, 300.0, 40.0, 60.0);
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).chain(singles.iter().map(|m| m.cost));
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(singles.iter().map(|m| m.accuracy));
     let (mut x0, mut x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
@@ -86,17 +87,21 @@ pub fn svg(title: &str, x_label: &str, series: &[Series], singles: &[Marker], ch
         (top + h - bottom) / 2.0
     );
     for (i, se) in series.iter().enumerate() {
-        let c = COLOURS[i % COLOURS.len()];
+        let (c, d) = (se.colour, se.dash);
         let pts: Vec<String> = se.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
-        let _ = writeln!(s, r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="1.5"/>"#, pts.join(" "));
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{c}" stroke-dasharray="{d}" stroke-width="1.5"/>"#,
+            pts.join(" ")
+        );
         let ly = top + 14.0 + 18.0 * i as f64;
         let _ = writeln!(
             s,
-            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{c}" stroke-width="3"/>"#,
+            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{c}" stroke-dasharray="{d}" stroke-width="2.5"/>"#,
             w - right + 12.0,
-            w - right + 32.0
+            w - right + 40.0
         );
-        let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, w - right + 38.0, ly + 4.0, esc(&se.label));
+        let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, w - right + 46.0, ly + 4.0, esc(&se.label));
     }
     for m in singles {
         let (x, y) = (px(m.cost), py(m.accuracy));
@@ -118,7 +123,12 @@ mod tests {
 
     #[test]
     fn draws_every_series_model_and_the_choice() {
-        let series = vec![Series { label: "max-softmax".into(), points: vec![(400.0, 0.8), (600.0, 0.85)] }];
+        let series = vec![Series {
+            label: "max-softmax".into(),
+            points: vec![(400.0, 0.8), (600.0, 0.85)],
+            colour: "blue",
+            dash: "",
+        }];
         let singles = vec![Marker { label: "big <fp32>".into(), cost: 900.0, accuracy: 0.84 }];
         let chosen = Marker { label: "chosen".into(), cost: 600.0, accuracy: 0.85 };
         let out = svg("t", "M MACs", &series, &singles, Some(&chosen));

@@ -343,14 +343,27 @@ fn curves_csv(curves: &[Curve]) -> String {
 }
 
 fn plot_svg(curves: &[Curve], singles: &[Single], chosen: &Chosen, data: &Path) -> String {
+    // Colour by metric; solid plain, dashed with temperature scaling, dotted with ensembling.
     let series: Vec<plot::Series> = curves
         .iter()
         .map(|c| {
-            let pts: Vec<&Point> = c.points.iter().collect();
-            let front = calibrate::pareto(&pts);
+            let mut pts: Vec<(f64, f64)> = c.points.iter().map(|p| (p.cost.macs / 1e6, p.top1)).collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let scaled = c.temperatures.iter().any(|&t| t != 1.0);
             plot::Series {
                 label: c.label(),
-                points: front.into_iter().map(|i| (pts[i].cost.macs / 1e6, pts[i].top1)).collect(),
+                points: pts,
+                colour: match c.metric {
+                    Metric::MaxSoftmax => "#1f77b4",
+                    Metric::Margin => "#ff7f0e",
+                    Metric::Entropy => "#2ca02c",
+                },
+                dash: match (c.ensemble, scaled) {
+                    (false, false) => "",
+                    (false, true) => "8 4",
+                    (true, false) => "2 3",
+                    (true, true) => "8 3 2 3",
+                },
             }
         })
         .collect();
@@ -362,7 +375,7 @@ fn plot_svg(curves: &[Curve], singles: &[Single], chosen: &Chosen, data: &Path) 
         accuracy: chosen.point.top1,
     };
     plot::svg(
-        &format!("Cascade accuracy against compute on {} (Pareto fronts)", data.display()),
+        &format!("Cascade accuracy against compute on {}", data.display()),
         "M MACs per input (device + host)",
         &series,
         &markers,

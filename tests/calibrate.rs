@@ -1,0 +1,201 @@
+//! `calibrate` and `report` end to end on a small labeled folder made from the demo photos,
+//! and each bad input: too few images, labels outside the classes, an unmet target, an
+//! existing output, a cache made by other models.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgecascade"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A folder of `copies` x the demo photos with their labels, and a cache folder.
+fn labeled(dir: &Path, copies: usize) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let labels = std::fs::read_to_string(root().join("photos/labels.csv")).unwrap();
+    let mut out = String::from("file,label\n");
+    for k in 0..copies {
+        for line in labels.lines().skip(1).filter(|l| !l.is_empty()) {
+            let (f, l) = line.split_once(',').unwrap();
+            let name = format!("{k}-{f}");
+            std::fs::copy(root().join("photos").join(f), data.join(&name)).unwrap();
+            out += &format!("{name},{l}\n");
+        }
+    }
+    std::fs::write(data.join("labels.csv"), out).unwrap();
+    data
+}
+
+fn cfg() -> String {
+    root().join("cascade.toml").display().to_string()
+}
+
+#[test]
+fn calibrate_writes_a_config_that_eval_and_report_confirm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = labeled(dir.path(), 4);
+    let cache = dir.path().join("cache");
+    let (data_s, cache_s) = (data.to_str().unwrap(), cache.to_str().unwrap());
+    let base = ["calibrate", "--config", &cfg(), "--data", data_s, "--cache", cache_s];
+    let o = run(dir.path(), &[&base[..], &["--max-forward", "0.5", "--json"]].concat());
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(v["n"], 20);
+    assert_eq!(v["met"], true);
+    assert!(v["cache"].as_str().unwrap().starts_with("computed"), "{}", v["cache"]);
+    let chosen = &v["chosen"]["point"];
+    assert!(chosen["forwarded"].as_f64().unwrap() <= 0.5);
+    let out = dir.path().join("calibrated.toml");
+    assert!(out.is_file());
+    for side in ["calibrated.curves.csv", "calibrated.curves.json", "calibrated.svg"] {
+        assert!(dir.path().join(side).is_file(), "{side}");
+    }
+    let svg = std::fs::read_to_string(dir.path().join("calibrated.svg")).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 12, "3 metrics x ensemble x temperature");
+
+    // The written config reproduces the calibration's figures under eval.
+    let o = run(dir.path(), &["eval", "--config", out.to_str().unwrap(), "--data", data_s, "--json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let e: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert!((e["cascade"]["top1"].as_f64().unwrap() - chosen["top1"].as_f64().unwrap()).abs() < 1e-9);
+    assert!((e["cascade"]["forwarded"].as_f64().unwrap() - chosen["forwarded"].as_f64().unwrap()).abs() < 1e-9);
+
+    // A second run reads the cache, and never writes over the first config.
+    let o = run(dir.path(), &[&base[..], &["--max-forward", "0.5"]].concat());
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("logits read from"), "{}", text(&o).0);
+    assert!(dir.path().join("calibrated-2.toml").is_file());
+    let o = run(dir.path(), &[&base[..], &["--out", out.to_str().unwrap()]].concat());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("exists"), "{}", text(&o).1);
+
+    // A run of the demo with that config, then its report against the calibration.
+    let log = dir.path().join("run.jsonl");
+    let o = Command::new(env!("CARGO_BIN_EXE_edgecascade"))
+        .args(["demo", "--config", out.to_str().unwrap(), "--data", data_s, "--log", log.to_str().unwrap()])
+        .args(["--encoding", "original"])
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = run(dir.path(), &["report", log.to_str().unwrap(), "--config", out.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let r: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(r["answered"], 20);
+    assert_eq!(r["drift"], false, "same data, same threshold: {r}");
+    assert!((r["forwarded_rate"].as_f64().unwrap() - chosen["forwarded"].as_f64().unwrap()).abs() < 1e-9);
+    assert!((r["top1"].as_f64().unwrap() - chosen["top1"].as_f64().unwrap()).abs() < 1e-9, "{r}");
+    assert!(r["mean_span_ms"]["infer"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn report_warns_when_the_forward_rate_drifts() {
+    let dir = tempfile::tempdir().unwrap();
+    // A calibration that predicted 10 of 1000 forwarded, and a log where every input was.
+    let config = std::fs::read_to_string(root().join("cascade.toml"))
+        .unwrap()
+        .replace("models/", &format!("{}/models/", root().display()));
+    let config = format!(
+        "{config}\n[calibration]\ndata = \"x\"\nn = 1000\nforwarded = 10\ntop1 = 0.9\nmacs_per_input = 1.0\nlarge_model_macs = 860000000.0\nstage_macs = [387000000.0, 860000000.0]\ntarget = \"t\"\n"
+    );
+    std::fs::write(dir.path().join("c.toml"), config).unwrap();
+    let line = |i: usize| {
+        format!(
+            "{{\"seq\":{i},\"input\":\"{i}.jpg\",\"class\":1,\"stage\":1,\"forwarded\":true,\"degraded\":false,\"stages\":[{{\"name\":\"infer\",\"ms\":2.0}}]}}\n"
+        )
+    };
+    let log: String = (1..=50).map(line).collect();
+    std::fs::write(dir.path().join("run.jsonl"), log).unwrap();
+    let o = run(dir.path(), &["report", "run.jsonl", "--config", "c.toml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let out = text(&o).0;
+    assert!(out.contains("WARNING") && out.contains("drifted"), "{out}");
+    assert!(out.contains("100.0%"), "{out}");
+    // A log line that is not JSON is named.
+    std::fs::write(dir.path().join("bad.jsonl"), format!("{}not json\n", line(1))).unwrap();
+    let o = run(dir.path(), &["report", "bad.jsonl", "--config", "c.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("bad.jsonl line 2"), "{}", text(&o).1);
+}
+
+#[test]
+fn calibrate_bad_inputs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cache_s = cache.to_str().unwrap();
+    // Too few images.
+    let photos = root().join("photos");
+    let o = run(dir.path(), &["calibrate", "--config", &cfg(), "--data", photos.to_str().unwrap(), "--cache", cache_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("too few"), "{}", text(&o).1);
+    // A label outside the model's classes.
+    let data = labeled(dir.path(), 4);
+    let labels = std::fs::read_to_string(data.join("labels.csv")).unwrap().replacen(",872", ",1000", 1);
+    std::fs::write(data.join("labels.csv"), labels).unwrap();
+    let o = run(dir.path(), &["calibrate", "--config", &cfg(), "--data", data.to_str().unwrap(), "--cache", cache_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("labels.csv line") && text(&o).1.contains("out of range"), "{}", text(&o).1);
+    // A target nothing meets: the closest point is shown, nothing is written, exit 1.
+    let data = labeled(&dir.path().join("ok"), 4);
+    let data_s = data.to_str().unwrap();
+    let o = run(
+        dir.path(),
+        &["calibrate", "--config", &cfg(), "--data", data_s, "--cache", cache_s, "--budget-macs", "1000"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let (out, err) = text(&o);
+    assert!(out.contains("TARGET NOT MET") && err.contains("no threshold meets"), "{out}\n{err}");
+    assert!(!dir.path().join("calibrated.toml").exists());
+    // A cache made by other models under the same names is detected and rebuilt.
+    let o = run(dir.path(), &["calibrate", "--config", &cfg(), "--data", data_s, "--cache", cache_s, "--json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let manifest = std::fs::read_to_string(root().join("models/efficientnet-lite0-int8.toml"))
+        .unwrap()
+        .replace(
+            "efficientnet-lite0-int8.onnx",
+            &root().join("models/efficientnet-lite0-fp32.onnx").display().to_string(),
+        )
+        .replace("imagenet-classes.txt", &root().join("models/imagenet-classes.txt").display().to_string());
+    std::fs::write(models.join("efficientnet-lite0-int8.toml"), manifest).unwrap();
+    let other = format!(
+        "[[stage]]\nmodel = \"models/efficientnet-lite0-int8.toml\"\nthreshold = 0.5\n[[stage]]\nmodel = \"{}\"\n",
+        root().join("models/efficientnet-lite2-fp32.toml").display()
+    );
+    std::fs::write(dir.path().join("other.toml"), other).unwrap();
+    let o = run(
+        dir.path(),
+        &[
+            "calibrate",
+            "--config",
+            "other.toml",
+            "--data",
+            data_s,
+            "--cache",
+            cache_s,
+            "--json",
+            "--force",
+            "--out",
+            "o.toml",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert!(v["cache"].as_str().unwrap().contains("other models"), "{}", v["cache"]);
+}
