@@ -4,9 +4,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use edgecascade::board;
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
 use edgecascade::dataset;
 use edgecascade::device::{Remote, RemoteConfig};
+use edgecascade::energy::{self, EnergyContext};
 use edgecascade::eval;
 use edgecascade::host::{self, Host};
 use edgecascade::inputs::{self, Input};
@@ -37,6 +39,8 @@ enum Command {
     Classify {
         #[command(flatten)]
         cascade: CascadeArgs,
+        #[command(flatten)]
+        energy: EnergyArgs,
         /// Image files, or folders of images.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -51,6 +55,8 @@ enum Command {
         cascade: CascadeArgs,
         #[command(flatten)]
         link: LinkArgs,
+        #[command(flatten)]
+        energy: EnergyArgs,
         /// A labeled folder (images and labels.csv) instead of the demo photos; adds accuracy.
         #[arg(long)]
         data: Option<PathBuf>,
@@ -84,6 +90,8 @@ enum Command {
         cascade: CascadeArgs,
         #[command(flatten)]
         link: LinkArgs,
+        #[command(flatten)]
+        energy: EnergyArgs,
         /// The host: `serial:/dev/ttyUSB0?baud=921600` or `tcp:HOST:PORT`.
         #[arg(long = "link", value_name = "LINK")]
         addr: LinkAddr,
@@ -157,6 +165,38 @@ enum Command {
         json: bool,
     },
     /// Measure each model's and the cascade's top-1 accuracy and cost on a labeled folder.
+    /// List the board profiles; show the board detected here, its power sensor and a live reading.
+    Boards {
+        #[command(flatten)]
+        energy: EnergyArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Energy per inference and latency per stage, MLPerf Tiny style: several runs, each at
+    /// least a minimum time and number of inferences over a labeled folder, the local cascade.
+    Bench {
+        #[command(flatten)]
+        cascade: CascadeArgs,
+        #[command(flatten)]
+        energy: EnergyArgs,
+        /// Labeled folder (images and labels.csv) cycled through (default: photos/).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Runs; the median energy per inference over them is reported.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
+        /// Minimum seconds per run.
+        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+        min_seconds: f64,
+        /// Minimum inferences per run.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+        min_inferences: u32,
+        /// Top-1 accuracy (0 to 1) the cascade must reach on the data; below it the command fails.
+        #[arg(long, value_name = "FRACTION")]
+        min_top1: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
     Eval {
         #[command(flatten)]
         cascade: CascadeArgs,
@@ -230,6 +270,34 @@ impl LinkArgs {
     }
 }
 
+/// Which board this is and where its sensors are: the energy figure of each stage.
+#[derive(Args)]
+struct EnergyArgs {
+    /// Board profile to use instead of detecting it (`edgecascade boards` lists them; or set
+    /// EDGECASCADE_BOARD).
+    #[arg(long, value_name = "NAME")]
+    board: Option<String>,
+    /// Read every /sys and /proc path under DIR, a copied or recorded tree (or set
+    /// EDGECASCADE_SYSFS_ROOT).
+    #[arg(long, value_name = "DIR")]
+    sysfs_root: Option<PathBuf>,
+    /// Folder of board profiles (NAME.toml) adding to or replacing the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    boards: Option<PathBuf>,
+}
+
+impl EnergyArgs {
+    fn resolve(&self) -> Result<board::Resolved> {
+        Ok(board::resolve(self.boards.as_deref(), self.board.as_deref(), self.sysfs_root.as_deref())?)
+    }
+
+    /// Chooses the board, opens its sensor (or the estimate) and measures the idle baseline.
+    fn start(&self) -> Result<EnergyContext> {
+        let r = self.resolve()?;
+        Ok(EnergyContext::start(&r.detection.board, &r.root))
+    }
+}
+
 impl CascadeArgs {
     fn resolve(&self) -> Result<CascadeConfig> {
         let path = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
@@ -248,16 +316,26 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Classify { cascade, paths, json } => classify(&cascade, &paths, json),
-        Command::Demo { cascade, link, data, log, json } => {
-            demo(&cascade, &link, data.as_deref(), log.as_deref(), json)
+        Command::Classify { cascade, energy, paths, json } => classify(&cascade, &energy, &paths, json),
+        Command::Demo { cascade, link, energy, data, log, json } => {
+            demo(&cascade, &link, &energy, data.as_deref(), log.as_deref(), json)
         }
         Command::Host { config, model, link, listen, max_devices } => {
             serve(config, model.as_deref(), link, listen, max_devices).map(|()| 0)
         }
-        Command::Run { cascade, link, addr, paths, watch, max_inputs, idle_exit, log, json } => {
+        Command::Run { cascade, link, energy, addr, paths, watch, max_inputs, idle_exit, log, json } => {
             let watch = watch.map(|dir| (dir, max_inputs, idle_exit.map(Duration::from_secs_f64)));
-            run_device(&cascade, &link, addr, &paths, watch, log.as_deref(), json)
+            run_device(&cascade, &link, &energy, addr, &paths, watch, log.as_deref(), json)
+        }
+        Command::Boards { energy, json } => run_boards(&energy, json).map(|()| 0),
+        Command::Bench { cascade, energy, data, runs, min_seconds, min_inferences, min_top1, json } => {
+            let options = energy::bench::BenchOptions {
+                runs: runs as usize,
+                min_duration: Duration::try_from_secs_f64(min_seconds).unwrap_or(Duration::MAX),
+                min_inferences: min_inferences as usize,
+                min_top1,
+            };
+            run_bench(&cascade, &energy, data.as_deref(), &options, json)
         }
         Command::Calibrate {
             config,
@@ -312,9 +390,10 @@ fn main() -> ExitCode {
 }
 
 /// Runs `classify`; returns the number of inputs that failed.
-fn classify(args: &CascadeArgs, paths: &[PathBuf], json: bool) -> Result<usize> {
+fn classify(args: &CascadeArgs, energy: &EnergyArgs, paths: &[PathBuf], json: bool) -> Result<usize> {
     let files = dataset::collect_inputs(paths)?;
     let mut pipeline = Pipeline::local(args.resolve()?)?;
+    pipeline.energy = Some(energy.start()?);
     let mut out = std::io::stdout().lock();
     let mut sink = Sink { out: &mut out, json, log: None, labels: None };
     let summary = session::drive(&mut pipeline, inputs::Files::new(files), &mut sink)?;
@@ -425,9 +504,11 @@ fn device_pipeline(args: &CascadeArgs, mut remote: Remote) -> Result<Pipeline> {
 }
 
 /// Runs `run`; returns the number of inputs that failed.
+#[allow(clippy::too_many_arguments)]
 fn run_device(
     args: &CascadeArgs,
     link: &LinkArgs,
+    energy: &EnergyArgs,
     addr: LinkAddr,
     paths: &[PathBuf],
     watch: Option<(PathBuf, Option<usize>, Option<Duration>)>,
@@ -447,6 +528,7 @@ fn run_device(
     let ensemble = args.ensemble || args.resolve()?.ensemble;
     let remote = Remote::new(link.remote_config(addr, ensemble));
     let mut pipeline = device_pipeline(args, remote)?;
+    pipeline.energy = Some(energy.start()?);
     let mut out = std::io::stdout().lock();
     let mut sink = Sink { out: &mut out, json, log: open_log(log)?, labels: None };
     let summary = session::drive(&mut pipeline, inputs, &mut sink)?;
@@ -454,7 +536,14 @@ fn run_device(
 }
 
 /// Runs `demo`; returns the number of inputs that failed.
-fn demo(args: &CascadeArgs, link: &LinkArgs, data: Option<&Path>, log: Option<&Path>, json: bool) -> Result<usize> {
+fn demo(
+    args: &CascadeArgs,
+    link: &LinkArgs,
+    energy: &EnergyArgs,
+    data: Option<&Path>,
+    log: Option<&Path>,
+    json: bool,
+) -> Result<usize> {
     let config = args.resolve()?;
     let host_manifest = config.stages.last().expect("a config has a stage").model.clone();
     let (files, labels) = match data {
@@ -496,13 +585,18 @@ fn demo(args: &CascadeArgs, link: &LinkArgs, data: Option<&Path>, log: Option<&P
         });
         let result = (|| -> Result<usize> {
             let mut pipeline = device_pipeline(args, remote)?;
+            pipeline.energy = Some(energy.start()?);
             if !json {
                 writeln!(
                     out,
-                    "demo: device runs {} here; host runs {} across a serial link ({})\n",
+                    "demo: device runs {} here; host runs {} across a serial link ({}, {})\n",
                     pipeline.names[..pipeline.names.len() - 1].join(" -> "),
                     pipeline.names.last().expect("two stages"),
-                    pty
+                    pty,
+                    match &link.shape {
+                        Some(s) if s.is_active() => format!("paced: {s}; link times are modelled"),
+                        _ => "a PTY pair, not paced: --shape baud=921600 rehearses a real UART".into(),
+                    }
                 )?;
             }
             let mut sink = Sink { out: &mut out, json, log: open_log(log)?, labels };
@@ -603,4 +697,67 @@ fn run_eval(
         );
     }
     Ok(failed)
+}
+
+/// Runs `boards`: the profiles, the board chosen here, its sensor and a live reading.
+fn run_boards(args: &EnergyArgs, json: bool) -> Result<()> {
+    let survey = energy::survey::survey(&args.resolve()?);
+    if json {
+        println!("{}", serde_json::to_string(&survey)?);
+    } else {
+        println!("{}", energy::survey::survey_text(&survey));
+    }
+    Ok(())
+}
+
+/// Runs `bench`; returns the number of inferences that failed.
+fn run_bench(
+    args: &CascadeArgs,
+    energy_args: &EnergyArgs,
+    data: Option<&Path>,
+    options: &energy::bench::BenchOptions,
+    json: bool,
+) -> Result<usize> {
+    if options.min_top1.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
+        bail!("--min-top1 is a fraction between 0 and 1");
+    }
+    let mut pipeline = Pipeline::local(args.resolve()?)?;
+    let dir = data.map_or_else(|| PathBuf::from("photos"), Path::to_owned);
+    if data.is_none() && !dir.is_dir() {
+        bail!("no photos/ folder here: run from the repository's root, or pass --data DIR");
+    }
+    let mut inputs = Vec::new();
+    for item in dataset::read_labels(&dir, pipeline.models[0].classes.len())? {
+        let bytes = std::fs::read(&item.path).with_context(|| format!("cannot read {}", item.path.display()))?;
+        inputs.push(energy::bench::BenchInput {
+            name: item.path.display().to_string(),
+            bytes,
+            label: Some(item.label),
+        });
+    }
+    let ctx = energy_args.start()?;
+    log::info!(
+        "bench: {} runs of at least {:?} and {} inferences over {} images of {}",
+        options.runs,
+        options.min_duration,
+        options.min_inferences,
+        inputs.len(),
+        dir.display()
+    );
+    let report = energy::bench::run(&mut pipeline, &ctx, &inputs, options, &mut |r| {
+        log::info!("bench run {}: {} inferences, {:.1} mJ per inference", r.run, r.inferences, r.mj_per_inference)
+    });
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", energy::bench::report_text(&report));
+    }
+    if report.accuracy_ok == Some(false) {
+        bail!(
+            "top-1 {:.1}% is below the target {:.1}%",
+            report.top1.unwrap_or(0.0) * 100.0,
+            options.min_top1.unwrap_or(0.0) * 100.0
+        );
+    }
+    Ok(report.failed)
 }
