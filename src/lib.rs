@@ -10,8 +10,11 @@
 //!   `dataset` (files and labels), `stage` (timed spans), `pipeline` (one input through
 //!   every stage), `eval`, `cache` (logit cache), `tune` (the calibrate and report commands);
 //! - the link: `link` (wire messages, framing, transports, fault relay), `host` (serves the
-//!   last stage), `device` (the last stage seen from the device).
+//!   last stage), `device` (the last stage seen from the device);
+//! - energy: `board` (profiles from boards/*.toml, detection, `SysRoot`), `energy` (the
+//!   `EnergyMeter` readers per sensor, the sampler, attribution to spans, `bench`).
 
+pub mod board;
 pub mod cache;
 pub mod calibrate;
 pub mod cascade;
@@ -19,6 +22,7 @@ pub mod config;
 pub mod cost;
 pub mod dataset;
 pub mod device;
+pub mod energy;
 pub mod eval;
 pub mod host;
 pub mod inputs;

@@ -48,6 +48,8 @@ pub struct Pipeline {
     pub policies: Vec<StagePolicy>,
     /// Every stage's model name, the remote one included.
     pub names: Vec<String>,
+    /// Measures the energy of each span, when set (`session::drive` fills it in).
+    pub energy: Option<crate::energy::EnergyContext>,
 }
 
 impl Pipeline {
@@ -81,7 +83,7 @@ impl Pipeline {
             r
         });
         let policies = config.policies();
-        Ok(Pipeline { config, models, remote, policies, names })
+        Ok(Pipeline { config, models, remote, policies, names, energy: None })
     }
 
     /// Runs the cascade on encoded image bytes. An error names what was wrong with the input.

@@ -51,6 +51,15 @@ pub struct Summary {
     pub mean_ms: f64,
     /// Mean milliseconds per input of each span name.
     pub mean_span_ms: BTreeMap<String, f64>,
+    /// Mean millijoules per input of each span name, when energy was measured.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub mean_span_mj: BTreeMap<String, f64>,
+    /// Mean millijoules per input over every span, when energy was measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_mj: Option<f64>,
+    /// Where the energy figures came from (sensor and rail, or `estimate: ...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy_source: Option<String>,
     /// On labeled inputs: the fraction answered correctly.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top1: Option<f64>,
@@ -71,7 +80,10 @@ pub fn drive(
         s.inputs += 1;
         let result = bytes.and_then(|b| pipeline.answer(&name, &b));
         match result {
-            Ok(a) => {
+            Ok(mut a) => {
+                if let Some(energy) = &pipeline.energy {
+                    energy.fill(&mut a.stages.0);
+                }
                 let label = sink.labels.as_ref().and_then(|l| l.get(file_name(&name)));
                 let ok = label.map(|&l| l == a.class);
                 if let Some(ok) = ok {
@@ -110,6 +122,8 @@ pub fn drive(
     s.mean_macs /= n;
     s.mean_ms /= n;
     s.mean_span_ms.values_mut().for_each(|v| *v /= n);
+    s.mean_span_mj.values_mut().for_each(|v| *v /= n);
+    s.mean_mj = (!s.mean_span_mj.is_empty()).then(|| s.mean_span_mj.values().sum());
     s.top1 = (scored > 0).then(|| correct as f64 / scored as f64);
     Ok(s)
 }
@@ -133,6 +147,10 @@ fn count(s: &mut Summary, a: &Answer, by_host: bool) {
     s.mean_ms += a.ms;
     for span in &a.stages.0 {
         *s.mean_span_ms.entry(span.name.to_owned()).or_default() += span.ms;
+        if let Some(e) = &span.energy {
+            *s.mean_span_mj.entry(span.name.to_owned()).or_default() += e.mj;
+            s.energy_source = Some(e.source.clone());
+        }
     }
 }
 
@@ -149,11 +167,18 @@ pub fn answer_line(a: &Answer, remote: bool, correct: Option<bool>) -> String {
         Some(false) => " [wrong]",
         None => "",
     };
+    let energy: Vec<&crate::energy::StageEnergy> = a.stages.0.iter().filter_map(|s| s.energy.as_ref()).collect();
+    let mj = if energy.is_empty() {
+        String::new()
+    } else {
+        let est = if energy.iter().any(|e| e.source.starts_with("estimate")) { " est." } else { "" };
+        format!(", {:.0} mJ{est}", energy.iter().map(|e| e.mj).sum::<f64>())
+    };
     let link = a.link.as_ref().map_or(String::new(), |l| {
         format!(", {} B up / {} B down{}", l.bytes_sent, l.bytes_received, if l.paced { " (paced)" } else { "" })
     });
     format!(
-        "{:<28} {:>4} {:<26} {} {:.3}  {}  {:.1} ms{}{}",
+        "{:<28} {:>4} {:<26} {} {:.3}  {}  {:.1} ms{}{}{}",
         truncate(file_name(&a.input), 28),
         a.class,
         truncate(&a.label, 26),
@@ -161,6 +186,7 @@ pub fn answer_line(a: &Answer, remote: bool, correct: Option<bool>) -> String {
         a.confidence,
         place,
         a.ms,
+        mj,
         link,
         mark
     )
@@ -204,6 +230,10 @@ pub fn summary_text(s: &Summary) -> String {
     );
     if let Some(a) = s.top1 {
         t += &format!("\ntop-1 on the labeled inputs: {:.1}%", a * 100.0);
+    }
+    if let (Some(mj), Some(src)) = (s.mean_mj, &s.energy_source) {
+        let per: Vec<String> = s.mean_span_mj.iter().map(|(n, v)| format!("{n} {v:.1}")).collect();
+        t += &format!("\nenergy per input: {mj:.1} mJ ({src}); mean mJ per span: {}", per.join(", "));
     }
     t
 }

@@ -13,6 +13,12 @@ pub struct Span {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<usize>,
     pub ms: f64,
+    /// When the span began (monotonic clock), to attribute energy to it.
+    #[serde(skip)]
+    pub start: Option<Instant>,
+    /// Energy over the span (`mj`, `mj_above_idle`, `source`, `interpolated`), when measured.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub energy: Option<crate::energy::StageEnergy>,
 }
 
 /// The spans of one input, in the order they ran.
@@ -25,7 +31,7 @@ impl Spans {
     pub fn time<T>(&mut self, name: &'static str, stage: Option<usize>, f: impl FnOnce() -> T) -> T {
         let start = Instant::now();
         let out = f();
-        self.0.push(Span { name, stage, ms: start.elapsed().as_secs_f64() * 1e3 });
+        self.0.push(Span { name, stage, ms: start.elapsed().as_secs_f64() * 1e3, start: Some(start), energy: None });
         out
     }
 
@@ -48,7 +54,7 @@ mod tests {
         let mut s = Spans::default();
         let v = s.time("decode", None, || 7);
         s.time("infer", Some(0), || std::thread::sleep(std::time::Duration::from_millis(2)));
-        s.0.push(Span { name: "infer", stage: Some(1), ms: 1.0 });
+        s.0.push(Span { name: "infer", stage: Some(1), ms: 1.0, start: None, energy: None });
         assert_eq!(v, 7);
         assert_eq!(s.0[0].name, "decode");
         assert!(s.ms_of("infer") >= 3.0);
