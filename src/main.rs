@@ -148,6 +148,9 @@ enum Command {
         /// Link speed used to price offloads, in baud (10 bits a byte).
         #[arg(long, default_value_t = 921_600)]
         link_baud: u64,
+        /// The device's board (its power model and link energy price the device's side).
+        #[command(flatten)]
+        energy: EnergyArgs,
         #[arg(long)]
         jobs: Option<usize>,
         #[arg(long)]
@@ -349,6 +352,7 @@ fn main() -> ExitCode {
             force,
             cache,
             link_baud,
+            energy,
             jobs,
             json,
         } => {
@@ -359,17 +363,20 @@ fn main() -> ExitCode {
                 .or(budget_mj.map(Target::Mj))
                 .or(budget_ms.map(Target::Ms))
                 .or(max_forward.map(Target::MaxForward));
-            let options = edgecascade::tune::CalibrateOptions {
-                data,
-                target,
-                out,
-                force,
-                cache_dir: cache.unwrap_or_else(edgecascade::cache::default_dir),
-                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-                link: edgecascade::tune::LinkAssumptions { baud: link_baud, ..Default::default() },
-                jpeg_quality: 90,
-            };
-            run_calibrate(config, &options, json)
+            let options = (|| -> Result<edgecascade::tune::CalibrateOptions> {
+                Ok(edgecascade::tune::CalibrateOptions {
+                    data,
+                    target,
+                    out,
+                    force,
+                    cache_dir: cache.unwrap_or_else(edgecascade::cache::default_dir),
+                    jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                    link: edgecascade::tune::LinkAssumptions { baud: link_baud, ..Default::default() },
+                    jpeg_quality: 90,
+                    board: energy.resolve()?.detection.board,
+                })
+            })();
+            options.and_then(|o| run_calibrate(config, &o, json))
         }
         Command::Report { log, config, json } => run_report(&log, config, json),
         Command::Eval { cascade, data, compare, predictions, jobs, json } => {

@@ -4,6 +4,7 @@
 //! deciding, picks the threshold for the target, and writes the config, the curves (CSV, JSON)
 //! and the plot (SVG). `report` reads a results log and compares it with the calibration.
 
+use crate::board::Board;
 use crate::cache;
 use crate::calibrate::{self, Curve, Merit, Point, Target};
 use crate::config::{CalibrationInfo, CascadeConfig};
@@ -17,24 +18,25 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// Device power figures used when no board profile or sensor says otherwise.
-pub const GENERIC_ACTIVE_W: f64 = 5.0;
-pub const GENERIC_IDLE_W: f64 = 2.5;
-
-/// How calibration prices the link to the host.
+/// How calibration prices the link to the host: a UART at `baud` (10 bits a byte) with a
+/// turnaround of `rtt_ms`; its energy per byte comes from the board profile.
 #[derive(Clone, Debug)]
 pub struct LinkAssumptions {
     pub baud: u64,
     pub rtt_ms: f64,
-    pub nj_per_byte: f64,
 }
 
 impl Default for LinkAssumptions {
     fn default() -> Self {
-        // A UART at 921600 baud (10 bits a byte); 1 ms turnaround; UART transceiver energy per
-        // byte taken as 100 nJ (order of magnitude of a 3.3 V UART at a few mA).
-        LinkAssumptions { baud: 921_600, rtt_ms: 1.0, nj_per_byte: 100.0 }
+        LinkAssumptions { baud: 921_600, rtt_ms: 1.0 }
     }
+}
+
+/// A board profile's figure as a cost-model figure, keeping its source and naming the board.
+fn board_figure(value: f64, source: &str, board: &Board) -> Figure {
+    let source = source.replacen("measurement:", "measured:", 1);
+    let (kind, rest) = source.split_once(':').unwrap_or(("estimate", source.as_str()));
+    Figure { value, source: format!("{kind}:{rest} (board profile {})", board.name) }
 }
 
 pub struct CalibrateOptions {
@@ -46,6 +48,8 @@ pub struct CalibrateOptions {
     pub jobs: usize,
     pub link: LinkAssumptions,
     pub jpeg_quality: u8,
+    /// The device's board profile: its power model and link energy price the device's side.
+    pub board: Board,
 }
 
 /// The chosen point and everything printed about it.
@@ -153,7 +157,7 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
             calibrate::fit_temperature(&logits, &labels)
         })
         .collect();
-    let cost_model = cost_model(&models, &records, &o.data, &files, &o.link, o.jpeg_quality)?;
+    let cost_model = cost_model(&models, &records, &o.data, &files, &o.link, o.jpeg_quality, &o.board)?;
     let ones = vec![1.0; stages];
     let mut curves: Vec<Curve> = Vec::new();
     for metric in Metric::ALL {
@@ -259,9 +263,10 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
     })
 }
 
-/// Prices each stage: MACs from tract, milliseconds measured while computing the logits,
-/// energy estimated from the generic power model, the link from the payloads the device would
-/// send (the host model's crop as JPEG, measured on the data) and the link assumptions.
+/// Prices each stage: MACs from tract, milliseconds measured while computing the logits (on
+/// this machine), energy from those milliseconds and the board profile's active power, the link
+/// from the payloads the device would send (the host model's crop as JPEG, measured on the data),
+/// the link assumptions and the profile's UART energy per byte.
 fn cost_model(
     models: &[Model],
     records: &[Record],
@@ -269,7 +274,9 @@ fn cost_model(
     files: &[PathBuf],
     link: &LinkAssumptions,
     quality: u8,
+    board: &Board,
 ) -> Result<CostModel> {
+    let active = &board.power.active;
     let n = records.len().max(1) as f64;
     let mean_ms = |i: usize| records.iter().filter_map(|r| r.ms.get(i)).sum::<f64>() / n;
     let last = models.len() - 1;
@@ -279,7 +286,10 @@ fn cost_model(
         .map(|(i, m)| LocalStage {
             macs: m.runner.macs(),
             ms: Figure::measured(mean_ms(i), "monotonic clock, preprocess + inference, on this machine"),
-            mj: Figure::estimate(mean_ms(i) * GENERIC_ACTIVE_W, &format!("{GENERIC_ACTIVE_W} W active x measured ms")),
+            mj: Figure::estimate(
+                mean_ms(i) * active.watts,
+                &format!("{} W active ({}, board profile {}) x measured ms", active.watts, active.source, board.name),
+            ),
         })
         .collect();
     // The payload: the host model's crop as JPEG, on up to 100 of the images.
@@ -308,9 +318,9 @@ fn cost_model(
                 &format!("UART at {} baud, 10 bits a byte", link.baud),
             ),
             rtt_ms: Figure::estimate(link.rtt_ms, "link turnaround"),
-            nj_per_byte: Figure::estimate(link.nj_per_byte, "UART transceiver energy per byte"),
+            nj_per_byte: board_figure(board.link_energy.uart.nj_per_byte, &board.link_energy.uart.source, board),
         },
-        device_wait_w: Figure::estimate(GENERIC_IDLE_W, &format!("{GENERIC_IDLE_W} W idle while waiting")),
+        device_wait_w: board_figure(board.power.idle.watts, &board.power.idle.source, board),
     };
     Ok(CostModel { local, remote: Some(remote) })
 }
