@@ -52,19 +52,10 @@ enum Command {
     /// serial link (a pseudo-terminal pair), classifying the demo photos or a labeled folder.
     Demo {
         #[command(flatten)]
-        cascade: CascadeArgs,
-        #[command(flatten)]
-        link: LinkArgs,
-        #[command(flatten)]
-        energy: EnergyArgs,
+        device: DeviceArgs,
         /// A labeled folder (images and labels.csv) instead of the demo photos; adds accuracy.
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Append one JSON line per input to this file.
-        #[arg(long, value_name = "FILE")]
-        log: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
     },
     /// Serve the cascade's last stage (the large model) to devices over a link.
     Host {
@@ -87,11 +78,7 @@ enum Command {
     /// Run the cascade on this device, offloading unsure inputs to a host over a link.
     Run {
         #[command(flatten)]
-        cascade: CascadeArgs,
-        #[command(flatten)]
-        link: LinkArgs,
-        #[command(flatten)]
-        energy: EnergyArgs,
+        device: DeviceArgs,
         /// The host: `serial:/dev/ttyUSB0?baud=921600` or `tcp:HOST:PORT`.
         #[arg(long = "link", value_name = "LINK")]
         addr: LinkAddr,
@@ -106,11 +93,6 @@ enum Command {
         /// With --watch: stop after this many seconds without a new image.
         #[arg(long, value_name = "SECS")]
         idle_exit: Option<f64>,
-        /// Append one JSON line per input to this file, flushed per line.
-        #[arg(long, value_name = "FILE")]
-        log: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
     },
     /// Choose the threshold from labeled data: sweep every metric, with and without ensembling
     /// and temperature scaling, price each point, and write the chosen one into a new config.
@@ -236,6 +218,22 @@ struct CascadeArgs {
     ensemble: bool,
 }
 
+/// What `run` and `demo` share: the cascade, the link, the board, the results log.
+#[derive(Args)]
+struct DeviceArgs {
+    #[command(flatten)]
+    cascade: CascadeArgs,
+    #[command(flatten)]
+    link: LinkArgs,
+    #[command(flatten)]
+    energy: EnergyArgs,
+    /// Append one JSON line per input to this file, flushed per line.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
 /// How the device uses its link.
 #[derive(Args)]
 struct LinkArgs {
@@ -320,15 +318,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify { cascade, energy, paths, json } => classify(&cascade, &energy, &paths, json),
-        Command::Demo { cascade, link, energy, data, log, json } => {
-            demo(&cascade, &link, &energy, data.as_deref(), log.as_deref(), json)
-        }
+        Command::Demo { device, data } => demo(&device, data.as_deref()),
         Command::Host { config, model, link, listen, max_devices } => {
             serve(config, model.as_deref(), link, listen, max_devices).map(|()| 0)
         }
-        Command::Run { cascade, link, energy, addr, paths, watch, max_inputs, idle_exit, log, json } => {
+        Command::Run { device, addr, paths, watch, max_inputs, idle_exit } => {
             let watch = watch.map(|dir| (dir, max_inputs, idle_exit.map(Duration::from_secs_f64)));
-            run_device(&cascade, &link, &energy, addr, &paths, watch, log.as_deref(), json)
+            run_device(&device, addr, &paths, watch)
         }
         Command::Boards { energy, json } => run_boards(&energy, json).map(|()| 0),
         Command::Bench { cascade, energy, data, runs, min_seconds, min_inferences, min_top1, json } => {
@@ -513,15 +509,13 @@ fn device_pipeline(args: &CascadeArgs, mut remote: Remote) -> Result<Pipeline> {
 /// Runs `run`; returns the number of inputs that failed.
 #[allow(clippy::too_many_arguments)]
 fn run_device(
-    args: &CascadeArgs,
-    link: &LinkArgs,
-    energy: &EnergyArgs,
+    device: &DeviceArgs,
     addr: LinkAddr,
     paths: &[PathBuf],
     watch: Option<(PathBuf, Option<usize>, Option<Duration>)>,
-    log: Option<&Path>,
-    json: bool,
 ) -> Result<usize> {
+    let DeviceArgs { cascade: args, link, energy, log, json } = device;
+    let (log, json) = (log.as_deref(), *json);
     let inputs: Box<dyn Iterator<Item = Input>> = match watch {
         Some((dir, max, idle)) => Box::new(inputs::Watch::new(dir, max, idle)?),
         None if paths.len() == 1 && paths[0] == Path::new("-") => {
@@ -543,14 +537,9 @@ fn run_device(
 }
 
 /// Runs `demo`; returns the number of inputs that failed.
-fn demo(
-    args: &CascadeArgs,
-    link: &LinkArgs,
-    energy: &EnergyArgs,
-    data: Option<&Path>,
-    log: Option<&Path>,
-    json: bool,
-) -> Result<usize> {
+fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
+    let DeviceArgs { cascade: args, link, energy, log, json } = device;
+    let (log, json) = (log.as_deref(), *json);
     let config = args.resolve()?;
     let host_manifest = config.stages.last().expect("a config has a stage").model.clone();
     let (files, labels) = match data {
