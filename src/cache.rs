@@ -106,11 +106,12 @@ pub fn load_or_build(
     };
     let (records, errors) = build();
     let stored = Stored { key, errors, records };
+    // Written to a temporary file and renamed: a reader never sees half a cache.
     let write = std::fs::create_dir_all(cache_dir).and_then(|_| {
         let bytes = postcard::to_allocvec(&stored).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &path)
+        let mut tmp = tempfile::NamedTempFile::new_in(cache_dir)?;
+        std::io::Write::write_all(&mut tmp, &bytes)?;
+        tmp.persist(&path).map(|_| ()).map_err(|e| e.error)
     });
     if let Err(e) = write {
         log::warn!("cannot write the logit cache {}: {e}", path.display());

@@ -60,6 +60,9 @@ pub struct LinkReport {
     pub tries: u32,
     /// The host's own time on the request (decode, preprocess, inference), as it reported it.
     pub host_ms: Option<f32>,
+    /// Of `host_ms`: the host's decode and preprocessing, and its model's inference.
+    pub host_decode_ms: Option<f32>,
+    pub host_infer_ms: Option<f32>,
     pub host_mj: Option<f32>,
     /// True when the link was paced to rehearse a slower one: its times are modelled.
     pub paced: bool,
@@ -224,6 +227,8 @@ impl Remote {
                     self.down_until = None;
                     self.backoff = MIN_BACKOFF;
                     report.host_ms = Some(answer.host_ms);
+                    report.host_decode_ms = Some(answer.host_decode_ms);
+                    report.host_infer_ms = Some(answer.host_infer_ms);
                     report.host_mj = answer.host_mj;
                     let classes = self.conn.as_ref().map_or(0, |c| c.welcome.classes as usize);
                     return Ok(answer_logits(&answer, classes));
@@ -334,7 +339,15 @@ mod tests {
 
     #[test]
     fn top_k_answers_become_a_distribution_with_the_same_argmax() {
-        let a = InferResponse { seq: 1, top: vec![(7, 0.6), (3, 0.2)], probs: None, host_ms: 1.0, host_mj: None };
+        let a = InferResponse {
+            seq: 1,
+            top: vec![(7, 0.6), (3, 0.2)],
+            probs: None,
+            host_ms: 1.0,
+            host_decode_ms: 0.5,
+            host_infer_ms: 0.5,
+            host_mj: None,
+        };
         let l = answer_logits(&a, 10);
         let p = crate::policy::softmax(&l, 1.0);
         assert_eq!(crate::policy::argmax(&p), 7);

@@ -86,7 +86,8 @@ impl Host {
             };
             if let Some(reply) = reply {
                 if let Err(e) = write_msg(reader.get_mut(), &reply) {
-                    log::warn!("{peer}: cannot reply: {e}");
+                    // The peer is gone (a PTY hung up, a socket reset).
+                    log::info!("{peer}: link closed while replying ({e})");
                     break;
                 }
             }
@@ -172,7 +173,9 @@ impl Host {
             }
         };
         let input = preprocess::normalise(&crop, spec.mean, spec.std, spec.layout);
+        let decoded = start.elapsed();
         let out = self.model.runner.run(&input).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        let inferred = start.elapsed();
         let probs = softmax(&self.model.as_logits(out), 1.0);
         let top_of = match &req.device_probs {
             Some(d) => mean_probs(&[d.as_slice(), probs.as_slice()]),
@@ -184,6 +187,8 @@ impl Host {
             top,
             probs: req.want_probs.then_some(probs),
             host_ms: start.elapsed().as_secs_f32() * 1e3,
+            host_decode_ms: decoded.as_secs_f32() * 1e3,
+            host_infer_ms: (inferred - decoded).as_secs_f32() * 1e3,
             host_mj: None,
         })
     }

@@ -175,7 +175,11 @@ pub fn answer_line(a: &Answer, remote: bool, correct: Option<bool>) -> String {
         format!(", {:.0} mJ{est}", energy.iter().map(|e| e.mj).sum::<f64>())
     };
     let link = a.link.as_ref().map_or(String::new(), |l| {
-        format!(", {} B up / {} B down{}", l.bytes_sent, l.bytes_received, if l.paced { " (paced)" } else { "" })
+        let host = match (l.host_decode_ms, l.host_infer_ms) {
+            (Some(d), Some(i)) => format!(" (host: decode {d:.1} ms, infer {i:.1} ms)"),
+            _ => String::new(),
+        };
+        format!(", {} B up / {} B down{}{host}", l.bytes_sent, l.bytes_received, if l.paced { " (paced)" } else { "" })
     });
     format!(
         "{:<28} {:>4} {:<26} {} {:.3}  {}  {:.1} ms{}{}{}",

@@ -146,7 +146,10 @@ fn run_over_tcp_logs_one_line_per_input() {
     assert!(log.iter().all(|l| l["degraded"] == false), "{log:#?}");
     assert!(log.iter().any(|l| l["forwarded"] == true && l["model"] == "efficientnet-lite2-fp32"));
     for l in log.iter().filter(|l| l["forwarded"] == true) {
-        assert!(l["link"]["host_ms"].as_f64().unwrap() > 0.0);
+        let host = l["link"]["host_ms"].as_f64().unwrap();
+        let (decode, infer) =
+            (l["link"]["host_decode_ms"].as_f64().unwrap(), l["link"]["host_infer_ms"].as_f64().unwrap());
+        assert!(host > 0.0 && infer > 0.0 && decode > 0.0 && decode + infer <= host * 1.001, "{l}");
         assert_eq!(l["link"]["encoding"], "crop-jpeg");
     }
 }

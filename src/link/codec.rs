@@ -441,6 +441,8 @@ mod tests {
                 top: (0..r.below(6)).map(|_| (r.next_u64() as u32, rand_f32(r))).collect(),
                 probs: rand_opt(r, rand_probs),
                 host_ms: rand_f32(r),
+                host_decode_ms: rand_f32(r),
+                host_infer_ms: rand_f32(r),
                 host_mj: rand_opt(r, rand_f32),
             }),
             4 => {

@@ -152,6 +152,9 @@ pub struct InferResponse {
     pub probs: Option<Vec<f32>>,
     /// Host time spent on the request (decode, preprocess, inference), in milliseconds.
     pub host_ms: f32,
+    /// Of `host_ms`: decoding and preprocessing the payload, and the model's inference.
+    pub host_decode_ms: f32,
+    pub host_infer_ms: f32,
     /// Host energy for the request in millijoules, where the host can measure it.
     pub host_mj: Option<f32>,
 }

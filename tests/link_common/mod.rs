@@ -48,6 +48,8 @@ pub fn answer(seq: u64) -> Message {
         top: vec![(7, 0.5), (3, 0.25), (1, 0.125), (9, 0.0625), (2, 0.03125)],
         probs: Some((0..1000).map(|i| i as f32 / 499_500.0).collect()),
         host_ms: 12.5,
+        host_decode_ms: 2.5,
+        host_infer_ms: 10.0,
         host_mj: None,
     })
 }
