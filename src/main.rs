@@ -31,6 +31,10 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads for each model's matrix products (default: every core for the commands that
+    /// answer one input at a time; 1 for eval and calibrate, which spread images over cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -316,6 +320,10 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     let cli = Cli::parse();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_image = matches!(cli.command, Command::Eval { .. } | Command::Calibrate { .. });
+    let threads = edgecascade::runner::set_threads(cli.threads.unwrap_or(if per_image { 1 } else { cores }));
+    log::debug!("tract runs each model on {threads} thread(s)");
     let result = match cli.command {
         Command::Classify { cascade, energy, paths, json } => classify(&cascade, &energy, &paths, json),
         Command::Demo { device, data } => demo(&device, data.as_deref()),

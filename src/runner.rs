@@ -25,6 +25,15 @@ pub enum RunError {
     Inference(String),
 }
 
+/// Sets how many threads tract's matrix products use, for every model run afterwards in this
+/// process (1: single-threaded, tract's default). Returns the number in force.
+pub fn set_threads(n: usize) -> usize {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    let n = n.max(1);
+    set_default_executor(if n == 1 { Executor::SingleThread } else { Executor::multithread(n) });
+    n
+}
+
 /// Runs a model on one input at a time (batch 1).
 pub trait ModelRunner: Send + Sync {
     /// Runs one input (flat, in the shape given at load) and returns the flat first output.
