@@ -92,15 +92,29 @@ impl Pipeline {
         let img = spans.time("decode", None, || preprocess::decode(bytes)).map_err(|e| e.to_string())?;
         let mut link: Option<LinkReport> = None;
         let (models, remote) = (&self.models, &mut self.remote);
-        let outcome = cascade::run(&self.policies, self.config.ensemble, |i| match models.get(i) {
-            Some(m) => m.logits(&img, i, &mut spans).map_err(|e| StageFailure::Input(e.to_string())),
-            None => {
-                let remote = remote.as_mut().ok_or_else(|| StageFailure::Input(format!("stage {i} has no model")))?;
-                let report = link.insert(LinkReport::default());
-                remote.infer(bytes, &img, &mut spans, i, report)
+        // The driver decides between one stage's logits and the next call (or its return): the
+        // time from a stage's end to then is that stage's "decide" span.
+        let mut decided: Option<(usize, std::time::Instant)> = None;
+        let outcome = cascade::run(&self.policies, self.config.ensemble, |i| {
+            if let Some((stage, since)) = decided.take() {
+                spans.push_since("decide", Some(stage), since);
             }
+            let logits = match models.get(i) {
+                Some(m) => m.logits(&img, i, &mut spans).map_err(|e| StageFailure::Input(e.to_string())),
+                None => {
+                    let remote =
+                        remote.as_mut().ok_or_else(|| StageFailure::Input(format!("stage {i} has no model")))?;
+                    let report = link.insert(LinkReport::default());
+                    remote.infer(bytes, &img, &mut spans, i, report)
+                }
+            };
+            decided = Some((i, std::time::Instant::now()));
+            logits
         })
         .map_err(|e| e.to_string())?;
+        if let Some((stage, since)) = decided {
+            spans.push_since("decide", Some(stage), since);
+        }
         let macs = self.models.iter().take(outcome.ran).map(|m| m.runner.macs()).sum();
         Ok(self.make_answer(input, &outcome, macs, spans, link))
     }

@@ -35,6 +35,11 @@ impl Spans {
         out
     }
 
+    /// Records a span that ran from `start` until now.
+    pub fn push_since(&mut self, name: &'static str, stage: Option<usize>, start: Instant) {
+        self.0.push(Span { name, stage, ms: start.elapsed().as_secs_f64() * 1e3, start: Some(start), energy: None });
+    }
+
     pub fn total_ms(&self) -> f64 {
         self.0.iter().map(|s| s.ms).sum()
     }

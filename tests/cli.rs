@@ -65,6 +65,7 @@ fn classify_photos_json_answers_every_photo_correctly() {
         assert_eq!(names[0], "decode");
         assert!(names.contains(&"infer"));
         assert_eq!(names.iter().filter(|n| **n == "infer").count() as u64, stage + 1);
+        assert_eq!(names.iter().filter(|n| **n == "decide").count() as u64, stage + 1, "{names:?}");
     }
     let summary = lines.last().unwrap();
     assert_eq!(summary["summary"], true);
