@@ -323,7 +323,7 @@ fn main() -> ExitCode {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_image = matches!(cli.command, Command::Eval { .. } | Command::Calibrate { .. });
     let threads = edgecascade::runner::set_threads(cli.threads.unwrap_or(if per_image { 1 } else { cores }));
-    log::debug!("tract runs each model on {threads} thread(s)");
+    log::info!("tract: {threads} thread(s); CPU {}", edgecascade::runner::cpu_features());
     let result = match cli.command {
         Command::Classify { cascade, energy, paths, json } => classify(&cascade, &energy, &paths, json),
         Command::Demo { device, data } => demo(&device, data.as_deref()),

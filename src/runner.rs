@@ -34,6 +34,38 @@ pub fn set_threads(n: usize) -> usize {
     n
 }
 
+/// The CPU features that decide which of tract's kernels run here (NEON, dot product and
+/// i8mm matrix instructions on arm64; AVX2, FMA, AVX-512 and VNNI on x86_64), e.g. why a Pi 5
+/// (Cortex-A76: dot product) outruns a Pi 4 (Cortex-A72: NEON only) by more than its clock.
+pub fn cpu_features() -> String {
+    let found = probe_features();
+    let list: Vec<String> = found.iter().map(|(n, on)| format!("{n} {}", if *on { "yes" } else { "no" })).collect();
+    let list = if list.is_empty() { "no kernel features probed".to_owned() } else { list.join(", ") };
+    format!("{}: {list}", std::env::consts::ARCH)
+}
+
+#[cfg(target_arch = "aarch64")]
+fn probe_features() -> Vec<(&'static str, bool)> {
+    use std::arch::is_aarch64_feature_detected as has;
+    vec![("neon", has!("neon")), ("dotprod", has!("dotprod")), ("i8mm", has!("i8mm")), ("fp16", has!("fp16"))]
+}
+
+#[cfg(target_arch = "x86_64")]
+fn probe_features() -> Vec<(&'static str, bool)> {
+    use std::arch::is_x86_feature_detected as has;
+    vec![("avx2", has!("avx2")), ("fma", has!("fma")), ("avx512f", has!("avx512f")), ("avx512vnni", has!("avx512vnni"))]
+}
+
+#[cfg(target_arch = "arm")]
+fn probe_features() -> Vec<(&'static str, bool)> {
+    vec![("neon", cfg!(target_feature = "neon"))]
+}
+
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64", target_arch = "arm")))]
+fn probe_features() -> Vec<(&'static str, bool)> {
+    Vec::new()
+}
+
 /// Runs a model on one input at a time (batch 1).
 pub trait ModelRunner: Send + Sync {
     /// Runs one input (flat, in the shape given at load) and returns the flat first output.
