@@ -111,6 +111,9 @@ fn out_path(out: Option<&Path>, force: bool) -> Result<PathBuf> {
 }
 
 pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibration> {
+    if config.stages.len() < 2 {
+        bail!("{}: a cascade of one stage has no threshold to calibrate", config.path.display());
+    }
     let models = config.stages.iter().map(|s| Model::load(&s.model)).collect::<Result<Vec<_>, _>>()?;
     let classes = models[0].classes.len();
     if let Some(m) = models.iter().find(|m| m.classes.len() != classes) {
@@ -147,9 +150,6 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
         );
     }
     let stages = models.len();
-    if stages < 2 {
-        bail!("{}: a cascade of one stage has no threshold to calibrate", config.path.display());
-    }
     let labels: Vec<usize> = records.iter().map(|r| r.label).collect();
     let temperatures: Vec<f64> = (0..stages)
         .map(|i| {
