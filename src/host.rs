@@ -27,6 +27,10 @@ pub struct Host {
     pub model: Model,
     pub host_id: String,
     pub max_frame: u32,
+    /// The host's power sensor, when it has one: each answer then carries the energy the host
+    /// drew during the request (whole-board energy, so requests served at the same time each
+    /// count the overlap). An estimate is not sent: `host_mj` is for measured figures only.
+    pub energy: Option<crate::energy::EnergyContext>,
 }
 
 /// What one connection saw, for the log and for tests.
@@ -40,7 +44,7 @@ pub struct ConnStats {
 impl Host {
     pub fn new(model: Model) -> Host {
         let host_id = format!("edgecascade-host-{}", std::process::id());
-        Host { model, host_id, max_frame: DEFAULT_MAX_FRAME }
+        Host { model, host_id, max_frame: DEFAULT_MAX_FRAME, energy: None }
     }
 
     pub fn welcome(&self) -> Welcome {
@@ -176,6 +180,10 @@ impl Host {
         let decoded = start.elapsed();
         let out = self.model.runner.run(&input).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
         let inferred = start.elapsed();
+        let host_mj = self.energy.as_ref().and_then(|e| {
+            let used = e.attribute(start, Instant::now());
+            (!used.source.starts_with("estimate")).then_some(used.mj as f32)
+        });
         let probs = softmax(&self.model.as_logits(out), 1.0);
         let top_of = match &req.device_probs {
             Some(d) => mean_probs(&[d.as_slice(), probs.as_slice()]),
@@ -189,7 +197,7 @@ impl Host {
             host_ms: start.elapsed().as_secs_f32() * 1e3,
             host_decode_ms: decoded.as_secs_f32() * 1e3,
             host_infer_ms: (inferred - decoded).as_secs_f32() * 1e3,
-            host_mj: None,
+            host_mj,
         })
     }
 }

@@ -78,6 +78,9 @@ enum Command {
         /// Devices served at once over TCP.
         #[arg(long, default_value_t = 64)]
         max_devices: usize,
+        /// The host's board: with a power sensor, each answer carries the host's energy.
+        #[command(flatten)]
+        energy: EnergyArgs,
     },
     /// Run the cascade on this device, offloading unsure inputs to a host over a link.
     Run {
@@ -327,8 +330,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classify { cascade, energy, paths, json } => classify(&cascade, &energy, &paths, json),
         Command::Demo { device, data } => demo(&device, data.as_deref()),
-        Command::Host { config, model, link, listen, max_devices } => {
-            serve(config, model.as_deref(), link, listen, max_devices).map(|()| 0)
+        Command::Host { config, model, link, listen, max_devices, energy } => {
+            serve(config, model.as_deref(), link, listen, max_devices, &energy).map(|()| 0)
         }
         Command::Run { device, addr, paths, watch, max_inputs, idle_exit } => {
             let watch = watch.map(|dir| (dir, max_inputs, idle_exit.map(Duration::from_secs_f64)));
@@ -450,8 +453,11 @@ fn serve(
     link: Option<LinkAddr>,
     listen: Option<LinkAddr>,
     max_devices: usize,
+    energy: &EnergyArgs,
 ) -> Result<()> {
-    let host = Arc::new(Host::new(host_model(config, model)?));
+    let mut host = Host::new(host_model(config, model)?);
+    host.energy = Some(energy.start()?);
+    let host = Arc::new(host);
     let stop = Arc::new(AtomicBool::new(false));
     match (link, listen) {
         (_, Some(LinkAddr::Tcp { addr })) => {
