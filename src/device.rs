@@ -304,7 +304,7 @@ fn answer_logits(a: &InferResponse, classes: usize) -> Vec<f32> {
             p
         }
     };
-    probs.into_iter().map(|p| p.max(1e-30).ln()).collect()
+    crate::policy::log_probs(probs)
 }
 
 /// The request's payload in `encoding`: the bytes as read, or the host model's centre crop

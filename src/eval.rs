@@ -131,9 +131,9 @@ pub fn predictions<'a>(
     out
 }
 
-/// Runs every model on every labeled image, `jobs` images at a time. Images that cannot be
-/// read or decoded come back as errors naming the file; the rest as records, in order.
-pub fn collect(models: &[&Model], items: &[Labeled], jobs: usize) -> Vec<Result<Record, String>> {
+/// Runs every model on every labeled image, `jobs` images at a time. Returns the records, in
+/// order, and an error naming the file for each image that could not be read or decoded.
+pub fn collect(models: &[&Model], items: &[Labeled], jobs: usize) -> (Vec<Record>, Vec<String>) {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let work = || {
@@ -157,7 +157,15 @@ pub fn collect(models: &[&Model], items: &[Labeled], jobs: usize) -> Vec<Result<
             }
         }
     });
-    results.into_iter().map(|r| r.expect("every image is evaluated")).collect()
+    let mut records = Vec::new();
+    let mut failures = Vec::new();
+    for r in results.into_iter().map(|r| r.expect("every image is evaluated")) {
+        match r {
+            Ok(r) => records.push(r),
+            Err(e) => failures.push(e),
+        }
+    }
+    (records, failures)
 }
 
 fn record(models: &[&Model], item: &Labeled) -> Result<Record, String> {

@@ -663,17 +663,11 @@ fn run_eval(
     let items = dataset::read_labels(data, models[0].classes.len())?;
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     log::info!("evaluating {} models on {} images of {}", models.len(), items.len(), data.display());
-    let mut records = Vec::new();
-    let mut failed = 0;
-    for r in eval::collect(&models, &items, jobs) {
-        match r {
-            Ok(r) => records.push(r),
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {e}");
-            }
-        }
+    let (records, failures) = eval::collect(&models, &items, jobs);
+    for e in &failures {
+        eprintln!("error: {e}");
     }
+    let failed = failures.len();
     let names: Vec<String> = models.iter().map(|m| m.name().to_owned()).collect();
     let macs: Vec<u64> = models.iter().map(|m| m.runner.macs()).collect();
     let report = eval::score(&records, failed, &names, &macs, &cascade.policies, cascade.config.ensemble);

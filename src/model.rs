@@ -69,7 +69,7 @@ impl Model {
     pub fn as_logits(&self, out: Vec<f32>) -> Vec<f32> {
         match self.manifest.output.kind {
             OutputKind::Logits => out,
-            OutputKind::Probabilities => out.into_iter().map(|p| p.max(1e-30).ln()).collect(),
+            OutputKind::Probabilities => crate::policy::log_probs(out),
         }
     }
 }

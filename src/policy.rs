@@ -81,6 +81,12 @@ pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
     out
 }
 
+/// Log-probabilities, as logits for `softmax`: `softmax(log_probs(p), 1)` gives `p` back.
+/// Zeros are floored so that they stay finite.
+pub fn log_probs(probs: impl IntoIterator<Item = f32>) -> Vec<f32> {
+    probs.into_iter().map(|p| p.max(1e-30).ln()).collect()
+}
+
 /// Index of the largest value (the first one on ties). Empty input gives 0.
 pub fn argmax(values: &[f32]) -> usize {
     top2(values).0 .0

@@ -124,18 +124,9 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
     let refs: Vec<&Model> = models.iter().collect();
     let (records, errors, provenance) = cache::load_or_build(&o.cache_dir, &o.data, &files, &refs, || {
         log::info!("computing the logits of {} models on {} images", refs.len(), items.len());
-        let mut records = Vec::new();
-        let mut errors = 0;
-        for r in eval::collect(&refs, &items, o.jobs) {
-            match r {
-                Ok(r) => records.push(r),
-                Err(e) => {
-                    errors += 1;
-                    log::warn!("{e}");
-                }
-            }
-        }
-        (records, errors)
+        let (records, failures) = eval::collect(&refs, &items, o.jobs);
+        failures.iter().for_each(|e| log::warn!("{e}"));
+        (records, failures.len())
     })
     .context("logit cache")?;
     let cache = match &provenance {
