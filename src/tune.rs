@@ -11,6 +11,7 @@ use crate::config::{CalibrationInfo, CascadeConfig};
 use crate::cost::{CostModel, Figure, Link, LocalStage, RemoteStage};
 use crate::dataset;
 use crate::eval::{self, Record};
+use crate::link::{self, Encoding, InferRequest, InferResponse, Message};
 use crate::model::Model;
 use crate::plot;
 use crate::policy::Metric;
@@ -291,19 +292,52 @@ fn cost_model(
         let Ok(img) = crate::preprocess::decode(&raw) else { continue };
         let jpeg =
             crate::device::crop_jpeg(&img, spec.size, spec.crop_fraction, quality).map_err(anyhow::Error::msg)?;
-        bytes.push(jpeg.len() as f64);
+        let request = InferRequest {
+            seq: bytes.len() as u64 + 1,
+            encoding: Encoding::CropJpeg,
+            payload: jpeg,
+            device_probs: None,
+            want_probs: false,
+        };
+        bytes.push(link::encode(&Message::Infer(request)).len() as f64);
     }
-    let payload = bytes.iter().sum::<f64>() / bytes.len().max(1) as f64;
+    let up = bytes.iter().sum::<f64>() / bytes.len().max(1) as f64;
+    // Replies as the host would frame them: the last model's top-5 on the same images.
+    let replies: Vec<f64> = records
+        .iter()
+        .take(100)
+        .enumerate()
+        .map(|(i, r)| {
+            let top = crate::policy::top_k(&crate::policy::softmax(&r.logits[last], 1.0), crate::host::TOP_K);
+            let answer = InferResponse {
+                seq: i as u64 + 1,
+                top: top.into_iter().map(|(c, p)| (c as u32, p)).collect(),
+                probs: None,
+                host_ms: r.ms[last] as f32,
+                host_decode_ms: 1.0,
+                host_infer_ms: r.ms[last] as f32,
+                host_mj: None,
+            };
+            link::encode(&Message::Answer(answer)).len() as f64
+        })
+        .collect();
+    let down = replies.iter().sum::<f64>() / replies.len().max(1) as f64;
     let remote = RemoteStage {
         macs: models[last].runner.macs(),
         host_ms: Figure::measured(mean_ms(last), "monotonic clock on this machine, standing in for the host"),
         link: Link {
-            // About 60 bytes of framing and fields per request (BENCHMARKS.md), 46 per reply.
             bytes_up: Figure::measured(
-                payload + 60.0,
-                &format!("crop-jpeg q{quality} payloads on {} images of {}", bytes.len(), data.display()),
+                up,
+                &format!(
+                    "request frames of crop-jpeg q{quality} payloads on {} images of {}",
+                    bytes.len(),
+                    data.display()
+                ),
             ),
-            bytes_down: Figure::measured(46.0, "reply frame with top-5 (BENCHMARKS.md)"),
+            bytes_down: Figure::measured(
+                down,
+                &format!("reply frames with the host model's top-5 on {} images", replies.len()),
+            ),
             bytes_per_s: Figure::estimate(
                 link.baud as f64 / 10.0,
                 &format!("UART at {} baud, 10 bits a byte", link.baud),
