@@ -16,8 +16,8 @@
 //! sensor or estimate). `exit, bare`: no log, no energy.
 //!
 //! `cargo bench --bench overhead`. With `EDGECASCADE_OVERHEAD_CALLGRIND=N` it skips the timing
-//! and runs N inputs through each setup once, for `scripts/overhead_callgrind.sh` (instruction
-//! counts, see BENCHMARKS.md).
+//! and runs N inputs through each setup once, for `scripts/overhead_callgrind.sh` (instructions
+//! per input, see BENCHMARKS.md).
 
 use criterion::{criterion_group, Criterion, SamplingMode};
 use edgecascade::config::CascadeConfig;
@@ -205,9 +205,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// Under callgrind: each setup's `drive` over N inputs, and the same decode, preprocess and
-/// inference work alone; the difference is the overhead. Each in a function of its own, so
-/// `callgrind_annotate --inclusive=yes` gives its instructions.
+/// Under callgrind: each setup's `drive` over N inputs, each in a function of its own, which
+/// `scripts/overhead_callgrind.sh` collects with `preprocess::decode` and `Model::logits`
+/// (preprocessing and inference) toggled out: what is left is the overhead.
 fn callgrind(n: u64) {
     let jpeg = input_jpeg();
     let mut exit = Run::new(Setup::Exit, &jpeg);
@@ -217,50 +217,31 @@ fn callgrind(n: u64) {
         r.overhead(3);
     }
     let inputs = exit.inputs(n);
-    cg_exit_drive(&mut exit, inputs);
-    cg_exit_excluded(&exit.pipeline, &jpeg, n);
+    cg_exit(&mut exit, inputs);
     let inputs = forwarded.inputs(n);
-    cg_forwarded_drive(&mut forwarded, inputs);
-    cg_forwarded_excluded(&forwarded.pipeline, &jpeg, n);
+    cg_forwarded(&mut forwarded, inputs);
     let inputs = bare.inputs(n);
-    cg_bare_drive(&mut bare, inputs);
+    cg_bare(&mut bare, inputs);
     println!("ran {n} inputs through each setup");
 }
 
-/// Decode, then preprocess and infer at each of the first `stages` stages: the work the
-/// `decode`, `preprocess` and `infer` spans time.
-fn excluded(pipeline: &Pipeline, jpeg: &[u8], n: u64, stages: usize) {
-    for _ in 0..n {
-        let img = preprocess::decode(std::hint::black_box(jpeg)).unwrap();
-        for m in &pipeline.models[..stages] {
-            let t = preprocess::to_tensor(&img, &m.manifest.input);
-            std::hint::black_box(m.runner.run(&t).unwrap());
-        }
-    }
-}
+// The black_box of a different string in each keeps the compiler from merging the three.
 
 #[inline(never)]
-fn cg_exit_drive(r: &mut Run, inputs: Vec<Input>) {
+fn cg_exit(r: &mut Run, inputs: Vec<Input>) {
+    std::hint::black_box("exit");
     r.drive(inputs);
 }
 
 #[inline(never)]
-fn cg_exit_excluded(p: &Pipeline, jpeg: &[u8], n: u64) {
-    excluded(p, jpeg, n, 1);
-}
-
-#[inline(never)]
-fn cg_forwarded_drive(r: &mut Run, inputs: Vec<Input>) {
+fn cg_forwarded(r: &mut Run, inputs: Vec<Input>) {
+    std::hint::black_box("forwarded");
     r.drive(inputs);
 }
 
 #[inline(never)]
-fn cg_forwarded_excluded(p: &Pipeline, jpeg: &[u8], n: u64) {
-    excluded(p, jpeg, n, 2);
-}
-
-#[inline(never)]
-fn cg_bare_drive(r: &mut Run, inputs: Vec<Input>) {
+fn cg_bare(r: &mut Run, inputs: Vec<Input>) {
+    std::hint::black_box("bare");
     r.drive(inputs);
 }
 

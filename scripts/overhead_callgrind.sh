@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Instructions per input of the runtime's overhead (benches/overhead.rs) under callgrind:
-# each setup's session::drive over N inputs, minus the same decode, preprocess and (scripted)
-# inference work run alone. Instruction counts repeat from run to run, unlike times on a shared
-# machine: compare versions with them.
+# Instructions per input of the runtime's overhead (benches/overhead.rs) under callgrind: each
+# setup's session::drive over N inputs, less what decoding (preprocess::decode) and
+# preprocessing + inference (model::Model::logits, here a scripted runner) cost inside it; what
+# is left is all the rest: the cascade and policy, spans, the answer, energy, the output line,
+# the results log, the summary. Instruction counts repeat from run to run, unlike times on a
+# shared machine: compare versions with them.
 #
 #   scripts/overhead_callgrind.sh [N] [cargo bench options, e.g. --profile dev]
 #
-# N defaults to 20. Needs valgrind (apt-get install valgrind).
+# N defaults to 20. Needs valgrind (apt-get install valgrind). Prints a table, then some of the
+# overhead's parts in the first setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-20}"
@@ -15,21 +18,37 @@ exe=$(cargo bench --no-run --bench overhead "$@" 2>&1 | sed -n 's/.*Executable .
 [ -x "$exe" ] || { echo "cannot find the overhead bench executable" >&2; exit 1; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-EDGECASCADE_OVERHEAD_CALLGRIND="$n" RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
-  "$exe" >"$out/stdout" 2>"$out/valgrind.log" || { cat "$out/valgrind.log" >&2; exit 1; }
-callgrind_annotate --inclusive=yes --threshold=100 "$out/cg.out" >"$out/annotate.txt"
-# Inclusive instructions of one of the bench's cg_* functions.
+
+# Instructions collected inside overhead::$1 (session::drive over the N inputs), less those of
+# preprocess::decode and model::Model::logits called there.
+count() {
+  EDGECASCADE_OVERHEAD_CALLGRIND="$n" RUST_LOG=warn valgrind --tool=callgrind \
+    --callgrind-out-file="$out/$1.out" --toggle-collect="overhead::$1" \
+    "$exe" >"$out/$1.stdout" 2>"$out/$1.log" || { cat "$out/$1.log" >&2; exit 1; }
+  callgrind_annotate --inclusive=yes --threshold=100 "$out/$1.out" >"$out/$1.txt"
+  local total decode logits
+  total=$(ir "$1" 'PROGRAM TOTALS')
+  decode=$(ir "$1" 'edgecascade::preprocess::decode ')
+  logits=$(ir "$1" 'edgecascade::model::Model::logits ')
+  # Decode and inference are millions of instructions per input: if either is missing, it was
+  # inlined in this build and the figure would include it.
+  [ "$decode" -gt 0 ] && [ "$logits" -gt 0 ] || { echo "no count for decode or logits: inlined?" >&2; exit 1; }
+  echo $((total - decode - logits))
+}
+
+# Inclusive instructions of the first line of $1's profile that contains $2.
 ir() {
-  awk -v f="overhead::$1" '$0 ~ f"( |$)" { gsub(",", "", $1); print $1; exit }' "$out/annotate.txt"
+  awk -v f="$2" 'index($0, f) { v = $1; gsub(",", "", v); print v; found = 1; exit } END { if (!found) print 0 }' "$out/$1.txt"
 }
-echo "$exe, $n inputs per setup; instructions (Ir) per input:"
-printf '| setup | session::drive | decode + preprocess + infer alone | overhead |\n|---|---:|---:|---:|\n'
-row() {
-  local d e
-  d=$(ir "$2") e=$(ir "$3")
-  [ -n "$d" ] && [ -n "$e" ] || { echo "no count for $2 or $3 in callgrind's output" >&2; exit 1; }
-  printf '| %s | %d | %d | %d |\n' "$1" $((d / n)) $((e / n)) $(((d - e) / n))
-}
-row "exit at stage 0" cg_exit_drive cg_exit_excluded
-row "forwarded to stage 1" cg_forwarded_drive cg_forwarded_excluded
-row "exit at stage 0, bare (no log, no energy)" cg_bare_drive cg_exit_excluded
+
+echo "$exe, $n inputs per setup"
+printf '| setup | instructions per input |\n|---|---:|\n'
+for setup in "cg_exit:exit at stage 0" "cg_forwarded:forwarded to stage 1" "cg_bare:exit at stage 0, bare (no log, no energy)"; do
+  total=$(count "${setup%%:*}")
+  printf '| %s | %d |\n' "${setup#*:}" $((total / n))
+done
+
+echo
+echo "some of its parts in 'exit at stage 0' (inclusive instructions per input, overlapping; expf is the softmax's):"
+grep -E 'math_config.h:__expf_fma|EnergyContext::fill|policy::decide|session::(answer_line|count)|Serialize for edgecascade::stage::Span>|format_escaped_str|alloc::fmt::format::format_inner' \
+  "$out/cg_exit.txt" | awk -v n="$n" '{ v = $1; gsub(",", "", v); sub(/^ *[0-9,]+ +\( *[0-9.]+%\) +/, ""); sub(/ \[.*/, ""); printf "%9d  %s\n", v / n, $0 }'
