@@ -66,10 +66,16 @@ fn probe_features() -> Vec<(&'static str, bool)> {
     Vec::new()
 }
 
-/// Runs a model on one input at a time (batch 1).
+/// Runs a model on one input, or on a batch of inputs.
 pub trait ModelRunner: Send + Sync {
     /// Runs one input (flat, in the shape given at load) and returns the flat first output.
     fn run(&self, input: &[f32]) -> Result<Vec<f32>, RunError>;
+    /// Runs several inputs, each shaped as for `run`, and returns one output per input. The
+    /// default runs them one at a time; a runner loaded for batches stacks them along the
+    /// first axis and runs them in one pass.
+    fn run_batch(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, RunError> {
+        inputs.iter().map(|i| self.run(i)).collect()
+    }
     /// Multiply-accumulates per inference.
     fn macs(&self) -> u64;
 }
@@ -80,12 +86,24 @@ pub struct TractRunner {
     shape: Vec<usize>,
     macs: u64,
     outputs: usize,
+    /// Optimised with a symbolic first axis: `run_batch` runs a whole batch in one pass.
+    batched: bool,
 }
 
 impl TractRunner {
     /// Loads `path`, fixes its input to `shape` (failing if the graph declares another), counts
     /// its multiply-accumulates and optimises it.
     pub fn load(path: &Path, shape: &[usize]) -> Result<TractRunner, RunError> {
+        Self::load_as(path, shape, false)
+    }
+
+    /// As `load`, but optimised with a symbolic batch axis (the first of `shape`), so that
+    /// `run_batch` runs any number of inputs in one pass: for a host that batches requests.
+    pub fn load_batched(path: &Path, shape: &[usize]) -> Result<TractRunner, RunError> {
+        Self::load_as(path, shape, true)
+    }
+
+    fn load_as(path: &Path, shape: &[usize], batched: bool) -> Result<TractRunner, RunError> {
         if !path.is_file() {
             return Err(RunError::Missing { path: path.to_owned() });
         }
@@ -104,19 +122,36 @@ impl TractRunner {
             let shown: Vec<String> = dims.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
             return Err(bad_shape(format!("the graph's input is [{}], the manifest says {shape:?}", shown.join(","))));
         }
-        model.set_input_fact(0, f32::fact(shape).into()).map_err(not_onnx)?;
         let prepare = |e: TractError| RunError::Prepare { path: path.to_owned(), msg: format!("{e:#}") };
+        let batch = batched.then(|| model.symbols.sym("N"));
+        let fact: InferenceFact = match &batch {
+            Some(n) if !shape.is_empty() => {
+                let dims: TVec<TDim> =
+                    std::iter::once(n.to_dim()).chain(shape[1..].iter().map(|&d| d.to_dim())).collect();
+                InferenceFact::dt_shape(f32::datum_type(), dims)
+            }
+            _ => f32::fact(shape).into(),
+        };
+        model.set_input_fact(0, fact).map_err(not_onnx)?;
+        // The output's own declared shape (batch 1) would contradict a symbolic batch.
+        if batched {
+            model.set_output_fact(0, InferenceFact::default()).map_err(not_onnx)?;
+        }
         let typed = model.into_typed().and_then(|m| m.into_decluttered()).map_err(prepare)?;
-        let macs = count_macs(&typed).map_err(prepare)?;
-        let outputs = typed
-            .output_fact(0)
-            .map_err(prepare)?
-            .shape
-            .as_concrete()
-            .map(|s| s.iter().product())
+        // Counts and sizes are per input: a symbolic batch counts as 1.
+        let one = match &batch {
+            Some(n) => SymbolValues::default().with(n, 1),
+            None => SymbolValues::default(),
+        };
+        let macs = count_macs(&typed, &one).map_err(prepare)?;
+        let out_shape = &typed.output_fact(0).map_err(prepare)?.shape;
+        let outputs = out_shape
+            .iter()
+            .map(|d| d.eval(&one).to_i64().ok().map(|d| d as usize))
+            .product::<Option<usize>>()
             .ok_or_else(|| bad_shape("the output's shape is not fixed".into()))?;
         let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(prepare)?;
-        Ok(TractRunner { plan, shape: shape.to_vec(), macs, outputs })
+        Ok(TractRunner { plan, shape: shape.to_vec(), macs, outputs, batched })
     }
 
     /// Number of values in the first output.
@@ -125,15 +160,16 @@ impl TractRunner {
     }
 }
 
-/// Sums the multiply-accumulate counts tract's cost model gives each node.
-fn count_macs(model: &TypedModel) -> TractResult<u64> {
+/// Sums the multiply-accumulate counts tract's cost model gives each node, with `values` for
+/// its symbols.
+fn count_macs(model: &TypedModel, values: &SymbolValues) -> TractResult<u64> {
     let mut total = 0i64;
     for id in model.eval_order()? {
         let node = &model.nodes()[id];
         let inputs = model.node_input_facts(id)?;
         for (cost, n) in node.op.cost(&inputs)? {
             if matches!(cost, Cost::FMA(_)) {
-                total += n.to_i64()?;
+                total += n.eval(values).to_i64()?;
             }
         }
     }
@@ -150,6 +186,36 @@ impl ModelRunner for TractRunner {
         let out = self.plan.run(tvec!(tensor.into_tvalue())).map_err(|e| RunError::Inference(format!("{e:#}")))?;
         let view = out[0].to_plain_array_view::<f32>().map_err(|e| RunError::Inference(format!("{e:#}")))?;
         Ok(view.iter().copied().collect())
+    }
+
+    fn run_batch(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, RunError> {
+        if !self.batched || inputs.len() < 2 {
+            return inputs.iter().map(|i| self.run(i)).collect();
+        }
+        let want: usize = self.shape.iter().product();
+        let mut flat = Vec::with_capacity(want * inputs.len());
+        for i in inputs {
+            if i.len() != want {
+                return Err(RunError::InputLen { got: i.len(), want });
+            }
+            flat.extend_from_slice(i);
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = inputs.len();
+        let err = |e: TractError| RunError::Inference(format!("{e:#}"));
+        let tensor = Tensor::from_shape(&shape, &flat).map_err(err)?;
+        let out = self.plan.run(tvec!(tensor.into_tvalue())).map_err(err)?;
+        let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
+        let all: Vec<f32> = view.iter().copied().collect();
+        if all.len() != self.outputs * inputs.len() {
+            return Err(RunError::Inference(format!(
+                "a batch of {} gave {} outputs, expected {} per input",
+                inputs.len(),
+                all.len(),
+                self.outputs
+            )));
+        }
+        Ok(all.chunks(self.outputs).map(|c| c.to_vec()).collect())
     }
 
     fn macs(&self) -> u64 {
