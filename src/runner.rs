@@ -133,9 +133,11 @@ impl TractRunner {
             _ => f32::fact(shape).into(),
         };
         model.set_input_fact(0, fact).map_err(not_onnx)?;
-        // The output's own declared shape (batch 1) would contradict a symbolic batch.
+        // The output's own declared shape (batch 1) would contradict a symbolic batch, and so
+        // would a flatten exported as a fixed `Reshape [1, -1]`.
         if batched {
             model.set_output_fact(0, InferenceFact::default()).map_err(not_onnx)?;
+            free_batch_in_reshapes(&mut model).map_err(prepare)?;
         }
         let typed = model.into_typed().and_then(|m| m.into_decluttered()).map_err(prepare)?;
         // Counts and sizes are per input: a symbolic batch counts as 1.
@@ -158,6 +160,35 @@ impl TractRunner {
     pub fn outputs(&self) -> usize {
         self.outputs
     }
+}
+
+/// Rewrites every `Reshape` whose target shape is a constant `[1, ...]` (an exporter's
+/// flatten traced at batch 1) to `[0, ...]`, ONNX's "keep this axis": the batch passes through.
+fn free_batch_in_reshapes(model: &mut InferenceModel) -> TractResult<usize> {
+    use tract_onnx::tract_hir::ops::konst::Const;
+    let mut patched = 0;
+    for id in 0..model.nodes().len() {
+        let node = &model.nodes()[id];
+        if node.op.name() != "Reshape" || node.inputs.len() < 2 {
+            continue;
+        }
+        let src = node.inputs[1];
+        let Some(k) = model.nodes()[src.node].op_as::<Const>() else { continue };
+        let t = k.val();
+        if t.datum_type() != i64::datum_type() || t.rank() != 1 {
+            continue;
+        }
+        let mut shape: Vec<i64> = t.to_plain_array_view::<i64>()?.iter().copied().collect();
+        if shape.first() != Some(&1) {
+            continue;
+        }
+        shape[0] = 0;
+        let freed = tensor1(&shape).into_arc_tensor();
+        model.nodes_mut()[src.node].op = Box::new(Const::new(freed.clone())?);
+        model.set_outlet_fact(src, TypedFact::try_from(freed)?.into())?;
+        patched += 1;
+    }
+    Ok(patched)
 }
 
 /// Sums the multiply-accumulate counts tract's cost model gives each node, with `values` for
