@@ -6,11 +6,11 @@
 //! OIP endpoint, `oip::server`) run through the model together in batches. With a token, a
 //! connection must present it (`Auth`) before anything else.
 
+use crate::batch::{BatchConfig, BatchError, Batcher};
 use crate::link::{
     write_msg, Encoding, ErrorCode, ErrorMsg, FrameError, FrameReader, InferRequest, InferResponse, InputSpec,
     LinkError, Message, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
-use crate::batch::{BatchConfig, BatchError, Batcher};
 use crate::model::Model;
 use crate::policy::{mean_probs, softmax, top_k};
 use crate::preprocess;
@@ -69,6 +69,9 @@ impl Host {
     /// Runs every request through a dynamic batcher from now on. Load the model with
     /// `Model::load_batched` for batches to run in one pass.
     pub fn with_batching(mut self, cfg: BatchConfig) -> Host {
+        if let Err(e) = self.model.runner.warm_batches(cfg.max_batch) {
+            log::warn!("cannot prepare batches of up to {}: {e}", cfg.max_batch);
+        }
         let model = self.model.clone();
         self.batcher = Some(Batcher::start(
             cfg,
@@ -161,7 +164,8 @@ impl Host {
                     stats.errors += 1;
                     log::warn!("{peer}: refused: sent {} without the token this host needs", msg.kind());
                     let why = "this host needs a token: give the device the host's --token (or EDGECASCADE_TOKEN)";
-                    let _ = write_msg(reader.get_mut(), &Message::Error(ErrorMsg::new(None, ErrorCode::Unauthorized, why)));
+                    let _ =
+                        write_msg(reader.get_mut(), &Message::Error(ErrorMsg::new(None, ErrorCode::Unauthorized, why)));
                     break;
                 }
                 Ok(msg) => self.handle(msg, peer, &mut stats),

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use edgecascade::batch::BatchConfig;
 use edgecascade::board;
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
 use edgecascade::dataset;
@@ -16,7 +17,6 @@ use edgecascade::link::{Encoding, LinkAddr, Shaping};
 use edgecascade::manifest::Manifest;
 use edgecascade::model::Model;
 use edgecascade::oip::{self, client::OipRemote, server::OipConfig};
-use edgecascade::batch::BatchConfig;
 use edgecascade::pipeline::Pipeline;
 use edgecascade::policy::Metric;
 use edgecascade::session::{self, Sink, Summary};

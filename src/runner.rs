@@ -76,6 +76,10 @@ pub trait ModelRunner: Send + Sync {
     fn run_batch(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, RunError> {
         inputs.iter().map(|i| self.run(i)).collect()
     }
+    /// Prepares whatever batches up to `max` need, so the first ones do not wait for it.
+    fn warm_batches(&self, _max: usize) -> Result<(), RunError> {
+        Ok(())
+    }
     /// Multiply-accumulates per inference.
     fn macs(&self) -> u64;
 }
@@ -86,8 +90,19 @@ pub struct TractRunner {
     shape: Vec<usize>,
     macs: u64,
     outputs: usize,
-    /// Optimised with a symbolic first axis: `run_batch` runs a whole batch in one pass.
-    batched: bool,
+    /// Loaded for batches: a plan per batch size.
+    batches: Option<Batches>,
+}
+
+/// tract optimises best for fixed shapes (a symbolic batch axis ran batch 1 about 5x slower
+/// here), so a runner loaded for batches keeps one plan per batch size, built on first use
+/// (or by `warm_batches`), and runs a batch as power-of-two chunks.
+struct Batches {
+    path: PathBuf,
+    plans: std::sync::Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
+    /// The largest batch size whose plan, measured by `warm_batches`, runs an input faster
+    /// than single runs do; 1 when none does (then batches run one input at a time).
+    best: std::sync::atomic::AtomicUsize,
 }
 
 impl TractRunner {
@@ -97,69 +112,82 @@ impl TractRunner {
         Self::load_as(path, shape, false)
     }
 
-    /// As `load`, but optimised with a symbolic batch axis (the first of `shape`), so that
-    /// `run_batch` runs any number of inputs in one pass: for a host that batches requests.
+    /// As `load`, but ready to run batches (the first axis of `shape` free): for a host that
+    /// batches requests.
     pub fn load_batched(path: &Path, shape: &[usize]) -> Result<TractRunner, RunError> {
         Self::load_as(path, shape, true)
     }
 
     fn load_as(path: &Path, shape: &[usize], batched: bool) -> Result<TractRunner, RunError> {
-        if !path.is_file() {
-            return Err(RunError::Missing { path: path.to_owned() });
-        }
-        let not_onnx = |e: TractError| RunError::NotOnnx { path: path.to_owned(), msg: format!("{e:#}") };
-        let bad_shape = |msg: String| RunError::Shape { path: path.to_owned(), msg };
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(not_onnx)?;
-        if model.input_outlets().map_err(not_onnx)?.len() != 1 {
-            return Err(bad_shape("it does not have exactly one input".into()));
-        }
-        let declared = model.input_fact(0).map_err(not_onnx)?.clone();
-        let dims: Vec<Option<i64>> =
-            declared.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok())).collect();
-        let matches =
-            dims.len() == shape.len() && dims.iter().zip(shape).all(|(d, &s)| d.is_none_or(|d| d == s as i64));
-        if declared.shape.dims().next().is_some() && !matches {
-            let shown: Vec<String> = dims.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
-            return Err(bad_shape(format!("the graph's input is [{}], the manifest says {shape:?}", shown.join(","))));
-        }
+        let typed = typed_model(path, shape, batched)?;
         let prepare = |e: TractError| RunError::Prepare { path: path.to_owned(), msg: format!("{e:#}") };
-        let batch = batched.then(|| model.symbols.sym("N"));
-        let fact: InferenceFact = match &batch {
-            Some(n) if !shape.is_empty() => {
-                let dims: TVec<TDim> =
-                    std::iter::once(n.to_dim()).chain(shape[1..].iter().map(|&d| d.to_dim())).collect();
-                InferenceFact::dt_shape(f32::datum_type(), dims)
-            }
-            _ => f32::fact(shape).into(),
-        };
-        model.set_input_fact(0, fact).map_err(not_onnx)?;
-        // The output's own declared shape (batch 1) would contradict a symbolic batch, and so
-        // would a flatten exported as a fixed `Reshape [1, -1]`.
-        if batched {
-            model.set_output_fact(0, InferenceFact::default()).map_err(not_onnx)?;
-            free_batch_in_reshapes(&mut model).map_err(prepare)?;
-        }
-        let typed = model.into_typed().and_then(|m| m.into_decluttered()).map_err(prepare)?;
-        // Counts and sizes are per input: a symbolic batch counts as 1.
-        let one = match &batch {
-            Some(n) => SymbolValues::default().with(n, 1),
-            None => SymbolValues::default(),
-        };
-        let macs = count_macs(&typed, &one).map_err(prepare)?;
-        let out_shape = &typed.output_fact(0).map_err(prepare)?.shape;
-        let outputs = out_shape
-            .iter()
-            .map(|d| d.eval(&one).to_i64().ok().map(|d| d as usize))
-            .product::<Option<usize>>()
-            .ok_or_else(|| bad_shape("the output's shape is not fixed".into()))?;
+        let macs = count_macs(&typed).map_err(prepare)?;
+        let outputs =
+            typed.output_fact(0).map_err(prepare)?.shape.as_concrete().map(|s| s.iter().product()).ok_or_else(
+                || RunError::Shape { path: path.to_owned(), msg: "the output's shape is not fixed".into() },
+            )?;
         let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(prepare)?;
-        Ok(TractRunner { plan, shape: shape.to_vec(), macs, outputs, batched })
+        let batches = batched.then(|| Batches {
+            path: path.to_owned(),
+            plans: std::sync::Mutex::new(HashMap::from([(1, plan.clone())])),
+            best: std::sync::atomic::AtomicUsize::new(usize::MAX),
+        });
+        Ok(TractRunner { plan, shape: shape.to_vec(), macs, outputs, batches })
+    }
+
+    /// The plan for batches of `n` (built on first use, then kept).
+    fn batch_plan(&self, n: usize) -> Result<Arc<TypedRunnableModel>, RunError> {
+        let Some(b) = &self.batches else { return Err(RunError::Inference("not loaded for batches".into())) };
+        if let Some(p) = b.plans.lock().map_err(|_| RunError::Inference("poisoned".into()))?.get(&n) {
+            return Ok(p.clone());
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = n;
+        let started = std::time::Instant::now();
+        let plan = typed_model(&b.path, &shape, true)?
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| RunError::Prepare { path: b.path.clone(), msg: format!("{e:#}") })?;
+        log::info!("{}: prepared batches of {n} in {:.1} s", b.path.display(), started.elapsed().as_secs_f64());
+        b.plans.lock().map_err(|_| RunError::Inference("poisoned".into()))?.insert(n, plan.clone());
+        Ok(plan)
     }
 
     /// Number of values in the first output.
     pub fn outputs(&self) -> usize {
         self.outputs
     }
+}
+
+/// Parses `path`, checks its declared input against `shape`, fixes the input to `shape` and
+/// declutters. With `free_batch`, the first axis of `shape` may differ from the graph's
+/// declared batch (its output's declared shape and any fixed flatten are freed).
+fn typed_model(path: &Path, shape: &[usize], free_batch: bool) -> Result<TypedModel, RunError> {
+    if !path.is_file() {
+        return Err(RunError::Missing { path: path.to_owned() });
+    }
+    let not_onnx = |e: TractError| RunError::NotOnnx { path: path.to_owned(), msg: format!("{e:#}") };
+    let bad_shape = |msg: String| RunError::Shape { path: path.to_owned(), msg };
+    let mut model = tract_onnx::onnx().model_for_path(path).map_err(not_onnx)?;
+    if model.input_outlets().map_err(not_onnx)?.len() != 1 {
+        return Err(bad_shape("it does not have exactly one input".into()));
+    }
+    let declared = model.input_fact(0).map_err(not_onnx)?.clone();
+    let dims: Vec<Option<i64>> = declared.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok())).collect();
+    let skip = free_batch as usize;
+    let matches =
+        dims.len() == shape.len() && dims.iter().zip(shape).skip(skip).all(|(d, &s)| d.is_none_or(|d| d == s as i64));
+    if declared.shape.dims().next().is_some() && !matches {
+        let shown: Vec<String> = dims.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
+        return Err(bad_shape(format!("the graph's input is [{}], the manifest says {shape:?}", shown.join(","))));
+    }
+    let prepare = |e: TractError| RunError::Prepare { path: path.to_owned(), msg: format!("{e:#}") };
+    model.set_input_fact(0, f32::fact(shape).into()).map_err(not_onnx)?;
+    if free_batch {
+        model.set_output_fact(0, InferenceFact::default()).map_err(not_onnx)?;
+        free_batch_in_reshapes(&mut model).map_err(prepare)?;
+    }
+    model.into_typed().and_then(|m| m.into_decluttered()).map_err(prepare)
 }
 
 /// Rewrites every `Reshape` whose target shape is a constant `[1, ...]` (an exporter's
@@ -191,16 +219,15 @@ fn free_batch_in_reshapes(model: &mut InferenceModel) -> TractResult<usize> {
     Ok(patched)
 }
 
-/// Sums the multiply-accumulate counts tract's cost model gives each node, with `values` for
-/// its symbols.
-fn count_macs(model: &TypedModel, values: &SymbolValues) -> TractResult<u64> {
+/// Sums the multiply-accumulate counts tract's cost model gives each node.
+fn count_macs(model: &TypedModel) -> TractResult<u64> {
     let mut total = 0i64;
     for id in model.eval_order()? {
         let node = &model.nodes()[id];
         let inputs = model.node_input_facts(id)?;
         for (cost, n) in node.op.cost(&inputs)? {
             if matches!(cost, Cost::FMA(_)) {
-                total += n.eval(values).to_i64()?;
+                total += n.to_i64()?;
             }
         }
     }
@@ -220,33 +247,90 @@ impl ModelRunner for TractRunner {
     }
 
     fn run_batch(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, RunError> {
-        if !self.batched || inputs.len() < 2 {
+        let best = self.batches.as_ref().map_or(1, |b| b.best.load(std::sync::atomic::Ordering::Relaxed));
+        if best < 2 || inputs.len() < 2 {
             return inputs.iter().map(|i| self.run(i)).collect();
         }
         let want: usize = self.shape.iter().product();
-        let mut flat = Vec::with_capacity(want * inputs.len());
-        for i in inputs {
-            if i.len() != want {
-                return Err(RunError::InputLen { got: i.len(), want });
-            }
-            flat.extend_from_slice(i);
+        if let Some(i) = inputs.iter().find(|i| i.len() != want) {
+            return Err(RunError::InputLen { got: i.len(), want });
         }
-        let mut shape = self.shape.clone();
-        shape[0] = inputs.len();
         let err = |e: TractError| RunError::Inference(format!("{e:#}"));
-        let tensor = Tensor::from_shape(&shape, &flat).map_err(err)?;
-        let out = self.plan.run(tvec!(tensor.into_tvalue())).map_err(err)?;
-        let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
-        let all: Vec<f32> = view.iter().copied().collect();
-        if all.len() != self.outputs * inputs.len() {
-            return Err(RunError::Inference(format!(
-                "a batch of {} gave {} outputs, expected {} per input",
-                inputs.len(),
-                all.len(),
-                self.outputs
-            )));
+        let mut outs = Vec::with_capacity(inputs.len());
+        let mut rest = inputs;
+        while !rest.is_empty() {
+            // The largest power of two that fits (and pays): few plans, no padding.
+            let n = 1usize << rest.len().min(best).ilog2();
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let plan = self.batch_plan(n)?;
+            let mut shape = self.shape.clone();
+            shape[0] = n;
+            let flat: Vec<f32> = chunk.iter().flat_map(|i| i.iter().copied()).collect();
+            let tensor = Tensor::from_shape(&shape, &flat).map_err(err)?;
+            let out = plan.run(tvec!(tensor.into_tvalue())).map_err(err)?;
+            let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
+            let all: Vec<f32> = view.iter().copied().collect();
+            if all.len() != self.outputs * n {
+                return Err(RunError::Inference(format!(
+                    "a batch of {n} gave {} outputs, expected {} per input",
+                    all.len(),
+                    self.outputs
+                )));
+            }
+            outs.extend(all.chunks(self.outputs).map(|c| c.to_vec()));
         }
-        Ok(all.chunks(self.outputs).map(|c| c.to_vec()).collect())
+        Ok(outs)
+    }
+
+    /// Builds the plans for batches up to `max` and times each against single runs on the
+    /// same zero inputs: only sizes that run an input faster are used. (tract runs these
+    /// depthwise-heavy convolution nets slower per input in batches on the CPUs measured so
+    /// far; a batching host then still queues and bounds its work, but runs inputs singly.)
+    fn warm_batches(&self, max: usize) -> Result<(), RunError> {
+        use std::time::Instant;
+        let Some(b) = &self.batches else { return Ok(()) };
+        let zero = vec![0f32; self.shape.iter().product()];
+        let per_input = |n: usize| -> Result<f64, RunError> {
+            let plan = self.batch_plan(n)?;
+            let mut shape = self.shape.clone();
+            shape[0] = n;
+            let t = Tensor::from_shape(&shape, &vec![0f32; zero.len() * n])
+                .map_err(|e| RunError::Inference(format!("{e:#}")))?;
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let start = Instant::now();
+                plan.run(tvec!(t.clone().into_tvalue())).map_err(|e| RunError::Inference(format!("{e:#}")))?;
+                best = best.min(start.elapsed().as_secs_f64() / n as f64);
+            }
+            Ok(best)
+        };
+        let single = per_input(1)?;
+        let mut chosen = 1;
+        let mut n = 2;
+        while n <= max {
+            let each = per_input(n)?;
+            log::info!(
+                "{}: batches of {n} take {:.1} ms per input, single runs {:.1} ms",
+                b.path.display(),
+                each * 1e3,
+                single * 1e3
+            );
+            if each < single * 0.95 {
+                chosen = n;
+            } else if n >= 4 {
+                break;
+            }
+            n *= 2;
+        }
+        b.best.store(chosen, std::sync::atomic::Ordering::Relaxed);
+        if chosen == 1 {
+            log::info!(
+                "{}: batched plans are not faster here; batched requests run one input at a time",
+                b.path.display()
+            );
+        }
+        Ok(())
     }
 
     fn macs(&self) -> u64 {

@@ -96,7 +96,13 @@ fn photo_tensor(name: &str) -> Vec<f32> {
 
 const PHOTOS: [&str; 3] = ["chelsea.png", "coffee.png", "grace_hopper.jpg"];
 
-fn request(c: &mut HttpConn, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, Vec<u8>, Option<usize>) {
+fn request(
+    c: &mut HttpConn,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, Vec<u8>, Option<usize>) {
     c.send(method, path, headers, body).unwrap();
     let r = c.receive(TIMEOUT).unwrap();
     let hl = r.header(oip::HEADER_LEN).map(|v| v.parse().unwrap());
@@ -171,7 +177,9 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_the_host_keeps_serving() {
     let (good_body, good_hl) = oip::encode_request("g", &[good()], None, true);
     let truncated_hl = good_hl.unwrap();
     let truncated = good_body[..good_body.len() - 1000].to_vec();
-    let cases: Vec<(&str, String, Vec<(&str, String)>, Vec<u8>, u16, &str)> = vec![
+    // (method, path, headers, body, expected status, expected in the error)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("GET", "/v2/models/nope".into(), vec![], vec![], 404, "unknown model 'nope'"),
         ("POST", "/v2/models/nope/infer".into(), vec![], vec![], 404, "unknown model"),
         ("GET", format!("/v2/models/{NAME}/versions/7"), vec![], vec![], 404, "no version '7'"),
@@ -206,7 +214,9 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_the_host_keeps_serving() {
             "POST",
             infer_path.clone(),
             vec![],
-            json(serde_json::json!({"inputs":[{"name":"input","shape":[1,3,2,2],"datatype":"FP32","data":[0,0,0,0,0,0,0,0,0,0,0,0]}]})),
+            json(
+                serde_json::json!({"inputs":[{"name":"input","shape":[1,3,2,2],"datatype":"FP32","data":[0,0,0,0,0,0,0,0,0,0,0,0]}]}),
+            ),
             400,
             "takes [-1, 3, 224, 224]",
         ),
@@ -412,7 +422,8 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
         .map(|d| {
             let (host, photos, spec) = (host.clone(), photos.clone(), spec.clone());
             std::thread::spawn(move || {
-                let addr: LinkAddr = if d % 2 == 0 { format!("tcp:{}", host.tcp) } else { host.link() }.parse().unwrap();
+                let addr: LinkAddr =
+                    if d % 2 == 0 { format!("tcp:{}", host.tcp) } else { host.link() }.parse().unwrap();
                 let mut cfg = RemoteConfig::new(addr.clone());
                 cfg.encodings = vec![Encoding::Original];
                 cfg.reply_timeout = TIMEOUT;
@@ -443,8 +454,10 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
     let mut c = host.conn();
     let (_, body, _) = request(&mut c, "GET", &format!("/v2/models/{NAME}/stats"), &[], &[]);
     let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let (inferences, executions) =
-        (stats["model_stats"][0]["inference_count"].as_u64().unwrap(), stats["model_stats"][0]["execution_count"].as_u64().unwrap());
+    let (inferences, executions) = (
+        stats["model_stats"][0]["inference_count"].as_u64().unwrap(),
+        stats["model_stats"][0]["execution_count"].as_u64().unwrap(),
+    );
     assert_eq!(inferences, 24);
     assert!(executions < inferences, "no request was batched: {stats}");
 }

@@ -226,12 +226,18 @@ pub enum Message {
     Infer(InferRequest),
     Answer(InferResponse),
     Error(ErrorMsg),
-    Ping { nonce: u64 },
-    Pong { nonce: u64 },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
     /// The device's pre-shared key, sent before `Hello` to a host that needs one. (Appended
     /// last, so every other message encodes as before: hosts and devices without tokens
     /// interoperate with older ones.)
-    Auth { token: String },
+    Auth {
+        token: String,
+    },
 }
 
 impl Message {

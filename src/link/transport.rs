@@ -100,9 +100,7 @@ impl FromStr for LinkAddr {
                 Ok(LinkAddr::Tcp { addr: addr.to_string() })
             }
             "oip+http" => parse_oip(s, rest),
-            other => Err(perr(format!(
-                "unknown link scheme '{other}' in '{s}' (expected serial:, tcp: or oip+http:)"
-            ))),
+            other => Err(perr(format!("unknown link scheme '{other}' in '{s}' (expected serial:, tcp: or oip+http:)"))),
         }
     }
 }
@@ -110,9 +108,7 @@ impl FromStr for LinkAddr {
 /// `//HOST:PORT/v2/models/NAME[/versions/V]`, the part of an `oip+http:` link after the scheme.
 fn parse_oip(s: &str, rest: &str) -> Result<LinkAddr, ParseError> {
     let expected = "expected oip+http://HOST:PORT/v2/models/NAME";
-    let rest = rest
-        .strip_prefix("//")
-        .ok_or_else(|| perr(format!("bad OIP link '{s}' ({expected})")))?;
+    let rest = rest.strip_prefix("//").ok_or_else(|| perr(format!("bad OIP link '{s}' ({expected})")))?;
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if authority.is_empty() {
         return Err(perr(format!("missing host in '{s}' ({expected})")));

@@ -11,7 +11,9 @@
 //! HTTP/1.1 is spoken here over the link's own `Stream` (keep-alive, Content-Length or chunked
 //! bodies), so the bytes each request costs are counted exactly and `--shape` paces it.
 
-use super::{decode_response, encode_request, ModelMetadata, ServerMetadata, Tensor, BINARY_EXTENSION, FP32, HEADER_LEN};
+use super::{
+    decode_response, encode_request, ModelMetadata, ServerMetadata, Tensor, BINARY_EXTENSION, FP32, HEADER_LEN,
+};
 use crate::cascade::StageFailure;
 use crate::device::{Backoff, ConnectError, LinkReport, RemoteConfig, RemoteInfo, RemoteStage};
 use crate::link::{connect, LinkAddr, Paced, Stream};
@@ -223,7 +225,11 @@ impl Plan {
     /// Plans from the model's metadata: one FP32 image input, one FP32 output of classes.
     pub fn from_metadata(meta: &ModelMetadata, binary: bool) -> Result<Plan, String> {
         let [input] = meta.inputs.as_slice() else {
-            return Err(format!("model '{}' takes {} inputs; a cascade stage sends one image", meta.name, meta.inputs.len()));
+            return Err(format!(
+                "model '{}' takes {} inputs; a cascade stage sends one image",
+                meta.name,
+                meta.inputs.len()
+            ));
         };
         if input.datatype != FP32 {
             return Err(format!(
@@ -245,7 +251,10 @@ impl Plan {
         let classes = match output.shape.as_slice() {
             [_, c] | [c] if *c > 0 => *c as usize,
             other => {
-                return Err(format!("model '{}' output '{}' has shape {other:?}, not [-1, classes]", meta.name, output.name))
+                return Err(format!(
+                    "model '{}' output '{}' has shape {other:?}, not [-1, classes]",
+                    meta.name, output.name
+                ))
             }
         };
         Ok(Plan { input: input.name.clone(), layout, size, output: output.name.clone(), classes, binary })
@@ -324,7 +333,8 @@ impl OipRemote {
         }
         let conn = self.open().map_err(Failure::Retry)?;
         let (s0, r0) = (conn.sent, conn.received);
-        let result = conn.send(method, path, &headers, body).map_err(HttpError::from).and_then(|_| conn.receive(timeout));
+        let result =
+            conn.send(method, path, &headers, body).map_err(HttpError::from).and_then(|_| conn.receive(timeout));
         bytes.0 += conn.sent - s0;
         bytes.1 += conn.received - r0;
         match result {
@@ -344,7 +354,9 @@ impl OipRemote {
         match r.status {
             200 => serde_json::from_slice(&r.body)
                 .map_err(|e| ConnectError::Refused(format!("GET {path}: not the OIP v2 answer expected: {e}"))),
-            401 | 403 => Err(ConnectError::Refused(format!("{} refused the device: {}", self.cfg.addr, r.error_text()))),
+            401 | 403 => {
+                Err(ConnectError::Refused(format!("{} refused the device: {}", self.cfg.addr, r.error_text())))
+            }
             404 => Err(ConnectError::Refused(format!("{}: {}", self.cfg.addr, r.error_text()))),
             s => Err(ConnectError::Unreachable(format!("GET {path}: HTTP {s}: {}", r.error_text()))),
         }
@@ -356,9 +368,10 @@ impl OipRemote {
             let server: ServerMetadata = self.get_json("/v2")?;
             let ready_path = format!("{}/ready", self.model_path());
             let timeout = self.cfg.connect_timeout.max(Duration::from_secs(2));
-            let ready = self.exchange("GET", &ready_path, Vec::new(), &[], timeout, &mut (0, 0)).map_err(|f| match f {
-                Failure::Refused(e) | Failure::Retry(e) => ConnectError::Unreachable(e),
-            })?;
+            let ready =
+                self.exchange("GET", &ready_path, Vec::new(), &[], timeout, &mut (0, 0)).map_err(|f| match f {
+                    Failure::Refused(e) | Failure::Retry(e) => ConnectError::Unreachable(e),
+                })?;
             match ready.status {
                 200 => {}
                 404 => return Err(ConnectError::Refused(format!("{}: {}", self.cfg.addr, ready.error_text()))),
@@ -417,7 +430,14 @@ impl OipRemote {
         Ok(Tensor::new(plan.input.clone(), shape, data))
     }
 
-    fn try_once(&mut self, body: &[u8], header_len: Option<usize>, report: &mut LinkReport, spans: &mut Spans, stage: usize) -> Result<Vec<f32>, Failure> {
+    fn try_once(
+        &mut self,
+        body: &[u8],
+        header_len: Option<usize>,
+        report: &mut LinkReport,
+        spans: &mut Spans,
+        stage: usize,
+    ) -> Result<Vec<f32>, Failure> {
         let plan = self.plan.clone().ok_or_else(|| Failure::Retry("no plan".into()))?;
         let mut headers = vec![("Content-Type", "application/json".to_owned())];
         if let Some(n) = header_len {
@@ -451,7 +471,12 @@ impl OipRemote {
             .find(|t| t.name == plan.output)
             .ok_or_else(|| Failure::Retry(format!("the answer has no output '{}'", plan.output)))?;
         if out.data.len() != plan.classes {
-            return Err(Failure::Retry(format!("output '{}' has {} values, expected {}", out.name, out.data.len(), plan.classes)));
+            return Err(Failure::Retry(format!(
+                "output '{}' has {} values, expected {}",
+                out.name,
+                out.data.len(),
+                plan.classes
+            )));
         }
         Ok(as_logits(out.data))
     }
@@ -525,7 +550,10 @@ impl RemoteStage for OipRemote {
         // Metadata is read again when the server comes back (it may serve another model).
         self.plan = None;
         self.backoff.failed();
-        Err(StageFailure::Unavailable(format!("no answer from {} after {} tries: {last_error}", self.cfg.addr, report.tries)))
+        Err(StageFailure::Unavailable(format!(
+            "no answer from {} after {} tries: {last_error}",
+            self.cfg.addr, report.tries
+        )))
     }
 
     fn is_paced(&self) -> bool {
@@ -548,11 +576,18 @@ mod tests {
 
     #[test]
     fn plans_from_metadata_or_says_why_not() {
-        let p = Plan::from_metadata(&meta(vec![t("x", "FP32", &[-1, 3, 260, 260])], vec![t("y", "FP32", &[-1, 1000])]), true)
-            .unwrap();
-        assert_eq!((p.layout, p.size, p.classes, p.input.as_str(), p.output.as_str()), (Layout::Nchw, 260, 1000, "x", "y"));
-        let p = Plan::from_metadata(&meta(vec![t("x", "FP32", &[1, 224, 224, 3])], vec![t("y", "FP32", &[1000])]), false)
-            .unwrap();
+        let p = Plan::from_metadata(
+            &meta(vec![t("x", "FP32", &[-1, 3, 260, 260])], vec![t("y", "FP32", &[-1, 1000])]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.layout, p.size, p.classes, p.input.as_str(), p.output.as_str()),
+            (Layout::Nchw, 260, 1000, "x", "y")
+        );
+        let p =
+            Plan::from_metadata(&meta(vec![t("x", "FP32", &[1, 224, 224, 3])], vec![t("y", "FP32", &[1000])]), false)
+                .unwrap();
         assert_eq!((p.layout, p.size), (Layout::Nhwc, 224));
         let bad = [
             (meta(vec![t("x", "UINT8", &[-1, 3, 8, 8])], vec![t("y", "FP32", &[-1, 10])]), "as UINT8"),
@@ -585,7 +620,10 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;x=1\r\nefg\r\n0\r\n\r\n")
                 .unwrap();
             let _ = s.read(&mut buf).unwrap();
-            s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"error\":\"nope\"}x").unwrap();
+            s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"error\":\"nope\"}x",
+            )
+            .unwrap();
         });
         let stream = std::net::TcpStream::connect(addr).unwrap();
         let mut c = HttpConn::new(Box::new(stream), &addr.to_string());

@@ -151,10 +151,9 @@ struct ResponseJson {
 pub fn split_body(body: &[u8], header_len: Option<usize>) -> Result<(&[u8], &[u8]), WireError> {
     match header_len {
         None => Ok((body, &[])),
-        Some(n) if n > body.len() => Err(werr(format!(
-            "{HEADER_LEN} is {n} but the body has only {} bytes (truncated?)",
-            body.len()
-        ))),
+        Some(n) if n > body.len() => {
+            Err(werr(format!("{HEADER_LEN} is {n} but the body has only {} bytes (truncated?)", body.len())))
+        }
         Some(n) => Ok(body.split_at(n)),
     }
 }

@@ -66,7 +66,11 @@ pub fn model_metadata(host: &Host) -> ModelMetadata {
         versions: vec![VERSION.to_owned()],
         platform: "edgecascade_tract_onnx".into(),
         inputs: vec![TensorMeta { name: input, datatype: FP32.into(), shape }],
-        outputs: vec![TensorMeta { name: output, datatype: FP32.into(), shape: vec![-1, host.model.classes.len() as i64] }],
+        outputs: vec![TensorMeta {
+            name: output,
+            datatype: FP32.into(),
+            shape: vec![-1, host.model.classes.len() as i64],
+        }],
     }
 }
 
@@ -154,9 +158,8 @@ fn route(host: &Host, cfg: &OipConfig, req: &mut Request) -> Reply {
         r
     };
     // Liveness and readiness stay open to probes (Kubernetes, a load balancer) without a token.
-    match parts.as_slice() {
-        ["v2", "health", "live" | "ready"] => return if get { Reply::empty(200) } else { wrong_method("GET") },
-        _ => {}
+    if let ["v2", "health", "live" | "ready"] = parts.as_slice() {
+        return if get { Reply::empty(200) } else { wrong_method("GET") };
     }
     if host.token.is_some() {
         let presented = header(req, "Authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
@@ -242,13 +245,21 @@ fn infer(host: &Host, cfg: &OipConfig, req: &mut Request) -> Reply {
     let [input] = request.inputs.as_slice() else {
         return Reply::error(
             400,
-            format!("the request has {} inputs, model '{}' takes one: '{}'", request.inputs.len(), meta.name, want_in.name),
+            format!(
+                "the request has {} inputs, model '{}' takes one: '{}'",
+                request.inputs.len(),
+                meta.name,
+                want_in.name
+            ),
         );
     };
     if input.name != want_in.name {
         return Reply::error(
             400,
-            format!("unknown input '{}': model '{}' takes '{}' {FP32} {:?}", input.name, meta.name, want_in.name, want_in.shape),
+            format!(
+                "unknown input '{}': model '{}' takes '{}' {FP32} {:?}",
+                input.name, meta.name, want_in.name, want_in.shape
+            ),
         );
     }
     let shape_ok = input.shape.len() == want_in.shape.len()
@@ -264,7 +275,10 @@ fn infer(host: &Host, cfg: &OipConfig, req: &mut Request) -> Reply {
         );
     }
     if let Some(o) = request.outputs.iter().find(|o| o.name != want_out.name) {
-        return Reply::error(400, format!("unknown output '{}': model '{}' gives '{}'", o.name, meta.name, want_out.name));
+        return Reply::error(
+            400,
+            format!("unknown output '{}': model '{}' gives '{}'", o.name, meta.name, want_out.name),
+        );
     }
     let binary_out = request.binary_output || request.outputs.iter().any(|o| o.binary);
     let batch = input.shape[0] as usize;
