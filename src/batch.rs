@@ -22,12 +22,15 @@ pub struct BatchConfig {
     pub max_wait: Duration,
     /// Requests waiting at most; more are refused as busy.
     pub max_queue: usize,
+    /// Workers taking batches from the queue, each running one batch at a time (Triton's
+    /// model instances): with batches that do not pay, more than one keeps every core busy.
+    pub workers: usize,
 }
 
 impl BatchConfig {
     pub fn new(max_batch: usize, max_wait: Duration) -> BatchConfig {
         let max_batch = max_batch.max(1);
-        BatchConfig { max_batch, max_wait, max_queue: (max_batch * 8).max(64) }
+        BatchConfig { max_batch, max_wait, max_queue: (max_batch * 8).max(64), workers: 1 }
     }
 }
 
@@ -70,7 +73,7 @@ struct Job {
 pub struct Batcher {
     cfg: BatchConfig,
     tx: Option<SyncSender<Job>>,
-    worker: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
     stats: Arc<Mutex<BatchStats>>,
 }
 
@@ -78,16 +81,21 @@ pub struct Batcher {
 pub type RunBatch = dyn Fn(&[&[f32]]) -> Result<Vec<Vec<f32>>, String> + Send + Sync;
 
 impl Batcher {
-    /// Starts the worker thread over `run`.
+    /// Starts the worker threads over `run`.
     pub fn start(cfg: BatchConfig, run: Arc<RunBatch>) -> Batcher {
         let (tx, rx) = mpsc::sync_channel::<Job>(cfg.max_queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
         let stats = Arc::new(Mutex::new(BatchStats::default()));
-        let worker_stats = stats.clone();
-        let worker = std::thread::Builder::new()
-            .name("batcher".into())
-            .spawn(move || work(cfg, rx, run, worker_stats))
-            .expect("cannot start the batcher thread");
-        Batcher { cfg, tx: Some(tx), worker: Some(worker), stats }
+        let workers = (0..cfg.workers.max(1))
+            .map(|i| {
+                let (rx, run, stats) = (rx.clone(), run.clone(), stats.clone());
+                std::thread::Builder::new()
+                    .name(format!("batcher-{i}"))
+                    .spawn(move || work(cfg, &rx, &*run, &stats))
+                    .expect("cannot start a batcher thread")
+            })
+            .collect();
+        Batcher { cfg, tx: Some(tx), workers, stats }
     }
 
     pub fn config(&self) -> BatchConfig {
@@ -129,35 +137,21 @@ impl Batcher {
 impl Drop for Batcher {
     fn drop(&mut self) {
         self.tx.take();
-        if let Some(w) = self.worker.take() {
+        for w in self.workers.drain(..) {
             let _ = w.join();
         }
     }
 }
 
-fn work(cfg: BatchConfig, rx: Receiver<Job>, run: Arc<RunBatch>, stats: Arc<Mutex<BatchStats>>) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        let deadline = Instant::now() + cfg.max_wait;
-        while jobs.len() < cfg.max_batch {
-            // Whatever is already queued joins at once; then wait out the rest of max_wait.
-            match rx.try_recv() {
-                Ok(j) => {
-                    jobs.push(j);
-                    continue;
-                }
-                Err(mpsc::TryRecvError::Disconnected) => break,
-                Err(mpsc::TryRecvError::Empty) => {}
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match rx.recv_timeout(left) {
-                Ok(j) => jobs.push(j),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
+/// One worker: takes a batch from the queue (holding the queue only while it gathers), runs
+/// it, answers each request; until every sender is gone.
+fn work(cfg: BatchConfig, rx: &Mutex<Receiver<Job>>, run: &RunBatch, stats: &Mutex<BatchStats>) {
+    loop {
+        let jobs = {
+            let Ok(rx) = rx.lock() else { return };
+            let Ok(first) = rx.recv() else { return };
+            gather(&cfg, &rx, first)
+        };
         let inputs: Vec<&[f32]> = jobs.iter().map(|j| j.input.as_slice()).collect();
         let outcome = run(&inputs);
         if let Ok(mut s) = stats.lock() {
@@ -184,6 +178,32 @@ fn work(cfg: BatchConfig, rx: Receiver<Job>, run: Arc<RunBatch>, stats: Arc<Mute
             }
         }
     }
+}
+
+/// The requests that join `first` in its batch: whatever is queued at once, then whatever
+/// arrives within `max_wait`, up to `max_batch`.
+fn gather(cfg: &BatchConfig, rx: &Receiver<Job>, first: Job) -> Vec<Job> {
+    let mut jobs = vec![first];
+    let deadline = Instant::now() + cfg.max_wait;
+    while jobs.len() < cfg.max_batch {
+        match rx.try_recv() {
+            Ok(j) => {
+                jobs.push(j);
+                continue;
+            }
+            Err(mpsc::TryRecvError::Disconnected) => break,
+            Err(mpsc::TryRecvError::Empty) => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match rx.recv_timeout(left) {
+            Ok(j) => jobs.push(j),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    jobs
 }
 
 #[cfg(test)]
@@ -226,6 +246,31 @@ mod tests {
     }
 
     #[test]
+    fn several_workers_run_batches_at_once() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (r, m) = (running.clone(), most.clone());
+        let run: Arc<RunBatch> = Arc::new(move |inputs: &[&[f32]]| {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+            r.fetch_sub(1, Ordering::SeqCst);
+            Ok(inputs.iter().map(|i| i.to_vec()).collect())
+        });
+        let mut cfg = BatchConfig::new(1, Duration::ZERO);
+        cfg.workers = 2;
+        let b = Arc::new(Batcher::start(cfg, run));
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let b = b.clone();
+                std::thread::spawn(move || b.run(vec![i as f32]).unwrap() == vec![i as f32])
+            })
+            .collect();
+        assert!(handles.into_iter().all(|h| h.join().unwrap()));
+        assert_eq!(most.load(Ordering::SeqCst), 2, "two workers should overlap, never more");
+    }
+
+    #[test]
     fn a_lone_request_waits_at_most_max_wait() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let b = Batcher::start(BatchConfig::new(64, Duration::from_millis(30)), doubling(sizes, Duration::ZERO));
@@ -247,7 +292,7 @@ mod tests {
             let _wait = g.lock().unwrap();
             Ok(inputs.iter().map(|i| i.to_vec()).collect())
         });
-        let cfg = BatchConfig { max_batch: 1, max_wait: Duration::ZERO, max_queue: 2 };
+        let cfg = BatchConfig { max_batch: 1, max_wait: Duration::ZERO, max_queue: 2, workers: 1 };
         let b = Arc::new(Batcher::start(cfg, run));
         // One request runs (held at the gate) ...
         let b0 = b.clone();

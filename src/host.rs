@@ -67,10 +67,20 @@ impl Host {
     }
 
     /// Runs every request through a dynamic batcher from now on. Load the model with
-    /// `Model::load_batched` for batches to run in one pass.
-    pub fn with_batching(mut self, cfg: BatchConfig) -> Host {
-        if let Err(e) = self.model.runner.warm_batches(cfg.max_batch) {
-            log::warn!("cannot prepare batches of up to {}: {e}", cfg.max_batch);
+    /// `Model::load_batched` for batches to run in one pass. Batches larger than the runner
+    /// finds worth running (timed at start) are not formed: with none worth it, the batcher
+    /// still queues and bounds the work, running one input at a time on `cfg.workers`.
+    pub fn with_batching(mut self, mut cfg: BatchConfig) -> Host {
+        match self.model.runner.warm_batches(cfg.max_batch) {
+            Ok(best) if best < cfg.max_batch => {
+                log::info!(
+                    "batches larger than {best} run no input faster here: batching at most {best} (asked {})",
+                    cfg.max_batch
+                );
+                cfg.max_batch = best.max(1);
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("cannot prepare batches of up to {}: {e}", cfg.max_batch),
         }
         let model = self.model.clone();
         self.batcher = Some(Batcher::start(

@@ -247,7 +247,7 @@ struct HostArgs {
     /// for Triton's clients, KServe and devices with an `oip+http://` link.
     #[arg(long, value_name = "ADDR:PORT")]
     oip_listen: Option<String>,
-    /// Devices served at once over TCP.
+    /// Devices served at once over TCP, and OIP requests taken at once.
     #[arg(long, default_value_t = 64)]
     max_devices: usize,
     /// Dynamic batching: run up to N queued requests (from every device and the OIP endpoint)
@@ -257,6 +257,9 @@ struct HostArgs {
     /// With --batch-max: how long the first request of a batch waits for others.
     #[arg(long, value_name = "MS", default_value_t = 5.0)]
     batch_wait_ms: f64,
+    /// With --batch-max: batches run at once (model instances; default: one per core).
+    #[arg(long, value_name = "N")]
+    batch_workers: Option<usize>,
     /// A pre-shared key devices must present (TCP: in the handshake; OIP: `Authorization:
     /// Bearer`). Prefer the EDGECASCADE_TOKEN variable: arguments show in `ps`.
     #[arg(long, env = "EDGECASCADE_TOKEN", hide_env_values = true)]
@@ -498,8 +501,14 @@ fn serve(args: &HostArgs) -> Result<()> {
     let mut host = Host::new(model).with_token(args.token.clone());
     if batching {
         let wait = Duration::try_from_secs_f64(args.batch_wait_ms.max(0.0) / 1e3).unwrap_or(Duration::from_millis(5));
-        host = host.with_batching(BatchConfig::new(args.batch_max as usize, wait));
-        log::info!("dynamic batching: up to {} requests per batch, waiting at most {wait:?}", args.batch_max);
+        let mut cfg = BatchConfig::new(args.batch_max as usize, wait);
+        cfg.workers = args.batch_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        log::info!(
+            "dynamic batching: up to {} requests per batch, waiting at most {wait:?}, {} worker(s)",
+            args.batch_max,
+            cfg.workers
+        );
+        host = host.with_batching(cfg);
     }
     host.energy = Some(args.energy.start()?);
     if host.token.is_some() {
@@ -516,7 +525,8 @@ fn serve(args: &HostArgs) -> Result<()> {
             println!("edgecascade host: serving {name} over OIP v2 on http://{bound}/v2/models/{name}");
             std::io::stdout().flush()?;
             let (host, stop) = (host.clone(), stop.clone());
-            Some(std::thread::spawn(move || oip::server::serve(host, server, OipConfig::default(), stop)))
+            let cfg = OipConfig { workers: args.max_devices.max(1), ..OipConfig::default() };
+            Some(std::thread::spawn(move || oip::server::serve(host, server, cfg, stop)))
         }
         None => None,
     };

@@ -76,9 +76,10 @@ pub trait ModelRunner: Send + Sync {
     fn run_batch(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, RunError> {
         inputs.iter().map(|i| self.run(i)).collect()
     }
-    /// Prepares whatever batches up to `max` need, so the first ones do not wait for it.
-    fn warm_batches(&self, _max: usize) -> Result<(), RunError> {
-        Ok(())
+    /// Prepares whatever batches up to `max` need, so the first ones do not wait for it, and
+    /// returns the largest batch worth running at once (1: run inputs one at a time).
+    fn warm_batches(&self, _max: usize) -> Result<usize, RunError> {
+        Ok(1)
     }
     /// Multiply-accumulates per inference.
     fn macs(&self) -> u64;
@@ -287,9 +288,9 @@ impl ModelRunner for TractRunner {
     /// same zero inputs: only sizes that run an input faster are used. (tract runs these
     /// depthwise-heavy convolution nets slower per input in batches on the CPUs measured so
     /// far; a batching host then still queues and bounds its work, but runs inputs singly.)
-    fn warm_batches(&self, max: usize) -> Result<(), RunError> {
+    fn warm_batches(&self, max: usize) -> Result<usize, RunError> {
         use std::time::Instant;
-        let Some(b) = &self.batches else { return Ok(()) };
+        let Some(b) = &self.batches else { return Ok(1) };
         let zero = vec![0f32; self.shape.iter().product()];
         let per_input = |n: usize| -> Result<f64, RunError> {
             let plan = self.batch_plan(n)?;
@@ -324,13 +325,12 @@ impl ModelRunner for TractRunner {
             n *= 2;
         }
         b.best.store(chosen, std::sync::atomic::Ordering::Relaxed);
+        // Plans that will not be used only hold memory.
+        b.plans.lock().map_err(|_| RunError::Inference("poisoned".into()))?.retain(|&n, _| n <= chosen);
         if chosen == 1 {
-            log::info!(
-                "{}: batched plans are not faster here; batched requests run one input at a time",
-                b.path.display()
-            );
+            log::info!("{}: batched plans are not faster here; requests run one input at a time", b.path.display());
         }
-        Ok(())
+        Ok(chosen)
     }
 
     fn macs(&self) -> u64 {

@@ -402,8 +402,9 @@ fn cascade_to(last: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Eight devices at once, half over the framed TCP link and half over OIP, against a
-/// batching host: every request gets its own answer (the model's, within float noise of a
-/// batched run), and the host ran fewer executions than requests.
+/// batching host: every request gets its own answer (the model's), counted once. (Whether
+/// batches run together depends on whether they pay on this CPU, timed at the host's start;
+/// the batcher's grouping and the batched runner are tested on their own.)
 #[test]
 fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
     let host = Arc::new(HostProc::start(&["--batch-max", "8", "--batch-wait-ms", "50"], &[]));
@@ -459,5 +460,5 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
         stats["model_stats"][0]["execution_count"].as_u64().unwrap(),
     );
     assert_eq!(inferences, 24);
-    assert!(executions < inferences, "no request was batched: {stats}");
+    assert!(executions >= 1 && executions <= inferences, "{stats}");
 }
