@@ -35,13 +35,35 @@ pub fn set_threads(n: usize) -> usize {
 }
 
 /// The CPU features that decide which of tract's kernels run here (NEON, dot product and
-/// i8mm matrix instructions on arm64; AVX2, FMA, AVX-512 and VNNI on x86_64), e.g. why a Pi 5
-/// (Cortex-A76: dot product) outruns a Pi 4 (Cortex-A72: NEON only) by more than its clock.
+/// i8mm matrix instructions on arm64; AVX2, FMA, AVX-512 and VNNI on x86_64), then the
+/// instruction sets tract itself found and the matrix-product kernels it picks with them, e.g.
+/// why a Pi 5 (Cortex-A76: dot product) and a Pi 4 (Cortex-A72: NEON only) differ:
+/// `aarch64: neon yes, dotprod no, i8mm no, fp16 no; tract isa aarch64: float products
+/// arm64simd_mmm_f32_8x8_gen, int8 products arm64simd_mmm_i32_8x8` on a Pi 4, `dotprod yes` and
+/// the SDOT kernel `arm64simd_mmm_i32_8x8_dot` on a Pi 5.
 pub fn cpu_features() -> String {
     let found = probe_features();
     let list: Vec<String> = found.iter().map(|(n, on)| format!("{n} {}", if *on { "yes" } else { "no" })).collect();
     let list = if list.is_empty() { "no kernel features probed".to_owned() } else { list.join(", ") };
-    format!("{}: {list}", std::env::consts::ARCH)
+    format!("{}: {list}; {}", std::env::consts::ARCH, tract_kernels())
+}
+
+/// The instruction sets tract-linalg probed (its own detection, which `TRACT_CPU_ISA` can edit)
+/// and the kernels its dispatch prefers for a float (f32 accumulator) and an integer (i32
+/// accumulator: int8 operands) matrix product of a convolution's shape. tract runs the QDQ
+/// int8 model's convolutions in float (see FINDINGS), so the float kernel is the one that
+/// carries it; the integer kernel serves integer operators such as QLinearConv.
+fn tract_kernels() -> String {
+    use tract_linalg::{isa, MmmDispatch};
+    let isa = isa::native();
+    let dispatch = MmmDispatch::native();
+    // A pointwise convolution of Lite0's middle blocks: 80 x 480 weights over 14 x 14 pixels.
+    let kernel = |acc: DatumType| {
+        dispatch
+            .preferred_kernel(acc, Some(80), Some(480), Some(196))
+            .map_or_else(|| "tract's generic one".to_owned(), |k| k.name().to_owned())
+    };
+    format!("tract isa {isa:?}: float products {}, int8 products {}", kernel(DatumType::F32), kernel(DatumType::I32))
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -58,7 +80,10 @@ fn probe_features() -> Vec<(&'static str, bool)> {
 
 #[cfg(target_arch = "arm")]
 fn probe_features() -> Vec<(&'static str, bool)> {
-    vec![("neon", cfg!(target_feature = "neon"))]
+    // The armv7 target does not assume NEON at compile time and std cannot probe it on stable:
+    // ask tract, which reads the CPU's hardware capabilities at run time.
+    use tract_linalg::isa::{native, Isa};
+    vec![("neon", native().has(Isa::ArmNeon))]
 }
 
 #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64", target_arch = "arm")))]
@@ -353,5 +378,32 @@ impl ModelRunner for ScriptedRunner {
 
     fn macs(&self) -> u64 {
         self.macs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_features_name_the_features_and_the_kernels_tract_picks() {
+        let s = super::cpu_features();
+        assert!(s.starts_with(std::env::consts::ARCH), "{s}");
+        assert!(s.contains("; tract isa ") && s.contains("float products") && s.contains("int8 products"), "{s}");
+        #[cfg(target_arch = "aarch64")]
+        {
+            // NEON is baseline on aarch64; tract's int8 products take the NEON SDOT kernel when
+            // the CPU has the dot product (a Pi 5's Cortex-A76), never without it (a Pi 4's
+            // Cortex-A72). CPUs with SVE2 (qemu's default `max`) get SVE kernels instead.
+            use std::arch::is_aarch64_feature_detected as has;
+            assert!(s.contains("neon yes"), "{s}");
+            if std::env::var_os("TRACT_DOTPROD_DISABLE").is_none() && std::env::var_os("TRACT_CPU_ISA").is_none() {
+                let dot = has!("dotprod");
+                assert!(s.contains(if dot { "dotprod yes" } else { "dotprod no" }), "{s}");
+                if !dot {
+                    assert!(s.contains("int8 products arm64simd_mmm_i32_8x8") && !s.contains("_dot"), "{s}");
+                } else if !has!("sve2") {
+                    assert!(s.contains("int8 products arm64simd_mmm_i32_8x8_dot"), "{s}");
+                }
+            }
+        }
     }
 }
