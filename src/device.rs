@@ -4,6 +4,10 @@
 //! frames and reconnecting when the host comes back. When the host cannot answer it returns
 //! `StageFailure::Unavailable`, so the cascade answers locally, marked degraded: every input
 //! gets exactly one answer.
+//!
+//! `RemoteStage` is the seam every kind of remote last stage fills: `Remote` here (the framed
+//! link over serial or TCP) and `oip::client::OipRemote` (any Open Inference Protocol v2
+//! server over HTTP). Both share `Backoff` and `LinkReport`.
 
 use crate::cascade::StageFailure;
 use crate::link::{
@@ -33,6 +37,11 @@ pub struct RemoteConfig {
     pub tries: u32,
     /// Ask for every probability (needed to ensemble on the device).
     pub want_probs: bool,
+    /// The host's pre-shared key, when it needs one.
+    pub token: Option<String>,
+    /// How to preprocess for a host that takes tensors (an OIP v2 server): the host model's
+    /// manifest input (mean, std, crop). The size comes from the server's metadata.
+    pub tensor_spec: Option<crate::manifest::InputSpec>,
 }
 
 impl RemoteConfig {
@@ -47,7 +56,87 @@ impl RemoteConfig {
             reply_timeout: Duration::from_secs(5),
             tries: 3,
             want_probs: false,
+            token: None,
+            tensor_spec: None,
         }
+    }
+}
+
+/// What a remote last stage serves, learned when it connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteInfo {
+    pub model: String,
+    pub classes: usize,
+}
+
+/// Why a remote stage could not connect.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The host is there but will not serve this device as configured (a missing or wrong
+    /// token, a model it cannot feed): retrying will not help, the configuration must change.
+    #[error("{0}")]
+    Refused(String),
+    /// The host is not reachable now; inputs are answered locally (degraded) until it is.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// The cascade's last stage reached over a link: the framed link (`Remote`) or an OIP v2
+/// server (`oip::client::OipRemote`).
+pub trait RemoteStage: Send {
+    /// Connects now if not connected (at start, to fail early and learn the host's model).
+    fn connect(&mut self) -> Result<RemoteInfo, ConnectError>;
+    /// Offloads one input and returns the host's logits (log-probabilities). `bytes` are the
+    /// input as read, `img` its decoded pixels. `StageFailure::Unavailable` when the host
+    /// cannot answer: the cascade then answers locally, marked degraded.
+    fn infer(
+        &mut self,
+        bytes: &[u8],
+        img: &RgbImage,
+        spans: &mut Spans,
+        stage: usize,
+        report: &mut LinkReport,
+    ) -> Result<Vec<f32>, StageFailure>;
+    /// True when the link is paced to rehearse a slower one (its times are then modelled).
+    fn is_paced(&self) -> bool;
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// After a request finds no host, the next ones answer locally at once until a backoff
+/// (doubling from 250 ms to 8 s) has passed, instead of each waiting out its own timeouts.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    down_until: Option<Instant>,
+    delay: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { down_until: None, delay: MIN_BACKOFF }
+    }
+}
+
+impl Backoff {
+    /// `Unavailable` while the host is known to be down.
+    pub fn check(&self) -> Result<(), StageFailure> {
+        match self.down_until {
+            Some(until) if Instant::now() < until => Err(StageFailure::Unavailable(format!(
+                "host unreachable; next try in {:.1} s",
+                (until - Instant::now()).as_secs_f64()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
+
+    pub fn failed(&mut self) {
+        self.down_until = Some(Instant::now() + self.delay);
+        self.delay = (self.delay * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -80,14 +169,10 @@ pub struct Remote {
     open: Box<dyn FnMut() -> Result<Box<dyn Stream>, LinkError> + Send>,
     conn: Option<Conn>,
     seq: u64,
-    down_until: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     /// Answers that arrived for a request already answered (duplicates, late replies).
     pub stale: u64,
 }
-
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
 impl Remote {
     /// A remote stage that opens its link from `cfg.addr`.
@@ -101,7 +186,7 @@ impl Remote {
         cfg: RemoteConfig,
         open: impl FnMut() -> Result<Box<dyn Stream>, LinkError> + Send + 'static,
     ) -> Remote {
-        Remote { cfg, open: Box::new(open), conn: None, seq: 0, down_until: None, backoff: MIN_BACKOFF, stale: 0 }
+        Remote { cfg, open: Box::new(open), conn: None, seq: 0, backoff: Backoff::default(), stale: 0 }
     }
 
     pub fn welcome(&self) -> Option<&Welcome> {
@@ -113,7 +198,7 @@ impl Remote {
     }
 
     /// Connects now if not connected (at start, to fail early and learn the host's model).
-    pub fn ensure_connected(&mut self) -> Result<&Welcome, String> {
+    pub fn ensure_connected(&mut self) -> Result<&Welcome, ConnectError> {
         if self.conn.is_none() {
             let conn = self.handshake()?;
             self.conn = Some(conn);
@@ -121,25 +206,31 @@ impl Remote {
         Ok(&self.conn.as_ref().expect("connected").welcome)
     }
 
-    fn handshake(&mut self) -> Result<Conn, String> {
-        let stream = (self.open)().map_err(|e| format!("cannot open link {}: {e}", self.cfg.addr))?;
+    fn handshake(&mut self) -> Result<Conn, ConnectError> {
+        use ConnectError::{Refused, Unreachable};
+        let stream = (self.open)().map_err(|e| Unreachable(format!("cannot open link {}: {e}", self.cfg.addr)))?;
         let mut stream: Box<dyn Stream> = match &self.cfg.shaping {
             Some(s) if s.is_active() => Box::new(Paced::new(stream, s.clone())),
             _ => stream,
         };
-        stream.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| Unreachable(e.to_string()))?;
         let mut reader = FrameReader::new(stream, DEFAULT_MAX_FRAME as usize);
         let hello = Hello::new(self.cfg.device_id.clone(), self.cfg.encodings.clone());
         let deadline = Instant::now() + self.cfg.connect_timeout;
-        write_msg(reader.get_mut(), &Message::Hello(hello.clone())).map_err(|e| format!("handshake: {e}"))?;
+        let sent = match &self.cfg.token {
+            Some(token) => write_msg(reader.get_mut(), &Message::Auth { token: token.clone() }),
+            None => Ok(0),
+        };
+        sent.and_then(|_| write_msg(reader.get_mut(), &Message::Hello(hello.clone())))
+            .map_err(|e| Unreachable(format!("handshake: {e}")))?;
         loop {
             match reader.read_msg() {
                 Ok(Message::Welcome(w)) => {
                     let encoding = w.choose_encoding(&self.cfg.encodings).ok_or_else(|| {
-                        format!(
+                        Refused(format!(
                             "the host accepts none of the encodings {:?} (it takes {:?})",
                             self.cfg.encodings, w.accepts
-                        )
+                        ))
                     })?;
                     reader.set_max_frame(w.agreed_max_frame(&hello) as usize);
                     log::info!(
@@ -153,19 +244,24 @@ impl Remote {
                     );
                     return Ok(Conn { reader, welcome: w, encoding });
                 }
-                Ok(Message::Error(e)) => return Err(format!("host refused the handshake: {e}")),
+                Ok(Message::Error(e)) if e.code == ErrorCode::Unauthorized => {
+                    return Err(Refused(format!("host {} refused the device: {e}", self.cfg.addr)))
+                }
+                Ok(Message::Error(e)) => return Err(Unreachable(format!("host refused the handshake: {e}"))),
                 Ok(_) | Err(LinkError::Frame(_)) => {}
                 Err(LinkError::Timeout) if Instant::now() < deadline => {}
                 Err(LinkError::Timeout) => {
-                    return Err(format!("no answer to the handshake within {:?}", self.cfg.connect_timeout))
+                    return Err(Unreachable(format!(
+                        "no answer to the handshake within {:?}",
+                        self.cfg.connect_timeout
+                    )))
                 }
-                Err(e) => return Err(format!("handshake: {e}")),
+                Err(e) => return Err(Unreachable(format!("handshake: {e}"))),
             }
         }
     }
 
-    /// Offloads one input and returns the host's logits (log-probabilities). `bytes` are the
-    /// input as read, `img` its decoded pixels. Spans: encode, send, wait.
+    /// Offloads one input (see `RemoteStage::infer`). Spans: encode, send, wait.
     pub fn infer(
         &mut self,
         bytes: &[u8],
@@ -175,15 +271,7 @@ impl Remote {
         report: &mut LinkReport,
     ) -> Result<Vec<f32>, StageFailure> {
         report.paced = self.is_paced();
-        if let Some(until) = self.down_until {
-            let now = Instant::now();
-            if now < until {
-                return Err(StageFailure::Unavailable(format!(
-                    "host unreachable; next try in {:.1} s",
-                    (until - now).as_secs_f64()
-                )));
-            }
-        }
+        self.backoff.check()?;
         self.seq += 1;
         let seq = self.seq;
         let mut last_error = String::new();
@@ -191,7 +279,7 @@ impl Remote {
         for attempt in 1..=self.cfg.tries.max(1) {
             report.tries = attempt;
             if let Err(e) = self.ensure_connected() {
-                last_error = e;
+                last_error = e.to_string();
                 break;
             }
             let conn = self.conn.as_mut().expect("connected");
@@ -224,8 +312,7 @@ impl Remote {
             let waited = spans.time("wait", Some(stage), || self.await_answer(seq, report));
             match waited {
                 Ok(answer) => {
-                    self.down_until = None;
-                    self.backoff = MIN_BACKOFF;
+                    self.backoff.succeeded();
                     report.host_ms = Some(answer.host_ms);
                     report.host_decode_ms = Some(answer.host_decode_ms);
                     report.host_infer_ms = Some(answer.host_infer_ms);
@@ -246,8 +333,7 @@ impl Remote {
             log::warn!("link {}: request {seq} try {attempt}: {last_error}", self.cfg.addr);
         }
         self.conn = None;
-        self.down_until = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.backoff.failed();
         Err(StageFailure::Unavailable(format!("no answer from the host after {} tries: {last_error}", report.tries)))
     }
 
@@ -274,6 +360,28 @@ impl Remote {
                 Err(e) => return Err(Wait::Broken(format!("link failed: {e}"))),
             }
         }
+    }
+}
+
+impl RemoteStage for Remote {
+    fn connect(&mut self) -> Result<RemoteInfo, ConnectError> {
+        let w = self.ensure_connected()?;
+        Ok(RemoteInfo { model: w.model.clone(), classes: w.classes as usize })
+    }
+
+    fn infer(
+        &mut self,
+        bytes: &[u8],
+        img: &RgbImage,
+        spans: &mut Spans,
+        stage: usize,
+        report: &mut LinkReport,
+    ) -> Result<Vec<f32>, StageFailure> {
+        Remote::infer(self, bytes, img, spans, stage, report)
+    }
+
+    fn is_paced(&self) -> bool {
+        Remote::is_paced(self)
     }
 }
 

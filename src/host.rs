@@ -2,8 +2,11 @@
 //! connection is a byte stream (a serial port, a TCP socket, a PTY) read through the framing
 //! codec; every request is validated against the model's input before it runs, and anything
 //! malformed gets an error reply while the host keeps serving. Over TCP each device gets its
-//! own thread, up to a bound.
+//! own thread, up to a bound. With a batcher, requests from every connection (and from the
+//! OIP endpoint, `oip::server`) run through the model together in batches. With a token, a
+//! connection must present it (`Auth`) before anything else.
 
+use crate::batch::{BatchConfig, BatchError, Batcher};
 use crate::link::{
     write_msg, Encoding, ErrorCode, ErrorMsg, FrameError, FrameReader, InferRequest, InferResponse, InputSpec,
     LinkError, Message, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
@@ -24,9 +27,16 @@ pub const HOST_ENCODINGS: [Encoding; 3] = [Encoding::Original, Encoding::CropJpe
 pub const TOP_K: usize = 5;
 
 pub struct Host {
-    pub model: Model,
+    pub model: Arc<Model>,
     pub host_id: String,
     pub max_frame: u32,
+    /// Runs requests in batches when set; otherwise each runs on its connection's thread.
+    pub batcher: Option<Batcher>,
+    /// The pre-shared key devices must present, when set.
+    pub token: Option<String>,
+    /// Inputs run and model executions (batches) when not batching; the batcher counts its own.
+    inferences: std::sync::atomic::AtomicU64,
+    executions: std::sync::atomic::AtomicU64,
     /// The host's power sensor, when it has one: each answer then carries the energy the host
     /// drew during the request (whole-board energy, so requests served at the same time each
     /// count the overlap). An estimate is not sent: `host_mj` is for measured figures only.
@@ -44,7 +54,86 @@ pub struct ConnStats {
 impl Host {
     pub fn new(model: Model) -> Host {
         let host_id = format!("edgecascade-host-{}", std::process::id());
-        Host { model, host_id, max_frame: DEFAULT_MAX_FRAME, energy: None }
+        Host {
+            model: Arc::new(model),
+            host_id,
+            max_frame: DEFAULT_MAX_FRAME,
+            batcher: None,
+            token: None,
+            inferences: Default::default(),
+            executions: Default::default(),
+            energy: None,
+        }
+    }
+
+    /// Runs every request through a dynamic batcher from now on. Load the model with
+    /// `Model::load_batched` for batches to run in one pass. Batches larger than the runner
+    /// finds worth running (timed at start) are not formed: with none worth it, the batcher
+    /// still queues and bounds the work, running one input at a time on `cfg.workers`.
+    pub fn with_batching(mut self, mut cfg: BatchConfig) -> Host {
+        match self.model.runner.warm_batches(cfg.max_batch) {
+            Ok(best) if best < cfg.max_batch => {
+                log::info!(
+                    "batches larger than {best} run no input faster here: batching at most {best} (asked {})",
+                    cfg.max_batch
+                );
+                cfg.max_batch = best.max(1);
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("cannot prepare batches of up to {}: {e}", cfg.max_batch),
+        }
+        let model = self.model.clone();
+        self.batcher = Some(Batcher::start(
+            cfg,
+            Arc::new(move |inputs: &[&[f32]]| model.runner.run_batch(inputs).map_err(|e| e.to_string())),
+        ));
+        self
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Host {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// True when `presented` may talk to this host: no token is needed, or it is the token.
+    /// Compared in constant time.
+    pub fn admits(&self, presented: Option<&str>) -> bool {
+        match (&self.token, presented) {
+            (None, _) => true,
+            (Some(want), Some(got)) => {
+                let (a, b) = (want.as_bytes(), got.as_bytes());
+                a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+            }
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Runs preprocessed inputs through the model, in the batcher when there is one, and
+    /// returns their raw outputs in order.
+    pub fn execute(&self, inputs: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, (ErrorCode, String)> {
+        match &self.batcher {
+            Some(b) => b.run_all(inputs).map_err(|e| match e {
+                BatchError::Busy(_) => (ErrorCode::Busy, e.to_string()),
+                BatchError::Closed | BatchError::Run(_) => (ErrorCode::Internal, e.to_string()),
+            }),
+            None => {
+                self.inferences.fetch_add(inputs.len() as u64, Ordering::Relaxed);
+                self.executions.fetch_add(1, Ordering::Relaxed);
+                let refs: Vec<&[f32]> = inputs.iter().map(|i| i.as_slice()).collect();
+                self.model.runner.run_batch(&refs).map_err(|e| (ErrorCode::Internal, e.to_string()))
+            }
+        }
+    }
+
+    /// Inputs run so far and model executions they took (fewer when batched).
+    pub fn counts(&self) -> (u64, u64) {
+        match &self.batcher {
+            Some(b) => {
+                let s = b.stats();
+                (s.requests, s.batches)
+            }
+            None => (self.inferences.load(Ordering::Relaxed), self.executions.load(Ordering::Relaxed)),
+        }
     }
 
     pub fn welcome(&self) -> Welcome {
@@ -65,8 +154,30 @@ impl Host {
     pub fn serve<S: Read + Write>(&self, stream: S, peer: &str, stop: &AtomicBool) -> ConnStats {
         let mut reader = FrameReader::new(stream, self.max_frame as usize);
         let mut stats = ConnStats::default();
+        let mut authed = self.token.is_none();
         while !stop.load(Ordering::Relaxed) {
             let reply = match reader.read_msg() {
+                Ok(Message::Auth { token }) => {
+                    authed = self.admits(Some(&token));
+                    if authed {
+                        continue;
+                    }
+                    stats.errors += 1;
+                    log::warn!("{peer}: refused: wrong token");
+                    let _ = write_msg(
+                        reader.get_mut(),
+                        &Message::Error(ErrorMsg::new(None, ErrorCode::Unauthorized, "wrong token")),
+                    );
+                    break;
+                }
+                Ok(msg) if !authed => {
+                    stats.errors += 1;
+                    log::warn!("{peer}: refused: sent {} without the token this host needs", msg.kind());
+                    let why = "this host needs a token: give the device the host's --token (or EDGECASCADE_TOKEN)";
+                    let _ =
+                        write_msg(reader.get_mut(), &Message::Error(ErrorMsg::new(None, ErrorCode::Unauthorized, why)));
+                    break;
+                }
                 Ok(msg) => self.handle(msg, peer, &mut stats),
                 Err(LinkError::Timeout) => continue,
                 Err(LinkError::Closed) => {
@@ -178,7 +289,7 @@ impl Host {
         };
         let input = preprocess::normalise(&crop, spec.mean, spec.std, spec.layout);
         let decoded = start.elapsed();
-        let out = self.model.runner.run(&input).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        let out = self.execute(vec![input])?.pop().unwrap_or_default();
         let inferred = start.elapsed();
         let host_mj = self.energy.as_ref().and_then(|e| {
             let used = e.attribute(start, Instant::now());

@@ -14,6 +14,7 @@
 //! - energy: `board` (profiles from boards/*.toml, detection, `SysRoot`), `energy` (the
 //!   `EnergyMeter` readers per sensor, the sampler, attribution to spans, `bench`).
 
+pub mod batch;
 pub mod board;
 pub mod cache;
 pub mod calibrate;
@@ -29,6 +30,7 @@ pub mod inputs;
 pub mod link;
 pub mod manifest;
 pub mod model;
+pub mod oip;
 pub mod pipeline;
 pub mod plot;
 pub mod policy;

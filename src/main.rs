@@ -4,10 +4,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use edgecascade::batch::BatchConfig;
 use edgecascade::board;
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
 use edgecascade::dataset;
-use edgecascade::device::{Remote, RemoteConfig};
+use edgecascade::device::{ConnectError, Remote, RemoteConfig, RemoteStage};
 use edgecascade::energy::{self, EnergyContext};
 use edgecascade::eval;
 use edgecascade::host::{self, Host};
@@ -15,6 +16,7 @@ use edgecascade::inputs::{self, Input};
 use edgecascade::link::{Encoding, LinkAddr, Shaping};
 use edgecascade::manifest::Manifest;
 use edgecascade::model::Model;
+use edgecascade::oip::{self, client::OipRemote, server::OipConfig};
 use edgecascade::pipeline::Pipeline;
 use edgecascade::policy::Metric;
 use edgecascade::session::{self, Sink, Summary};
@@ -61,26 +63,11 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
-    /// Serve the cascade's last stage (the large model) to devices over a link.
+    /// Serve the cascade's last stage (the large model) to devices over a link, and/or over
+    /// the Open Inference Protocol v2 (HTTP).
     Host {
-        /// Cascade configuration whose last stage is served (default: ./cascade.toml).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Serve this model manifest instead of the config's last stage.
-        #[arg(long, value_name = "MANIFEST")]
-        model: Option<PathBuf>,
-        /// A serial link to serve, `serial:/dev/ttyUSB0?baud=921600`.
-        #[arg(long, value_name = "LINK", conflicts_with = "listen", required_unless_present = "listen")]
-        link: Option<LinkAddr>,
-        /// Listen for devices over TCP, `tcp:ADDR:PORT` (loopback unless you name another address).
-        #[arg(long, value_name = "tcp:ADDR:PORT")]
-        listen: Option<LinkAddr>,
-        /// Devices served at once over TCP.
-        #[arg(long, default_value_t = 64)]
-        max_devices: usize,
-        /// The host's board: with a power sensor, each answer carries the host's energy.
         #[command(flatten)]
-        energy: EnergyArgs,
+        host: HostArgs,
     },
     /// Run the cascade on this device, offloading unsure inputs to a host over a link.
     Run {
@@ -241,6 +228,47 @@ struct DeviceArgs {
     json: bool,
 }
 
+/// The host's model, links and limits.
+#[derive(Args)]
+struct HostArgs {
+    /// Cascade configuration whose last stage is served (default: ./cascade.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Serve this model manifest instead of the config's last stage.
+    #[arg(long, value_name = "MANIFEST")]
+    model: Option<PathBuf>,
+    /// A serial link to serve, `serial:/dev/ttyUSB0?baud=921600`.
+    #[arg(long, value_name = "LINK", conflicts_with = "listen", required_unless_present_any = ["listen", "oip_listen"])]
+    link: Option<LinkAddr>,
+    /// Listen for devices over TCP, `tcp:ADDR:PORT` (loopback unless you name another address).
+    #[arg(long, value_name = "tcp:ADDR:PORT")]
+    listen: Option<LinkAddr>,
+    /// Serve the Open Inference Protocol v2 over HTTP on ADDR:PORT (a bare port: loopback),
+    /// for Triton's clients, KServe and devices with an `oip+http://` link.
+    #[arg(long, value_name = "ADDR:PORT")]
+    oip_listen: Option<String>,
+    /// Devices served at once over TCP, and OIP requests taken at once.
+    #[arg(long, default_value_t = 64)]
+    max_devices: usize,
+    /// Dynamic batching: run up to N queued requests (from every device and the OIP endpoint)
+    /// through the model at once; 1 turns batching off.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    batch_max: u32,
+    /// With --batch-max: how long the first request of a batch waits for others.
+    #[arg(long, value_name = "MS", default_value_t = 5.0)]
+    batch_wait_ms: f64,
+    /// With --batch-max: batches run at once (model instances; default: one per core).
+    #[arg(long, value_name = "N")]
+    batch_workers: Option<usize>,
+    /// A pre-shared key devices must present (TCP: in the handshake; OIP: `Authorization:
+    /// Bearer`). Prefer the EDGECASCADE_TOKEN variable: arguments show in `ps`.
+    #[arg(long, env = "EDGECASCADE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The host's board: with a power sensor, each answer carries the host's energy.
+    #[command(flatten)]
+    energy: EnergyArgs,
+}
+
 /// How the device uses its link.
 #[derive(Args)]
 struct LinkArgs {
@@ -259,6 +287,9 @@ struct LinkArgs {
     /// Sends per request before answering locally, degraded.
     #[arg(long, default_value_t = 3)]
     tries: u32,
+    /// The host's pre-shared key, when it needs one (or set EDGECASCADE_TOKEN).
+    #[arg(long, env = "EDGECASCADE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 impl LinkArgs {
@@ -274,7 +305,26 @@ impl LinkArgs {
         c.reply_timeout = Duration::from_millis(self.reply_timeout_ms);
         c.tries = self.tries;
         c.want_probs = ensemble;
+        c.token = self.token.clone().filter(|t| !t.is_empty());
         c
+    }
+
+    /// The remote last stage for `addr`: the framed link, or an OIP v2 server, which takes
+    /// tensors made as the config's last stage's manifest says.
+    fn remote(&self, addr: LinkAddr, config: &CascadeConfig) -> Result<Box<dyn RemoteStage>> {
+        let mut c = self.remote_config(addr, config.ensemble);
+        Ok(match &c.addr {
+            LinkAddr::Oip { .. } => {
+                let last = &config.stages.last().expect("a config has a stage").model;
+                c.tensor_spec = Some(
+                    Manifest::load(last)
+                        .with_context(|| format!("the OIP link needs the host model's manifest {}", last.display()))?
+                        .input,
+                );
+                Box::new(OipRemote::new(c).map_err(anyhow::Error::msg)?)
+            }
+            _ => Box::new(Remote::new(c)),
+        })
     }
 }
 
@@ -330,9 +380,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classify { cascade, energy, paths, json } => classify(&cascade, &energy, &paths, json),
         Command::Demo { device, data } => demo(&device, data.as_deref()),
-        Command::Host { config, model, link, listen, max_devices, energy } => {
-            serve(config, model.as_deref(), link, listen, max_devices, &energy).map(|()| 0)
-        }
+        Command::Host { host } => serve(&host).map(|()| 0),
         Command::Run { device, addr, paths, watch, max_inputs, idle_exit } => {
             let watch = watch.map(|dir| (dir, max_inputs, idle_exit.map(Duration::from_secs_f64)));
             run_device(&device, addr, &paths, watch)
@@ -434,46 +482,69 @@ fn open_log(path: Option<&Path>) -> Result<Option<Box<dyn Write>>> {
     Ok(Some(Box::new(f)))
 }
 
-/// The host model: `--model`, or the config's last stage.
-fn host_model(config: Option<PathBuf>, model: Option<&Path>) -> Result<Model> {
-    let manifest = match model {
+/// The host model's manifest: `--model`, or the config's last stage.
+fn host_manifest(config: Option<PathBuf>, model: Option<&Path>) -> Result<PathBuf> {
+    Ok(match model {
         Some(m) => m.to_owned(),
         None => {
             let args = CascadeArgs { config, threshold: None, metric: None, ensemble: false };
             args.resolve()?.stages.last().expect("a config has a stage").model.clone()
         }
-    };
-    Ok(Model::load(&manifest)?)
+    })
 }
 
 /// Runs `host` until killed.
-fn serve(
-    config: Option<PathBuf>,
-    model: Option<&Path>,
-    link: Option<LinkAddr>,
-    listen: Option<LinkAddr>,
-    max_devices: usize,
-    energy: &EnergyArgs,
-) -> Result<()> {
-    let mut host = Host::new(host_model(config, model)?);
-    host.energy = Some(energy.start()?);
+fn serve(args: &HostArgs) -> Result<()> {
+    let batching = args.batch_max > 1;
+    let manifest = host_manifest(args.config.clone(), args.model.as_deref())?;
+    let model = if batching { Model::load_batched(&manifest)? } else { Model::load(&manifest)? };
+    let mut host = Host::new(model).with_token(args.token.clone());
+    if batching {
+        let wait = Duration::try_from_secs_f64(args.batch_wait_ms.max(0.0) / 1e3).unwrap_or(Duration::from_millis(5));
+        let mut cfg = BatchConfig::new(args.batch_max as usize, wait);
+        cfg.workers = args.batch_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        log::info!(
+            "dynamic batching: up to {} requests per batch, waiting at most {wait:?}, {} worker(s)",
+            args.batch_max,
+            cfg.workers
+        );
+        host = host.with_batching(cfg);
+    }
+    host.energy = Some(args.energy.start()?);
+    if host.token.is_some() {
+        log::info!("devices must present the token (TCP handshake, OIP bearer)");
+    }
     let host = Arc::new(host);
     let stop = Arc::new(AtomicBool::new(false));
-    match (link, listen) {
-        (_, Some(LinkAddr::Tcp { addr })) => {
-            let listener = std::net::TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
-            // The ready line: scripts and tests read the bound port from it (`--listen tcp:127.0.0.1:0`).
-            println!("edgecascade host: serving {} on tcp:{}", host.model.name(), listener.local_addr()?);
+    let name = host.model.name().to_owned();
+    let oip = match &args.oip_listen {
+        Some(addr) => {
+            let server = oip::server::bind(addr).map_err(anyhow::Error::msg)?;
+            let bound = server.server_addr().to_ip().map_or_else(|| addr.clone(), |a| a.to_string());
+            // The ready line: scripts and tests read the bound port from it (`--oip-listen 127.0.0.1:0`).
+            println!("edgecascade host: serving {name} over OIP v2 on http://{bound}/v2/models/{name}");
             std::io::stdout().flush()?;
-            host::serve_tcp(host, listener, max_devices, stop)?;
+            let (host, stop) = (host.clone(), stop.clone());
+            let cfg = OipConfig { workers: args.max_devices.max(1), ..OipConfig::default() };
+            Some(std::thread::spawn(move || oip::server::serve(host, server, cfg, stop)))
+        }
+        None => None,
+    };
+    match (&args.link, &args.listen) {
+        (_, Some(LinkAddr::Tcp { addr })) => {
+            let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+            // The ready line: scripts and tests read the bound port from it (`--listen tcp:127.0.0.1:0`).
+            println!("edgecascade host: serving {name} on tcp:{}", listener.local_addr()?);
+            std::io::stdout().flush()?;
+            host::serve_tcp(host, listener, args.max_devices, stop)?;
             Ok(())
         }
         (_, Some(other)) => bail!("--listen takes tcp:ADDR:PORT, not {other}"),
         (Some(addr @ LinkAddr::Serial { .. }), None) => {
-            println!("edgecascade host: serving {} on {addr}", host.model.name());
+            println!("edgecascade host: serving {name} on {addr}");
             std::io::stdout().flush()?;
             loop {
-                match edgecascade::link::connect(&addr, Duration::from_secs(2)) {
+                match edgecascade::link::connect(addr, Duration::from_secs(2)) {
                     Ok(mut port) => {
                         port.set_read_timeout(Some(Duration::from_millis(250)))?;
                         let stats = host.serve(port, &addr.to_string(), &stop);
@@ -492,29 +563,39 @@ fn serve(
         (Some(other), None) => {
             bail!("--link takes serial:PATH?baud=B (use --listen tcp:ADDR:PORT for TCP), not {other}")
         }
-        (None, None) => bail!("give --link serial:PATH or --listen tcp:ADDR:PORT"),
+        (None, None) => match oip {
+            Some(t) => t.join().map_err(|_| anyhow::anyhow!("the OIP endpoint failed")),
+            None => bail!("give --link serial:PATH, --listen tcp:ADDR:PORT or --oip-listen ADDR:PORT"),
+        },
     }
 }
 
 /// The device pipeline over `remote`: every stage but the last loaded here.
-fn device_pipeline(args: &CascadeArgs, mut remote: Remote) -> Result<Pipeline> {
+fn device_pipeline(args: &CascadeArgs, mut remote: Box<dyn RemoteStage>) -> Result<Pipeline> {
     let config = args.resolve()?;
     if config.stages.len() < 2 {
         bail!("{}: offloading needs at least two stages (the last one runs on the host)", config.path.display());
     }
-    let name = match remote.ensure_connected() {
-        Ok(w) => w.model.clone(),
-        Err(e) => {
+    let info = match remote.connect() {
+        Ok(info) => Some(info),
+        Err(ConnectError::Refused(e)) => bail!("{e}"),
+        Err(ConnectError::Unreachable(e)) => {
             log::warn!("{e}; answering locally (degraded) until the host answers");
+            None
+        }
+    };
+    let name = match &info {
+        Some(i) => i.model.clone(),
+        None => {
             let last = &config.stages.last().expect("two stages").model;
             Manifest::load(last).map_or_else(|_| "host".to_owned(), |m| m.name)
         }
     };
     let pipeline = Pipeline::offloading(config, remote, name)?;
-    if let Some(w) = pipeline.remote.as_ref().and_then(|r| r.welcome()) {
+    if let Some(i) = info {
         let local = pipeline.models[0].classes.len();
-        if w.classes as usize != local {
-            bail!("the host's model {} has {} classes, the device's {local}", w.model, w.classes);
+        if i.classes != local {
+            bail!("the host's model {} has {} classes, the device's {local}", i.model, i.classes);
         }
     }
     Ok(pipeline)
@@ -540,8 +621,7 @@ fn run_device(
         }
         None => Box::new(inputs::Files::new(dataset::collect_inputs(paths)?)),
     };
-    let ensemble = args.ensemble || args.resolve()?.ensemble;
-    let remote = Remote::new(link.remote_config(addr, ensemble));
+    let remote = link.remote(addr, &args.resolve()?)?;
     let mut pipeline = device_pipeline(args, remote)?;
     pipeline.energy = Some(energy.start()?);
     let mut out = std::io::stdout().lock();
@@ -594,7 +674,7 @@ fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
             host.serve(port, &pty, &stop)
         });
         let result = (|| -> Result<usize> {
-            let mut pipeline = device_pipeline(args, remote)?;
+            let mut pipeline = device_pipeline(args, Box::new(remote))?;
             pipeline.energy = Some(energy.start()?);
             if !json {
                 writeln!(

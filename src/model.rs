@@ -28,9 +28,23 @@ pub struct Model {
 impl Model {
     /// Loads the manifest at `path`, then its classes and ONNX model, and checks they agree.
     pub fn load(path: &Path) -> Result<Model, ModelError> {
+        Self::load_as(path, false)
+    }
+
+    /// As `load`, with the model prepared to run batches in one pass (for a batching host).
+    pub fn load_batched(path: &Path) -> Result<Model, ModelError> {
+        Self::load_as(path, true)
+    }
+
+    fn load_as(path: &Path, batched: bool) -> Result<Model, ModelError> {
         let manifest = Manifest::load(path)?;
         let classes = manifest.load_classes()?;
-        let runner = TractRunner::load(&manifest.onnx, &manifest.input.shape())?;
+        let shape = manifest.input.shape();
+        let runner = if batched {
+            TractRunner::load_batched(&manifest.onnx, &shape)?
+        } else {
+            TractRunner::load(&manifest.onnx, &shape)?
+        };
         if runner.outputs() != classes.len() {
             return Err(ModelError::ClassCount {
                 manifest: manifest.path.clone(),

@@ -1,12 +1,12 @@
 //! The cascade as it runs on one input: the stages whose models are loaded here, and
-//! optionally a last stage on a host behind a link (`device::Remote`). Turns an encoded image
+//! optionally a last stage on a host behind a link (`device::RemoteStage`). Turns an encoded image
 //! into an `Answer` (class, confidence, the stage that answered, per-span times, MACs spent,
 //! what the link did). `classify`, `run` and `demo` all answer through `Pipeline::answer`;
 //! `eval` uses its models and the same cascade driver over cached logits.
 
 use crate::cascade::{self, StageFailure};
 use crate::config::CascadeConfig;
-use crate::device::{LinkReport, Remote};
+use crate::device::{LinkReport, RemoteStage};
 use crate::model::{Model, ModelError};
 use crate::policy::{Metric, StagePolicy};
 use crate::preprocess;
@@ -44,7 +44,7 @@ pub struct Pipeline {
     /// The models of the stages that run here, in order.
     pub models: Vec<Model>,
     /// The last stage, when it runs on a host.
-    pub remote: Option<Remote>,
+    pub remote: Option<Box<dyn RemoteStage>>,
     pub policies: Vec<StagePolicy>,
     /// Every stage's model name, the remote one included.
     pub names: Vec<String>,
@@ -60,11 +60,15 @@ impl Pipeline {
 
     /// Loads the models of every stage but the last, which `remote` serves. `remote_name`
     /// names the host's model.
-    pub fn offloading(config: CascadeConfig, remote: Remote, remote_name: String) -> Result<Pipeline, ModelError> {
+    pub fn offloading(
+        config: CascadeConfig,
+        remote: Box<dyn RemoteStage>,
+        remote_name: String,
+    ) -> Result<Pipeline, ModelError> {
         Self::load(config, Some((remote, remote_name)))
     }
 
-    fn load(config: CascadeConfig, remote: Option<(Remote, String)>) -> Result<Pipeline, ModelError> {
+    fn load(config: CascadeConfig, remote: Option<(Box<dyn RemoteStage>, String)>) -> Result<Pipeline, ModelError> {
         let local = config.stages.len() - remote.is_some() as usize;
         let models = config.stages[..local].iter().map(|s| Model::load(&s.model)).collect::<Result<Vec<_>, _>>()?;
         for m in models.iter().skip(1) {

@@ -35,13 +35,35 @@ pub fn set_threads(n: usize) -> usize {
 }
 
 /// The CPU features that decide which of tract's kernels run here (NEON, dot product and
-/// i8mm matrix instructions on arm64; AVX2, FMA, AVX-512 and VNNI on x86_64), e.g. why a Pi 5
-/// (Cortex-A76: dot product) outruns a Pi 4 (Cortex-A72: NEON only) by more than its clock.
+/// i8mm matrix instructions on arm64; AVX2, FMA, AVX-512 and VNNI on x86_64), then the
+/// instruction sets tract itself found and the matrix-product kernels it picks with them, e.g.
+/// why a Pi 5 (Cortex-A76: dot product) and a Pi 4 (Cortex-A72: NEON only) differ:
+/// `aarch64: neon yes, dotprod no, i8mm no, fp16 no; tract isa aarch64: float products
+/// arm64simd_mmm_f32_8x8_gen, int8 products arm64simd_mmm_i32_8x8` on a Pi 4, `dotprod yes` and
+/// the SDOT kernel `arm64simd_mmm_i32_8x8_dot` on a Pi 5.
 pub fn cpu_features() -> String {
     let found = probe_features();
     let list: Vec<String> = found.iter().map(|(n, on)| format!("{n} {}", if *on { "yes" } else { "no" })).collect();
     let list = if list.is_empty() { "no kernel features probed".to_owned() } else { list.join(", ") };
-    format!("{}: {list}", std::env::consts::ARCH)
+    format!("{}: {list}; {}", std::env::consts::ARCH, tract_kernels())
+}
+
+/// The instruction sets tract-linalg probed (its own detection, which `TRACT_CPU_ISA` can edit)
+/// and the kernels its dispatch prefers for a float (f32 accumulator) and an integer (i32
+/// accumulator: int8 operands) matrix product of a convolution's shape. tract runs the QDQ
+/// int8 model's convolutions in float (see FINDINGS), so the float kernel is the one that
+/// carries it; the integer kernel serves integer operators such as QLinearConv.
+fn tract_kernels() -> String {
+    use tract_linalg::{isa, MmmDispatch};
+    let isa = isa::native();
+    let dispatch = MmmDispatch::native();
+    // A pointwise convolution of Lite0's middle blocks: 80 x 480 weights over 14 x 14 pixels.
+    let kernel = |acc: DatumType| {
+        dispatch
+            .preferred_kernel(acc, Some(80), Some(480), Some(196))
+            .map_or_else(|| "tract's generic one".to_owned(), |k| k.name().to_owned())
+    };
+    format!("tract isa {isa:?}: float products {}, int8 products {}", kernel(DatumType::F32), kernel(DatumType::I32))
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -58,7 +80,10 @@ fn probe_features() -> Vec<(&'static str, bool)> {
 
 #[cfg(target_arch = "arm")]
 fn probe_features() -> Vec<(&'static str, bool)> {
-    vec![("neon", cfg!(target_feature = "neon"))]
+    // The armv7 target does not assume NEON at compile time and std cannot probe it on stable:
+    // ask tract, which reads the CPU's hardware capabilities at run time.
+    use tract_linalg::isa::{native, Isa};
+    vec![("neon", native().has(Isa::ArmNeon))]
 }
 
 #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64", target_arch = "arm")))]
@@ -66,10 +91,21 @@ fn probe_features() -> Vec<(&'static str, bool)> {
     Vec::new()
 }
 
-/// Runs a model on one input at a time (batch 1).
+/// Runs a model on one input, or on a batch of inputs.
 pub trait ModelRunner: Send + Sync {
     /// Runs one input (flat, in the shape given at load) and returns the flat first output.
     fn run(&self, input: &[f32]) -> Result<Vec<f32>, RunError>;
+    /// Runs several inputs, each shaped as for `run`, and returns one output per input. The
+    /// default runs them one at a time; a runner loaded for batches stacks them along the
+    /// first axis and runs them in one pass.
+    fn run_batch(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, RunError> {
+        inputs.iter().map(|i| self.run(i)).collect()
+    }
+    /// Prepares whatever batches up to `max` need, so the first ones do not wait for it, and
+    /// returns the largest batch worth running at once (1: run inputs one at a time).
+    fn warm_batches(&self, _max: usize) -> Result<usize, RunError> {
+        Ok(1)
+    }
     /// Multiply-accumulates per inference.
     fn macs(&self) -> u64;
 }
@@ -80,49 +116,133 @@ pub struct TractRunner {
     shape: Vec<usize>,
     macs: u64,
     outputs: usize,
+    /// Loaded for batches: a plan per batch size.
+    batches: Option<Batches>,
+}
+
+/// tract optimises best for fixed shapes (a symbolic batch axis ran batch 1 about 5x slower
+/// here), so a runner loaded for batches keeps one plan per batch size, built on first use
+/// (or by `warm_batches`), and runs a batch as power-of-two chunks.
+struct Batches {
+    path: PathBuf,
+    plans: std::sync::Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
+    /// The largest batch size whose plan, measured by `warm_batches`, runs an input faster
+    /// than single runs do; 1 when none does (then batches run one input at a time).
+    best: std::sync::atomic::AtomicUsize,
 }
 
 impl TractRunner {
     /// Loads `path`, fixes its input to `shape` (failing if the graph declares another), counts
     /// its multiply-accumulates and optimises it.
     pub fn load(path: &Path, shape: &[usize]) -> Result<TractRunner, RunError> {
-        if !path.is_file() {
-            return Err(RunError::Missing { path: path.to_owned() });
-        }
-        let not_onnx = |e: TractError| RunError::NotOnnx { path: path.to_owned(), msg: format!("{e:#}") };
-        let bad_shape = |msg: String| RunError::Shape { path: path.to_owned(), msg };
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(not_onnx)?;
-        if model.input_outlets().map_err(not_onnx)?.len() != 1 {
-            return Err(bad_shape("it does not have exactly one input".into()));
-        }
-        let declared = model.input_fact(0).map_err(not_onnx)?.clone();
-        let dims: Vec<Option<i64>> =
-            declared.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok())).collect();
-        let matches =
-            dims.len() == shape.len() && dims.iter().zip(shape).all(|(d, &s)| d.is_none_or(|d| d == s as i64));
-        if declared.shape.dims().next().is_some() && !matches {
-            let shown: Vec<String> = dims.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
-            return Err(bad_shape(format!("the graph's input is [{}], the manifest says {shape:?}", shown.join(","))));
-        }
-        model.set_input_fact(0, f32::fact(shape).into()).map_err(not_onnx)?;
+        Self::load_as(path, shape, false)
+    }
+
+    /// As `load`, but ready to run batches (the first axis of `shape` free): for a host that
+    /// batches requests.
+    pub fn load_batched(path: &Path, shape: &[usize]) -> Result<TractRunner, RunError> {
+        Self::load_as(path, shape, true)
+    }
+
+    fn load_as(path: &Path, shape: &[usize], batched: bool) -> Result<TractRunner, RunError> {
+        let typed = typed_model(path, shape, batched)?;
         let prepare = |e: TractError| RunError::Prepare { path: path.to_owned(), msg: format!("{e:#}") };
-        let typed = model.into_typed().and_then(|m| m.into_decluttered()).map_err(prepare)?;
         let macs = count_macs(&typed).map_err(prepare)?;
-        let outputs = typed
-            .output_fact(0)
-            .map_err(prepare)?
-            .shape
-            .as_concrete()
-            .map(|s| s.iter().product())
-            .ok_or_else(|| bad_shape("the output's shape is not fixed".into()))?;
+        let outputs =
+            typed.output_fact(0).map_err(prepare)?.shape.as_concrete().map(|s| s.iter().product()).ok_or_else(
+                || RunError::Shape { path: path.to_owned(), msg: "the output's shape is not fixed".into() },
+            )?;
         let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(prepare)?;
-        Ok(TractRunner { plan, shape: shape.to_vec(), macs, outputs })
+        let batches = batched.then(|| Batches {
+            path: path.to_owned(),
+            plans: std::sync::Mutex::new(HashMap::from([(1, plan.clone())])),
+            best: std::sync::atomic::AtomicUsize::new(usize::MAX),
+        });
+        Ok(TractRunner { plan, shape: shape.to_vec(), macs, outputs, batches })
+    }
+
+    /// The plan for batches of `n` (built on first use, then kept).
+    fn batch_plan(&self, n: usize) -> Result<Arc<TypedRunnableModel>, RunError> {
+        let Some(b) = &self.batches else { return Err(RunError::Inference("not loaded for batches".into())) };
+        if let Some(p) = b.plans.lock().map_err(|_| RunError::Inference("poisoned".into()))?.get(&n) {
+            return Ok(p.clone());
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = n;
+        let started = std::time::Instant::now();
+        let plan = typed_model(&b.path, &shape, true)?
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| RunError::Prepare { path: b.path.clone(), msg: format!("{e:#}") })?;
+        log::info!("{}: prepared batches of {n} in {:.1} s", b.path.display(), started.elapsed().as_secs_f64());
+        b.plans.lock().map_err(|_| RunError::Inference("poisoned".into()))?.insert(n, plan.clone());
+        Ok(plan)
     }
 
     /// Number of values in the first output.
     pub fn outputs(&self) -> usize {
         self.outputs
     }
+}
+
+/// Parses `path`, checks its declared input against `shape`, fixes the input to `shape` and
+/// declutters. With `free_batch`, the first axis of `shape` may differ from the graph's
+/// declared batch (its output's declared shape and any fixed flatten are freed).
+fn typed_model(path: &Path, shape: &[usize], free_batch: bool) -> Result<TypedModel, RunError> {
+    if !path.is_file() {
+        return Err(RunError::Missing { path: path.to_owned() });
+    }
+    let not_onnx = |e: TractError| RunError::NotOnnx { path: path.to_owned(), msg: format!("{e:#}") };
+    let bad_shape = |msg: String| RunError::Shape { path: path.to_owned(), msg };
+    let mut model = tract_onnx::onnx().model_for_path(path).map_err(not_onnx)?;
+    if model.input_outlets().map_err(not_onnx)?.len() != 1 {
+        return Err(bad_shape("it does not have exactly one input".into()));
+    }
+    let declared = model.input_fact(0).map_err(not_onnx)?.clone();
+    let dims: Vec<Option<i64>> = declared.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok())).collect();
+    let skip = free_batch as usize;
+    let matches =
+        dims.len() == shape.len() && dims.iter().zip(shape).skip(skip).all(|(d, &s)| d.is_none_or(|d| d == s as i64));
+    if declared.shape.dims().next().is_some() && !matches {
+        let shown: Vec<String> = dims.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
+        return Err(bad_shape(format!("the graph's input is [{}], the manifest says {shape:?}", shown.join(","))));
+    }
+    let prepare = |e: TractError| RunError::Prepare { path: path.to_owned(), msg: format!("{e:#}") };
+    model.set_input_fact(0, f32::fact(shape).into()).map_err(not_onnx)?;
+    if free_batch {
+        model.set_output_fact(0, InferenceFact::default()).map_err(not_onnx)?;
+        free_batch_in_reshapes(&mut model).map_err(prepare)?;
+    }
+    model.into_typed().and_then(|m| m.into_decluttered()).map_err(prepare)
+}
+
+/// Rewrites every `Reshape` whose target shape is a constant `[1, ...]` (an exporter's
+/// flatten traced at batch 1) to `[0, ...]`, ONNX's "keep this axis": the batch passes through.
+fn free_batch_in_reshapes(model: &mut InferenceModel) -> TractResult<usize> {
+    use tract_onnx::tract_hir::ops::konst::Const;
+    let mut patched = 0;
+    for id in 0..model.nodes().len() {
+        let node = &model.nodes()[id];
+        if node.op.name() != "Reshape" || node.inputs.len() < 2 {
+            continue;
+        }
+        let src = node.inputs[1];
+        let Some(k) = model.nodes()[src.node].op_as::<Const>() else { continue };
+        let t = k.val();
+        if t.datum_type() != i64::datum_type() || t.rank() != 1 {
+            continue;
+        }
+        let mut shape: Vec<i64> = t.to_plain_array_view::<i64>()?.iter().copied().collect();
+        if shape.first() != Some(&1) {
+            continue;
+        }
+        shape[0] = 0;
+        let freed = tensor1(&shape).into_arc_tensor();
+        model.nodes_mut()[src.node].op = Box::new(Const::new(freed.clone())?);
+        model.set_outlet_fact(src, TypedFact::try_from(freed)?.into())?;
+        patched += 1;
+    }
+    Ok(patched)
 }
 
 /// Sums the multiply-accumulate counts tract's cost model gives each node.
@@ -152,6 +272,92 @@ impl ModelRunner for TractRunner {
         Ok(view.iter().copied().collect())
     }
 
+    fn run_batch(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, RunError> {
+        let best = self.batches.as_ref().map_or(1, |b| b.best.load(std::sync::atomic::Ordering::Relaxed));
+        if best < 2 || inputs.len() < 2 {
+            return inputs.iter().map(|i| self.run(i)).collect();
+        }
+        let want: usize = self.shape.iter().product();
+        if let Some(i) = inputs.iter().find(|i| i.len() != want) {
+            return Err(RunError::InputLen { got: i.len(), want });
+        }
+        let err = |e: TractError| RunError::Inference(format!("{e:#}"));
+        let mut outs = Vec::with_capacity(inputs.len());
+        let mut rest = inputs;
+        while !rest.is_empty() {
+            // The largest power of two that fits (and pays): few plans, no padding.
+            let n = 1usize << rest.len().min(best).ilog2();
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let plan = self.batch_plan(n)?;
+            let mut shape = self.shape.clone();
+            shape[0] = n;
+            let flat: Vec<f32> = chunk.iter().flat_map(|i| i.iter().copied()).collect();
+            let tensor = Tensor::from_shape(&shape, &flat).map_err(err)?;
+            let out = plan.run(tvec!(tensor.into_tvalue())).map_err(err)?;
+            let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
+            let all: Vec<f32> = view.iter().copied().collect();
+            if all.len() != self.outputs * n {
+                return Err(RunError::Inference(format!(
+                    "a batch of {n} gave {} outputs, expected {} per input",
+                    all.len(),
+                    self.outputs
+                )));
+            }
+            outs.extend(all.chunks(self.outputs).map(|c| c.to_vec()));
+        }
+        Ok(outs)
+    }
+
+    /// Builds the plans for batches up to `max` and times each against single runs on the
+    /// same zero inputs: only sizes that run an input faster are used. (tract runs these
+    /// depthwise-heavy convolution nets slower per input in batches on the CPUs measured so
+    /// far; a batching host then still queues and bounds its work, but runs inputs singly.)
+    fn warm_batches(&self, max: usize) -> Result<usize, RunError> {
+        use std::time::Instant;
+        let Some(b) = &self.batches else { return Ok(1) };
+        let zero = vec![0f32; self.shape.iter().product()];
+        let per_input = |n: usize| -> Result<f64, RunError> {
+            let plan = self.batch_plan(n)?;
+            let mut shape = self.shape.clone();
+            shape[0] = n;
+            let t = Tensor::from_shape(&shape, &vec![0f32; zero.len() * n])
+                .map_err(|e| RunError::Inference(format!("{e:#}")))?;
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let start = Instant::now();
+                plan.run(tvec!(t.clone().into_tvalue())).map_err(|e| RunError::Inference(format!("{e:#}")))?;
+                best = best.min(start.elapsed().as_secs_f64() / n as f64);
+            }
+            Ok(best)
+        };
+        let single = per_input(1)?;
+        let mut chosen = 1;
+        let mut n = 2;
+        while n <= max {
+            let each = per_input(n)?;
+            log::info!(
+                "{}: batches of {n} take {:.1} ms per input, single runs {:.1} ms",
+                b.path.display(),
+                each * 1e3,
+                single * 1e3
+            );
+            if each < single * 0.95 {
+                chosen = n;
+            } else if n >= 4 {
+                break;
+            }
+            n *= 2;
+        }
+        b.best.store(chosen, std::sync::atomic::Ordering::Relaxed);
+        // Plans that will not be used only hold memory.
+        b.plans.lock().map_err(|_| RunError::Inference("poisoned".into()))?.retain(|&n, _| n <= chosen);
+        if chosen == 1 {
+            log::info!("{}: batched plans are not faster here; requests run one input at a time", b.path.display());
+        }
+        Ok(chosen)
+    }
+
     fn macs(&self) -> u64 {
         self.macs
     }
@@ -172,5 +378,32 @@ impl ModelRunner for ScriptedRunner {
 
     fn macs(&self) -> u64 {
         self.macs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_features_name_the_features_and_the_kernels_tract_picks() {
+        let s = super::cpu_features();
+        assert!(s.starts_with(std::env::consts::ARCH), "{s}");
+        assert!(s.contains("; tract isa ") && s.contains("float products") && s.contains("int8 products"), "{s}");
+        #[cfg(target_arch = "aarch64")]
+        {
+            // NEON is baseline on aarch64; tract's int8 products take the NEON SDOT kernel when
+            // the CPU has the dot product (a Pi 5's Cortex-A76), never without it (a Pi 4's
+            // Cortex-A72). CPUs with SVE2 (qemu's default `max`) get SVE kernels instead.
+            use std::arch::is_aarch64_feature_detected as has;
+            assert!(s.contains("neon yes"), "{s}");
+            if std::env::var_os("TRACT_DOTPROD_DISABLE").is_none() && std::env::var_os("TRACT_CPU_ISA").is_none() {
+                let dot = has!("dotprod");
+                assert!(s.contains(if dot { "dotprod yes" } else { "dotprod no" }), "{s}");
+                if !dot {
+                    assert!(s.contains("int8 products arm64simd_mmm_i32_8x8") && !s.contains("_dot"), "{s}");
+                } else if !has!("sve2") {
+                    assert!(s.contains("int8 products arm64simd_mmm_i32_8x8_dot"), "{s}");
+                }
+            }
+        }
     }
 }

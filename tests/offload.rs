@@ -1,6 +1,10 @@
 //! Device and host end to end: the demo over a PTY pair, `run` against a `host` process over
 //! TCP on loopback, a fault-injecting relay between them, the host killed and restarted
 //! mid-run, and bad frames thrown at the host. Every input must get exactly one answer.
+//!
+//! Host only under emulation: every test starts the binary as a child process, which qemu-user
+//! cannot follow without binfmt_misc. CI runs this file on x86 and leaves it out of the aarch64
+//! run under qemu, saying so in its log.
 
 use edgecascade::link::{self, Encoding, ErrorCode, FrameReader, Hello, InferRequest, Message, PROTOCOL_VERSION};
 use std::collections::HashSet;

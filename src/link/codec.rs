@@ -409,7 +409,7 @@ mod tests {
     }
 
     fn rand_message(r: &mut Rng) -> Message {
-        match r.below(7) {
+        match r.below(8) {
             0 => Message::Hello(Hello {
                 version: r.next_u64() as u8,
                 device_id: rand_string(r),
@@ -453,14 +453,17 @@ mod tests {
                     ErrorCode::BadPayload,
                     ErrorCode::TooLarge,
                     ErrorCode::Internal,
+                    ErrorCode::Unauthorized,
+                    ErrorCode::Busy,
                 ];
                 Message::Error(ErrorMsg {
                     seq: rand_opt(r, rand_u64),
-                    code: codes[r.below(6) as usize],
+                    code: codes[r.below(codes.len() as u64) as usize],
                     message: rand_string(r),
                 })
             }
             5 => Message::Ping { nonce: rand_u64(r) },
+            6 => Message::Auth { token: rand_string(r) },
             _ => Message::Pong { nonce: rand_u64(r) },
         }
     }

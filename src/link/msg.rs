@@ -174,6 +174,10 @@ pub enum ErrorCode {
     TooLarge,
     /// The host failed on its own side.
     Internal,
+    /// The host needs a token (a pre-shared key) and got none, or a wrong one.
+    Unauthorized,
+    /// The host's queue is full; try again later.
+    Busy,
 }
 
 impl fmt::Display for ErrorCode {
@@ -185,6 +189,8 @@ impl fmt::Display for ErrorCode {
             ErrorCode::BadPayload => "bad payload",
             ErrorCode::TooLarge => "too large",
             ErrorCode::Internal => "internal error",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Busy => "busy",
         })
     }
 }
@@ -220,8 +226,18 @@ pub enum Message {
     Infer(InferRequest),
     Answer(InferResponse),
     Error(ErrorMsg),
-    Ping { nonce: u64 },
-    Pong { nonce: u64 },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    /// The device's pre-shared key, sent before `Hello` to a host that needs one. (Appended
+    /// last, so every other message encodes as before: hosts and devices without tokens
+    /// interoperate with older ones.)
+    Auth {
+        token: String,
+    },
 }
 
 impl Message {
@@ -235,6 +251,7 @@ impl Message {
             Message::Error(_) => "Error",
             Message::Ping { .. } => "Ping",
             Message::Pong { .. } => "Pong",
+            Message::Auth { .. } => "Auth",
         }
     }
 

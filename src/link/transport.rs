@@ -37,6 +37,9 @@ pub enum LinkAddr {
     Serial { path: PathBuf, baud: u32 },
     /// `addr` is `HOST:PORT`, resolved when connecting.
     Tcp { addr: String },
+    /// An Open Inference Protocol v2 server over HTTP: `oip+http://HOST:PORT/v2/models/NAME`
+    /// (optionally `/versions/V`). Its stream is a TCP connection to `addr`.
+    Oip { addr: String, model: String, version: Option<String> },
 }
 
 impl FromStr for LinkAddr {
@@ -96,9 +99,34 @@ impl FromStr for LinkAddr {
                 }
                 Ok(LinkAddr::Tcp { addr: addr.to_string() })
             }
-            other => Err(perr(format!("unknown link scheme '{other}' in '{s}' (expected serial: or tcp:)"))),
+            "oip+http" => parse_oip(s, rest),
+            other => Err(perr(format!("unknown link scheme '{other}' in '{s}' (expected serial:, tcp: or oip+http:)"))),
         }
     }
+}
+
+/// `//HOST:PORT/v2/models/NAME[/versions/V]`, the part of an `oip+http:` link after the scheme.
+fn parse_oip(s: &str, rest: &str) -> Result<LinkAddr, ParseError> {
+    let expected = "expected oip+http://HOST:PORT/v2/models/NAME";
+    let rest = rest.strip_prefix("//").ok_or_else(|| perr(format!("bad OIP link '{s}' ({expected})")))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.is_empty() {
+        return Err(perr(format!("missing host in '{s}' ({expected})")));
+    }
+    let addr = match authority.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => authority.to_owned(),
+        Some((_, port)) if !authority.ends_with(']') => {
+            return Err(perr(format!("bad port '{port}' in '{s}' (expected a number from 1 to 65535)")))
+        }
+        _ => format!("{authority}:80"),
+    };
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let (model, version) = match parts.as_slice() {
+        ["v2", "models", m] if !m.is_empty() => (m.to_string(), None),
+        ["v2", "models", m, "versions", v] if !m.is_empty() && !v.is_empty() => (m.to_string(), Some(v.to_string())),
+        _ => return Err(perr(format!("bad OIP model path '/{path}' in '{s}' ({expected}[/versions/V])"))),
+    };
+    Ok(LinkAddr::Oip { addr, model, version })
 }
 
 impl fmt::Display for LinkAddr {
@@ -106,6 +134,10 @@ impl fmt::Display for LinkAddr {
         match self {
             LinkAddr::Serial { path, baud } => write!(f, "serial:{}?baud={baud}", path.display()),
             LinkAddr::Tcp { addr } => write!(f, "tcp:{addr}"),
+            LinkAddr::Oip { addr, model, version: None } => write!(f, "oip+http://{addr}/v2/models/{model}"),
+            LinkAddr::Oip { addr, model, version: Some(v) } => {
+                write!(f, "oip+http://{addr}/v2/models/{model}/versions/{v}")
+            }
         }
     }
 }
@@ -248,7 +280,7 @@ pub fn connect(addr: &LinkAddr, timeout: Duration) -> Result<Box<dyn Stream>, Li
     };
     match addr {
         LinkAddr::Serial { path, baud } => open_serial(path, *baud, timeout).map_err(context),
-        LinkAddr::Tcp { addr: hostport } => {
+        LinkAddr::Tcp { addr: hostport } | LinkAddr::Oip { addr: hostport, .. } => {
             let targets = hostport.to_socket_addrs().map_err(context)?;
             let mut last = io::Error::new(io::ErrorKind::NotFound, "host name resolves to no address");
             for target in targets {
@@ -602,6 +634,17 @@ mod tests {
             assert_eq!(addr(&addr(s).unwrap().to_string()).unwrap(), addr(s).unwrap());
         }
         assert_eq!(addr("serial:/dev/ttyS0").unwrap().to_string(), "serial:/dev/ttyS0?baud=921600");
+        assert_eq!(
+            addr("oip+http://127.0.0.1:8000/v2/models/lite2").unwrap(),
+            LinkAddr::Oip { addr: "127.0.0.1:8000".into(), model: "lite2".into(), version: None }
+        );
+        assert_eq!(
+            addr("oip+http://triton.local/v2/models/m/versions/3/").unwrap(),
+            LinkAddr::Oip { addr: "triton.local:80".into(), model: "m".into(), version: Some("3".into()) }
+        );
+        for s in ["oip+http://h:1/v2/models/m", "oip+http://[::1]:8000/v2/models/m/versions/2"] {
+            assert_eq!(addr(s).unwrap().to_string(), s);
+        }
     }
 
     #[test]
@@ -618,12 +661,17 @@ mod tests {
             ("tcp::80", "missing host"),
             ("tcp:localhost:http", "bad port 'http'"),
             ("tcp:localhost:70000", "bad port '70000'"),
+            ("oip+http:h:8000/v2/models/m", "bad OIP link"),
+            ("oip+http://h:8000/models/m", "bad OIP model path"),
+            ("oip+http://h:8000/v2/models/", "bad OIP model path"),
+            ("oip+http://h:x/v2/models/m", "bad port 'x'"),
         ];
         for (s, want) in cases {
             let e = addr(s).unwrap_err();
             assert!(e.contains(want), "{s}: {e}");
         }
         assert!(addr("x").unwrap_err().contains("(expected serial: or tcp:"));
+        assert!(addr("udp:x").unwrap_err().contains("(expected serial:, tcp: or oip+http:)"));
     }
 
     #[test]

@@ -1,0 +1,641 @@
+//! The device's remote stage for any Open Inference Protocol v2 server (edgecascade's own
+//! host, Triton, KServe, MLServer), reached by a link `oip+http://HOST:PORT/v2/models/NAME`.
+//!
+//! At start it checks the server is ready, reads the model's metadata and plans what to send:
+//! the one FP32 image tensor the model takes (NCHW or NHWC, its size from the metadata), made
+//! with the host model's preprocessing from the cascade config (the manifest of its last
+//! stage), as binary tensor data where the server lists the `binary_tensor_data` extension and
+//! as JSON otherwise. Failures are handled as on the framed link: retries with backoff, and a
+//! local answer marked degraded when the server cannot answer.
+//!
+//! HTTP/1.1 is spoken here over the link's own `Stream` (keep-alive, Content-Length or chunked
+//! bodies), so the bytes each request costs are counted exactly and `--shape` paces it.
+
+use super::{
+    decode_response, encode_request, ModelMetadata, ServerMetadata, Tensor, BINARY_EXTENSION, FP32, HEADER_LEN,
+};
+use crate::cascade::StageFailure;
+use crate::device::{Backoff, ConnectError, LinkReport, RemoteConfig, RemoteInfo, RemoteStage};
+use crate::link::{connect, LinkAddr, Paced, Stream};
+use crate::manifest::{InputSpec, Layout};
+use crate::preprocess;
+use crate::stage::Spans;
+use image::RgbImage;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+/// The largest response head and body taken from a server.
+const MAX_HEAD: usize = 64 << 10;
+const MAX_BODY: usize = 64 << 20;
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The OIP error message of a failed request, or the body as text.
+    pub fn error_text(&self) -> String {
+        serde_json::from_slice::<super::ErrorBody>(&self.body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&self.body).chars().take(300).collect())
+    }
+}
+
+/// Why an HTTP exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("bad HTTP response: {0}")]
+    Protocol(String),
+}
+
+/// One keep-alive HTTP/1.1 connection over a link stream, counting its bytes.
+pub struct HttpConn {
+    stream: Box<dyn Stream>,
+    host: String,
+    buf: Vec<u8>,
+    pub sent: u64,
+    pub received: u64,
+    /// The server said it closes the connection after the last response.
+    pub closing: bool,
+}
+
+impl HttpConn {
+    pub fn new(stream: Box<dyn Stream>, host: &str) -> HttpConn {
+        HttpConn { stream, host: host.to_owned(), buf: Vec::new(), sent: 0, received: 0, closing: false }
+    }
+
+    /// Sends a request; `headers` are added to Host, Content-Length and Connection.
+    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> io::Result<()> {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n", self.host);
+        if !body.is_empty() || method == "POST" {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut msg = head.into_bytes();
+        msg.extend_from_slice(body);
+        self.stream.write_all(&msg)?;
+        self.stream.flush()?;
+        self.sent += msg.len() as u64;
+        Ok(())
+    }
+
+    /// Reads one response, waiting at most `timeout` for it.
+    pub fn receive(&mut self, timeout: Duration) -> Result<HttpResponse, HttpError> {
+        let deadline = Instant::now() + timeout;
+        self.stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let (status, headers, head_len) = loop {
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut slots);
+            match resp.parse(&self.buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let headers = resp
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                        .collect::<Vec<_>>();
+                    break (resp.code.unwrap_or(0), headers, n);
+                }
+                Ok(httparse::Status::Partial) if self.buf.len() > MAX_HEAD => {
+                    return Err(HttpError::Protocol(format!("response head longer than {MAX_HEAD} bytes")))
+                }
+                Ok(httparse::Status::Partial) => self.fill(deadline)?,
+                Err(e) => return Err(HttpError::Protocol(e.to_string())),
+            }
+        };
+        self.consume(head_len);
+        let get = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim());
+        self.closing = get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let chunked = get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let body = if chunked {
+            self.read_chunked(deadline)?
+        } else if let Some(len) = get("content-length") {
+            let len: usize = len.parse().map_err(|_| HttpError::Protocol(format!("Content-Length '{len}'")))?;
+            if len > MAX_BODY {
+                return Err(HttpError::Protocol(format!("a body of {len} bytes is more than {MAX_BODY}")));
+            }
+            self.read_exact_body(len, deadline)?
+        } else if status == 204 || status == 304 || (100..200).contains(&status) {
+            Vec::new()
+        } else {
+            // Delimited by the end of the connection.
+            self.closing = true;
+            while self.fill(deadline).is_ok() {}
+            std::mem::take(&mut self.buf)
+        };
+        Ok(HttpResponse { status, headers, body })
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.drain(..n);
+    }
+
+    /// Reads more bytes into the buffer; an error at the deadline or when the peer closes.
+    fn fill(&mut self, deadline: Instant) -> io::Result<()> {
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
+                Ok(n) => {
+                    self.received += n as u64;
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if Instant::now() >= deadline {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "no response in time"));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn read_exact_body(&mut self, len: usize, deadline: Instant) -> io::Result<Vec<u8>> {
+        while self.buf.len() < len {
+            self.fill(deadline)?;
+        }
+        let rest = self.buf.split_off(len);
+        Ok(std::mem::replace(&mut self.buf, rest))
+    }
+
+    fn read_chunked(&mut self, deadline: Instant) -> Result<Vec<u8>, HttpError> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                if self.buf.len() > MAX_HEAD {
+                    return Err(HttpError::Protocol("chunk size line too long".into()));
+                }
+                self.fill(deadline)?;
+            };
+            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| HttpError::Protocol(format!("bad chunk size '{line}'")))?;
+            self.consume(line_end + 2);
+            if size == 0 {
+                // Trailers, then the blank line.
+                loop {
+                    while !self.buf.windows(2).any(|w| w == b"\r\n") {
+                        self.fill(deadline)?;
+                    }
+                    let i = self.buf.windows(2).position(|w| w == b"\r\n").expect("found");
+                    self.consume(i + 2);
+                    if i == 0 {
+                        return Ok(body);
+                    }
+                }
+            }
+            if body.len() + size > MAX_BODY {
+                return Err(HttpError::Protocol(format!("a chunked body larger than {MAX_BODY} bytes")));
+            }
+            let chunk = self.read_exact_body(size + 2, deadline)?;
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+}
+
+/// What to send and how to read the answer, from the server's metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub input: String,
+    pub layout: Layout,
+    pub size: u32,
+    pub output: String,
+    pub classes: usize,
+    pub binary: bool,
+}
+
+impl Plan {
+    /// Plans from the model's metadata: one FP32 image input, one FP32 output of classes.
+    pub fn from_metadata(meta: &ModelMetadata, binary: bool) -> Result<Plan, String> {
+        let [input] = meta.inputs.as_slice() else {
+            return Err(format!(
+                "model '{}' takes {} inputs; a cascade stage sends one image",
+                meta.name,
+                meta.inputs.len()
+            ));
+        };
+        if input.datatype != FP32 {
+            return Err(format!(
+                "model '{}' takes input '{}' as {}; this device sends {FP32} image tensors",
+                meta.name, input.name, input.datatype
+            ));
+        }
+        let (layout, size) = match input.shape.as_slice() {
+            [b, 3, h, w] if h == w && *h > 0 && (*b == -1 || *b == 1) => (Layout::Nchw, *h as u32),
+            [b, h, w, 3] if h == w && *h > 0 && (*b == -1 || *b == 1) => (Layout::Nhwc, *h as u32),
+            other => {
+                return Err(format!(
+                    "model '{}' input '{}' has shape {other:?}; expected an image batch [-1,3,S,S] or [-1,S,S,3]",
+                    meta.name, input.name
+                ))
+            }
+        };
+        let output = meta.outputs.first().ok_or_else(|| format!("model '{}' lists no output", meta.name))?;
+        let classes = match output.shape.as_slice() {
+            [_, c] | [c] if *c > 0 => *c as usize,
+            other => {
+                return Err(format!(
+                    "model '{}' output '{}' has shape {other:?}, not [-1, classes]",
+                    meta.name, output.name
+                ))
+            }
+        };
+        Ok(Plan { input: input.name.clone(), layout, size, output: output.name.clone(), classes, binary })
+    }
+}
+
+/// The OIP v2 remote stage.
+pub struct OipRemote {
+    cfg: RemoteConfig,
+    addr: String,
+    model: String,
+    version: Option<String>,
+    conn: Option<HttpConn>,
+    plan: Option<Plan>,
+    backoff: Backoff,
+    seq: u64,
+}
+
+/// An exchange's outcome, for the retry loop.
+enum Failure {
+    /// The server refused this input or this device; sending it again will not help.
+    Refused(String),
+    /// Try again (a busy server, a timeout, a dropped connection).
+    Retry(String),
+}
+
+impl OipRemote {
+    /// A remote stage for `cfg.addr`, which must be an `oip+http:` link.
+    pub fn new(cfg: RemoteConfig) -> Result<OipRemote, String> {
+        let LinkAddr::Oip { addr, model, version } = cfg.addr.clone() else {
+            return Err(format!("{} is not an oip+http: link", cfg.addr));
+        };
+        Ok(OipRemote { cfg, addr, model, version, conn: None, plan: None, backoff: Backoff::default(), seq: 0 })
+    }
+
+    pub fn plan(&self) -> Option<&Plan> {
+        self.plan.as_ref()
+    }
+
+    fn model_path(&self) -> String {
+        match &self.version {
+            Some(v) => format!("/v2/models/{}/versions/{v}", self.model),
+            None => format!("/v2/models/{}", self.model),
+        }
+    }
+
+    fn open(&mut self) -> Result<&mut HttpConn, String> {
+        if self.conn.as_ref().is_some_and(|c| c.closing) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let stream = connect(&self.cfg.addr, self.cfg.connect_timeout)
+                .map_err(|e| format!("cannot reach {}: {e}", self.cfg.addr))?;
+            let stream: Box<dyn Stream> = match &self.cfg.shaping {
+                Some(s) if s.is_active() => Box::new(Paced::new(stream, s.clone())),
+                _ => stream,
+            };
+            self.conn = Some(HttpConn::new(stream, &self.addr));
+        }
+        Ok(self.conn.as_mut().expect("opened"))
+    }
+
+    /// One exchange on the open connection; the connection is dropped on any I/O failure.
+    /// Adds the bytes it sent and received to `bytes`.
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        mut headers: Vec<(&'static str, String)>,
+        body: &[u8],
+        timeout: Duration,
+        bytes: &mut (u64, u64),
+    ) -> Result<HttpResponse, Failure> {
+        if let Some(t) = &self.cfg.token {
+            headers.push(("Authorization", format!("Bearer {t}")));
+        }
+        let conn = self.open().map_err(Failure::Retry)?;
+        let (s0, r0) = (conn.sent, conn.received);
+        let result =
+            conn.send(method, path, &headers, body).map_err(HttpError::from).and_then(|_| conn.receive(timeout));
+        bytes.0 += conn.sent - s0;
+        bytes.1 += conn.received - r0;
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.conn = None;
+                Err(Failure::Retry(format!("{method} {path}: {e}")))
+            }
+        }
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&mut self, path: &str) -> Result<T, ConnectError> {
+        let timeout = self.cfg.connect_timeout.max(Duration::from_secs(2));
+        let r = self.exchange("GET", path, Vec::new(), &[], timeout, &mut (0, 0)).map_err(|f| match f {
+            Failure::Refused(e) | Failure::Retry(e) => ConnectError::Unreachable(e),
+        })?;
+        match r.status {
+            200 => serde_json::from_slice(&r.body)
+                .map_err(|e| ConnectError::Refused(format!("GET {path}: not the OIP v2 answer expected: {e}"))),
+            401 | 403 => {
+                Err(ConnectError::Refused(format!("{} refused the device: {}", self.cfg.addr, r.error_text())))
+            }
+            404 => Err(ConnectError::Refused(format!("{}: {}", self.cfg.addr, r.error_text()))),
+            s => Err(ConnectError::Unreachable(format!("GET {path}: HTTP {s}: {}", r.error_text()))),
+        }
+    }
+
+    /// Checks readiness and reads the metadata; plans the requests.
+    fn ensure_plan(&mut self) -> Result<&Plan, ConnectError> {
+        if self.plan.is_none() {
+            let server: ServerMetadata = self.get_json("/v2")?;
+            let ready_path = format!("{}/ready", self.model_path());
+            let timeout = self.cfg.connect_timeout.max(Duration::from_secs(2));
+            let ready =
+                self.exchange("GET", &ready_path, Vec::new(), &[], timeout, &mut (0, 0)).map_err(|f| match f {
+                    Failure::Refused(e) | Failure::Retry(e) => ConnectError::Unreachable(e),
+                })?;
+            match ready.status {
+                200 => {}
+                404 => return Err(ConnectError::Refused(format!("{}: {}", self.cfg.addr, ready.error_text()))),
+                401 | 403 => {
+                    return Err(ConnectError::Refused(format!(
+                        "{} refused the device: {}",
+                        self.cfg.addr,
+                        ready.error_text()
+                    )))
+                }
+                s => {
+                    return Err(ConnectError::Unreachable(format!(
+                        "model {} is not ready (HTTP {s}: {})",
+                        self.model,
+                        ready.error_text()
+                    )))
+                }
+            }
+            let meta: ModelMetadata = self.get_json(&self.model_path())?;
+            let binary = server.extensions.iter().any(|e| e == BINARY_EXTENSION);
+            let plan = Plan::from_metadata(&meta, binary).map_err(ConnectError::Refused)?;
+            if self.cfg.tensor_spec.is_none() {
+                return Err(ConnectError::Refused(format!(
+                    "{} takes preprocessed tensors, and the cascade config's last stage has no manifest \
+                     to say how to make them (mean, std, crop)",
+                    self.cfg.addr
+                )));
+            }
+            log::info!(
+                "link {}: {} {} ready; sending {FP32} {:?} {}x{} as {}",
+                self.cfg.addr,
+                server.name,
+                server.version,
+                plan.layout,
+                plan.size,
+                plan.size,
+                if plan.binary { "binary tensor data" } else { "JSON" }
+            );
+            self.plan = Some(plan);
+        }
+        Ok(self.plan.as_ref().expect("planned"))
+    }
+
+    /// The input tensor for `img`, made as the host model's manifest says at the served size.
+    fn tensor(&self, img: &RgbImage) -> Result<Tensor, String> {
+        let plan = self.plan.as_ref().ok_or("no plan")?;
+        let mut spec: InputSpec = self.cfg.tensor_spec.clone().ok_or("no tensor spec")?;
+        spec.size = plan.size;
+        spec.layout = plan.layout;
+        let data = preprocess::to_tensor(img, &spec);
+        let s = plan.size as i64;
+        let shape = match plan.layout {
+            Layout::Nchw => vec![1, 3, s, s],
+            Layout::Nhwc => vec![1, s, s, 3],
+        };
+        Ok(Tensor::new(plan.input.clone(), shape, data))
+    }
+
+    fn try_once(
+        &mut self,
+        body: &[u8],
+        header_len: Option<usize>,
+        report: &mut LinkReport,
+        spans: &mut Spans,
+        stage: usize,
+    ) -> Result<Vec<f32>, Failure> {
+        let plan = self.plan.clone().ok_or_else(|| Failure::Retry("no plan".into()))?;
+        let mut headers = vec![("Content-Type", "application/json".to_owned())];
+        if let Some(n) = header_len {
+            headers[0].1 = "application/octet-stream".into();
+            headers.push((HEADER_LEN, n.to_string()));
+        }
+        let path = format!("{}/infer", self.model_path());
+        let timeout = self.cfg.reply_timeout;
+        let start = Instant::now();
+        let mut bytes = (0, 0);
+        let r = self.exchange("POST", &path, headers, body, timeout, &mut bytes);
+        spans.push_since("wait", Some(stage), start);
+        report.bytes_sent += bytes.0;
+        report.bytes_received += bytes.1;
+        let r = r?;
+        match r.status {
+            200 => {}
+            400 | 404 | 413 | 422 => return Err(Failure::Refused(format!("HTTP {}: {}", r.status, r.error_text()))),
+            401 | 403 => return Err(Failure::Refused(format!("unauthorized: {}", r.error_text()))),
+            s => return Err(Failure::Retry(format!("HTTP {s}: {}", r.error_text()))),
+        }
+        let header_len = match r.header(HEADER_LEN).map(|v| v.trim().parse::<usize>()) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => return Err(Failure::Retry(format!("bad {HEADER_LEN} in the response"))),
+        };
+        let resp = decode_response(&r.body, header_len).map_err(|e| Failure::Retry(format!("bad answer: {e}")))?;
+        let out = resp
+            .outputs
+            .into_iter()
+            .find(|t| t.name == plan.output)
+            .ok_or_else(|| Failure::Retry(format!("the answer has no output '{}'", plan.output)))?;
+        if out.data.len() != plan.classes {
+            return Err(Failure::Retry(format!(
+                "output '{}' has {} values, expected {}",
+                out.name,
+                out.data.len(),
+                plan.classes
+            )));
+        }
+        Ok(as_logits(out.data))
+    }
+}
+
+/// The server's output as logits: a probability vector (non-negative, summing to 1) is
+/// turned back into log-probabilities; anything else is taken as logits.
+pub fn as_logits(out: Vec<f32>) -> Vec<f32> {
+    let sum: f32 = out.iter().sum();
+    let probabilities = out.iter().all(|&p| (0.0..=1.0).contains(&p)) && (sum - 1.0).abs() < 1e-3;
+    if probabilities {
+        crate::policy::log_probs(out)
+    } else {
+        out
+    }
+}
+
+impl RemoteStage for OipRemote {
+    fn connect(&mut self) -> Result<RemoteInfo, ConnectError> {
+        let plan = self.ensure_plan()?;
+        let classes = plan.classes;
+        Ok(RemoteInfo { model: self.model.clone(), classes })
+    }
+
+    fn infer(
+        &mut self,
+        _bytes: &[u8],
+        img: &RgbImage,
+        spans: &mut Spans,
+        stage: usize,
+        report: &mut LinkReport,
+    ) -> Result<Vec<f32>, StageFailure> {
+        report.paced = self.is_paced();
+        self.backoff.check()?;
+        self.seq += 1;
+        let id = format!("{}-{}", self.cfg.device_id, self.seq);
+        let mut last_error = String::new();
+        let mut request: Option<(Vec<u8>, Option<usize>)> = None;
+        for attempt in 1..=self.cfg.tries.max(1) {
+            report.tries = attempt;
+            match self.ensure_plan() {
+                Ok(_) => {}
+                Err(ConnectError::Refused(e)) => return Err(StageFailure::Unavailable(e)),
+                Err(ConnectError::Unreachable(e)) => {
+                    last_error = e;
+                    break;
+                }
+            }
+            if request.is_none() {
+                let plan = self.plan.clone().expect("planned");
+                let tensor = spans.time("encode", Some(stage), || self.tensor(img)).map_err(StageFailure::Input)?;
+                let (body, header_len) = encode_request(&id, &[tensor], Some(&plan.output), plan.binary);
+                report.encoding = Some(if plan.binary { "oip-fp32-binary" } else { "oip-fp32-json" }.to_owned());
+                request = Some((body, header_len));
+            }
+            let (body, header_len) = request.as_ref().expect("encoded");
+            let (body, header_len) = (body.clone(), *header_len);
+            match self.try_once(&body, header_len, report, spans, stage) {
+                Ok(logits) => {
+                    self.backoff.succeeded();
+                    return Ok(logits);
+                }
+                Err(Failure::Refused(why)) => {
+                    return Err(StageFailure::Unavailable(format!("the server refused the input: {why}")))
+                }
+                Err(Failure::Retry(why)) => last_error = why,
+            }
+            log::warn!("link {}: request {id} try {attempt}: {last_error}", self.cfg.addr);
+        }
+        self.conn = None;
+        // Metadata is read again when the server comes back (it may serve another model).
+        self.plan = None;
+        self.backoff.failed();
+        Err(StageFailure::Unavailable(format!(
+            "no answer from {} after {} tries: {last_error}",
+            self.cfg.addr, report.tries
+        )))
+    }
+
+    fn is_paced(&self) -> bool {
+        self.cfg.shaping.as_ref().is_some_and(|s| s.is_active())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oip::TensorMeta;
+
+    fn meta(inputs: Vec<TensorMeta>, outputs: Vec<TensorMeta>) -> ModelMetadata {
+        ModelMetadata { name: "m".into(), versions: vec!["1".into()], platform: String::new(), inputs, outputs }
+    }
+
+    fn t(name: &str, datatype: &str, shape: &[i64]) -> TensorMeta {
+        TensorMeta { name: name.into(), datatype: datatype.into(), shape: shape.to_vec() }
+    }
+
+    #[test]
+    fn plans_from_metadata_or_says_why_not() {
+        let p = Plan::from_metadata(
+            &meta(vec![t("x", "FP32", &[-1, 3, 260, 260])], vec![t("y", "FP32", &[-1, 1000])]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.layout, p.size, p.classes, p.input.as_str(), p.output.as_str()),
+            (Layout::Nchw, 260, 1000, "x", "y")
+        );
+        let p =
+            Plan::from_metadata(&meta(vec![t("x", "FP32", &[1, 224, 224, 3])], vec![t("y", "FP32", &[1000])]), false)
+                .unwrap();
+        assert_eq!((p.layout, p.size), (Layout::Nhwc, 224));
+        let bad = [
+            (meta(vec![t("x", "UINT8", &[-1, 3, 8, 8])], vec![t("y", "FP32", &[-1, 10])]), "as UINT8"),
+            (meta(vec![t("x", "FP32", &[-1, 4, 8, 8])], vec![t("y", "FP32", &[-1, 10])]), "expected an image batch"),
+            (meta(vec![], vec![t("y", "FP32", &[-1, 10])]), "takes 0 inputs"),
+            (meta(vec![t("x", "FP32", &[-1, 3, 8, 8])], vec![]), "lists no output"),
+        ];
+        for (m, want) in bad {
+            let e = Plan::from_metadata(&m, true).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn probabilities_become_log_probabilities_and_logits_stay() {
+        let l = as_logits(vec![0.25, 0.75]);
+        assert!((l[0] - 0.25f32.ln()).abs() < 1e-6 && (l[1] - 0.75f32.ln()).abs() < 1e-6);
+        assert_eq!(as_logits(vec![2.0, -1.0]), vec![2.0, -1.0]);
+    }
+
+    /// A server on a socket pair answering with a chunked body and then a Content-Length one.
+    #[test]
+    fn reads_chunked_and_sized_bodies_and_counts_bytes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;x=1\r\nefg\r\n0\r\n\r\n")
+                .unwrap();
+            let _ = s.read(&mut buf).unwrap();
+            s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"error\":\"nope\"}x",
+            )
+            .unwrap();
+        });
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let mut c = HttpConn::new(Box::new(stream), &addr.to_string());
+        c.send("GET", "/a", &[], &[]).unwrap();
+        let r = c.receive(Duration::from_secs(5)).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"abcdefg"[..]));
+        c.send("POST", "/b", &[("X-Test", "1".into())], b"{}").unwrap();
+        let r = c.receive(Duration::from_secs(5)).unwrap();
+        assert_eq!(r.status, 404);
+        assert_eq!(r.body.len(), 17);
+        assert!(c.closing);
+        assert!(c.sent > 0 && c.received > 100, "{} {}", c.sent, c.received);
+        server.join().unwrap();
+    }
+}

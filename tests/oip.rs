@@ -1,0 +1,464 @@
+//! The Open Inference Protocol v2 end to end: a `host` process serving OIP over HTTP on
+//! loopback answers like its model does in-process (JSON and binary tensors, batches), turns
+//! every bad request into a 4xx and keeps serving, batches concurrent devices, and checks
+//! tokens on both of its links; `run` offloads over an `oip+http://` link and degrades when
+//! the server is gone. (The interoperability checks with Triton's client and a real MLServer
+//! are in scripts/interop.sh: they need packages from PyPI.)
+
+use edgecascade::device::{LinkReport, Remote, RemoteConfig, RemoteStage};
+use edgecascade::link::{Encoding, LinkAddr};
+use edgecascade::manifest::Manifest;
+use edgecascade::model::Model;
+use edgecascade::oip::client::HttpConn;
+use edgecascade::oip::{self, Tensor};
+use edgecascade::preprocess;
+use edgecascade::stage::Spans;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The served model: the small float model keeps these tests quick; the protocol is the same.
+const MODEL: &str = "models/efficientnet-lite0-fp32.toml";
+const NAME: &str = "efficientnet-lite0-fp32";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edgecascade"));
+    c.current_dir(root()).env("RUST_LOG", "warn").env_remove("EDGECASCADE_TOKEN");
+    c
+}
+
+/// A `host` process with an OIP endpoint (and a TCP link) on free loopback ports; killed on drop.
+struct HostProc {
+    child: Child,
+    http: String,
+    tcp: String,
+}
+
+impl HostProc {
+    fn start(extra: &[&str], env: &[(&str, &str)]) -> HostProc {
+        let mut cmd = bin();
+        cmd.args(["host", "--model", MODEL, "--oip-listen", "127.0.0.1:0", "--listen", "tcp:127.0.0.1:0"]).args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("host starts");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut http, mut tcp) = (String::new(), String::new());
+        for _ in 0..2 {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("ready line");
+            if let Some(rest) = line.split("http://").nth(1) {
+                http = rest.split('/').next().unwrap().to_owned();
+            } else if let Some(rest) = line.trim().split(" on tcp:").nth(1) {
+                tcp = rest.to_owned();
+            } else {
+                panic!("unexpected ready line {line:?}");
+            }
+        }
+        HostProc { child, http, tcp }
+    }
+
+    fn conn(&self) -> HttpConn {
+        let s = TcpStream::connect(&self.http).unwrap();
+        HttpConn::new(Box::new(s), &self.http)
+    }
+
+    fn link(&self) -> String {
+        format!("oip+http://{}/v2/models/{NAME}", self.http)
+    }
+}
+
+impl Drop for HostProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The served model, in this process, to compare with.
+fn model() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| Model::load(&root().join(MODEL)).unwrap())
+}
+
+fn photo_tensor(name: &str) -> Vec<f32> {
+    let img = preprocess::decode(&std::fs::read(root().join("photos").join(name)).unwrap()).unwrap();
+    preprocess::to_tensor(&img, &model().manifest.input)
+}
+
+const PHOTOS: [&str; 3] = ["chelsea.png", "coffee.png", "grace_hopper.jpg"];
+
+fn request(
+    c: &mut HttpConn,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, Vec<u8>, Option<usize>) {
+    c.send(method, path, headers, body).unwrap();
+    let r = c.receive(TIMEOUT).unwrap();
+    let hl = r.header(oip::HEADER_LEN).map(|v| v.parse().unwrap());
+    (r.status, r.body, hl)
+}
+
+fn infer(c: &mut HttpConn, inputs: &[Tensor], binary: bool) -> (u16, Vec<u8>, Option<usize>) {
+    let (body, hl) = oip::encode_request("t", inputs, Some("logits"), binary);
+    let mut headers = Vec::new();
+    if let Some(n) = hl {
+        headers.push((oip::HEADER_LEN, n.to_string()));
+    }
+    request(c, "POST", &format!("/v2/models/{NAME}/infer"), &headers, &body)
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn oip_answers_like_the_model_in_json_binary_and_batches() {
+    let host = HostProc::start(&[], &[]);
+    let mut c = host.conn();
+    for path in ["/v2/health/live", "/v2/health/ready", &format!("/v2/models/{NAME}/ready")] {
+        assert_eq!(request(&mut c, "GET", path, &[], &[]).0, 200, "{path}");
+    }
+    let (status, body, _) = request(&mut c, "GET", "/v2", &[], &[]);
+    assert_eq!(status, 200);
+    let server: oip::ServerMetadata = serde_json::from_slice(&body).unwrap();
+    assert!(server.extensions.contains(&oip::BINARY_EXTENSION.to_owned()));
+    let (status, body, _) = request(&mut c, "GET", &format!("/v2/models/{NAME}/versions/1"), &[], &[]);
+    assert_eq!(status, 200);
+    let meta: oip::ModelMetadata = serde_json::from_slice(&body).unwrap();
+    assert_eq!(meta.inputs[0].shape, vec![-1, 3, 224, 224]);
+    assert_eq!((meta.inputs[0].datatype.as_str(), meta.outputs[0].shape.as_slice()), ("FP32", &[-1, 1000][..]));
+
+    let wants: Vec<Vec<f32>> = PHOTOS.iter().map(|p| model().runner.run(&photo_tensor(p)).unwrap()).collect();
+    for binary in [false, true] {
+        for (p, want) in PHOTOS.iter().zip(&wants) {
+            let t = Tensor::new("input", vec![1, 3, 224, 224], photo_tensor(p));
+            let (status, body, hl) = infer(&mut c, &[t], binary);
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            assert_eq!(hl.is_some(), binary);
+            let r = oip::decode_response(&body, hl).unwrap();
+            assert_eq!((r.model_name.as_str(), r.id.as_deref()), (NAME, Some("t")));
+            assert_eq!(r.outputs[0].shape, vec![1, 1000]);
+            assert!(max_diff(&r.outputs[0].data, want) < 1e-4, "{p} binary={binary}");
+        }
+    }
+    // The three photos in one request: one answer each, in order.
+    let all: Vec<f32> = PHOTOS.iter().flat_map(|p| photo_tensor(p)).collect();
+    let (status, body, hl) = infer(&mut c, &[Tensor::new("input", vec![3, 3, 224, 224], all)], true);
+    assert_eq!(status, 200);
+    let r = oip::decode_response(&body, hl).unwrap();
+    assert_eq!(r.outputs[0].shape, vec![3, 1000]);
+    for (got, want) in r.outputs[0].data.chunks(1000).zip(&wants) {
+        assert!(max_diff(got, want) < 1e-4);
+    }
+    let (status, body, _) = request(&mut c, "GET", &format!("/v2/models/{NAME}/stats"), &[], &[]);
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(stats["model_stats"][0]["inference_count"], 9);
+}
+
+#[test]
+fn bad_requests_get_a_4xx_naming_the_problem_and_the_host_keeps_serving() {
+    let host = HostProc::start(&[], &[]);
+    let infer_path = format!("/v2/models/{NAME}/infer");
+    let good = || Tensor::new("input", vec![1, 3, 224, 224], photo_tensor("coffee.png"));
+    let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+    let (good_body, good_hl) = oip::encode_request("g", &[good()], None, true);
+    let truncated_hl = good_hl.unwrap();
+    let truncated = good_body[..good_body.len() - 1000].to_vec();
+    // (method, path, headers, body, expected status, expected in the error)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("GET", "/v2/models/nope".into(), vec![], vec![], 404, "unknown model 'nope'"),
+        ("POST", "/v2/models/nope/infer".into(), vec![], vec![], 404, "unknown model"),
+        ("GET", format!("/v2/models/{NAME}/versions/7"), vec![], vec![], 404, "no version '7'"),
+        ("GET", "/v3".into(), vec![], vec![], 404, "no such endpoint"),
+        ("GET", infer_path.clone(), vec![], vec![], 405, "use POST"),
+        ("POST", infer_path.clone(), vec![], b"{not json".to_vec(), 400, "not valid OIP v2 JSON"),
+        (
+            "POST",
+            infer_path.clone(),
+            vec![],
+            json(serde_json::json!({"inputs":[{"name":"image","shape":[1,3,224,224],"datatype":"FP32","data":[0]}]})),
+            400,
+            "has 1 values",
+        ),
+        (
+            "POST",
+            infer_path.clone(),
+            vec![],
+            json(serde_json::json!({"inputs":[{"name":"image","shape":[1,1],"datatype":"FP32","data":[0]}]})),
+            400,
+            "unknown input 'image'",
+        ),
+        (
+            "POST",
+            infer_path.clone(),
+            vec![],
+            json(serde_json::json!({"inputs":[{"name":"input","shape":[1,2],"datatype":"UINT8","data":[0,1]}]})),
+            400,
+            "datatype UINT8",
+        ),
+        (
+            "POST",
+            infer_path.clone(),
+            vec![],
+            json(
+                serde_json::json!({"inputs":[{"name":"input","shape":[1,3,2,2],"datatype":"FP32","data":[0,0,0,0,0,0,0,0,0,0,0,0]}]}),
+            ),
+            400,
+            "takes [-1, 3, 224, 224]",
+        ),
+        (
+            "POST",
+            infer_path.clone(),
+            vec![(oip::HEADER_LEN, truncated_hl.to_string())],
+            truncated,
+            400,
+            "only 601112 remain",
+        ),
+        ("POST", infer_path.clone(), vec![(oip::HEADER_LEN, "x".into())], vec![1], 400, "not a number of bytes"),
+        (
+            "POST",
+            infer_path.clone(),
+            vec![(oip::HEADER_LEN, good_hl.unwrap().to_string())],
+            [good_body.as_slice(), &[0u8; 8]].concat(),
+            400,
+            "8 bytes of binary data belong to no input",
+        ),
+        (
+            "POST",
+            infer_path.clone(),
+            vec![],
+            json(serde_json::json!({"inputs":[{"name":"input","shape":[1,3,224,224],"datatype":"FP32","data":[]}],
+                "outputs":[{"name":"probs"}]})),
+            400,
+            "has 0 values",
+        ),
+    ];
+    let mut c = host.conn();
+    for (method, path, headers, body, status, want) in cases {
+        let (got, reply, _) = request(&mut c, method, &path, &headers, &body);
+        let text = String::from_utf8_lossy(&reply);
+        assert_eq!(got, status, "{method} {path}: {text}");
+        let err: oip::ErrorBody = serde_json::from_slice(&reply).unwrap_or_else(|_| panic!("not an OIP error: {text}"));
+        assert!(err.error.contains(want), "{method} {path}: {}", err.error);
+        // The same connection goes on being served.
+        assert_eq!(request(&mut c, "GET", "/v2/health/ready", &[], &[]).0, 200);
+    }
+    // An unknown output, then an oversized body (refused from its Content-Length alone).
+    let (body, _) = oip::encode_request("o", &[good()], Some("probs"), false);
+    let (got, reply, _) = request(&mut c, "POST", &infer_path, &[], &body);
+    assert_eq!(got, 400);
+    assert!(String::from_utf8_lossy(&reply).contains("unknown output 'probs'"));
+    let mut raw = TcpStream::connect(&host.http).unwrap();
+    let head = format!("POST {infer_path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 65u64 << 20);
+    std::io::Write::write_all(&mut raw, head.as_bytes()).unwrap();
+    let mut big = HttpConn::new(Box::new(raw), &host.http);
+    let r = big.receive(TIMEOUT).unwrap();
+    assert_eq!(r.status, 413, "{}", r.error_text());
+    assert!(r.error_text().contains("at most"), "{}", r.error_text());
+    // And a good request still gets its answer.
+    let (status, body, hl) = infer(&mut host.conn(), &[good()], true);
+    assert_eq!(status, 200);
+    assert_eq!(oip::decode_response(&body, hl).unwrap().outputs[0].data.len(), 1000);
+}
+
+/// The answer lines of `run --json` (the summary line left out).
+fn run_json(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|v| v.get("summary").is_none())
+        .collect()
+}
+
+/// A model optimised with a free batch axis gives each input of a batch the output it gets
+/// alone (the exported flatten, a fixed `Reshape [1, -1]`, is freed at load).
+#[test]
+fn batched_runner_gives_each_input_its_own_output() {
+    let batched = Model::load_batched(&root().join(MODEL)).unwrap();
+    let tensors: Vec<Vec<f32>> = PHOTOS.iter().map(|p| photo_tensor(p)).collect();
+    let refs: Vec<&[f32]> = tensors.iter().map(|t| t.as_slice()).collect();
+    let outs = batched.runner.run_batch(&refs).unwrap();
+    assert_eq!(outs.len(), 3);
+    for (t, out) in tensors.iter().zip(&outs) {
+        assert!(max_diff(out, &model().runner.run(t).unwrap()) < 1e-4);
+    }
+    assert_eq!(batched.runner.macs(), model().runner.macs());
+}
+
+/// `run` over the OIP link answers every photo with the host model's own class.
+#[test]
+fn device_offloads_over_oip_with_the_host_models_answers() {
+    let host = HostProc::start(&[], &[]);
+    // A cascade whose last stage is the served model, forwarding everything.
+    let (_dir, config) = cascade_to(MODEL);
+    let out = bin()
+        .args(["run", "--json", "--config", config.to_str().unwrap(), "--link", &host.link(), "photos"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = run_json(&out);
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        let name = l["input"].as_str().unwrap();
+        let name = Path::new(name).file_name().unwrap().to_str().unwrap();
+        let want = edgecascade::policy::argmax(&model().runner.run(&photo_tensor(name)).unwrap());
+        assert_eq!((l["model"].as_str(), l["degraded"].as_bool()), (Some(NAME), Some(false)), "{l}");
+        assert_eq!(l["class"].as_u64(), Some(want as u64), "{l}");
+        assert_eq!(l["link"]["encoding"], "oip-fp32-binary");
+        assert!(l["link"]["bytes_sent"].as_u64().unwrap() > 224 * 224 * 3 * 4, "{l}");
+    }
+}
+
+#[test]
+fn oip_link_degrades_when_the_server_is_gone_and_refuses_an_unknown_model() {
+    // Nothing listens on this port: every input is answered locally, marked degraded.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = bin()
+        .args(["run", "--json", "--threshold", "1", "--tries", "1"])
+        .arg("--link")
+        .arg(format!("oip+http://{free}/v2/models/{NAME}"))
+        .args(["photos/coffee.png", "photos/chelsea.png"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = run_json(&out);
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["degraded"] == true && l["class"].is_u64()), "{lines:?}");
+    // A server that does not serve the model named: a configuration error, said at start.
+    let host = HostProc::start(&[], &[]);
+    let out = bin()
+        .args(["run", "--link", &format!("oip+http://{}/v2/models/nope", host.http), "photos/coffee.png"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown model 'nope'"), "{err}");
+}
+
+#[test]
+fn token_is_checked_on_the_tcp_link_and_the_oip_endpoint() {
+    let host = HostProc::start(&[], &[("EDGECASCADE_TOKEN", "s3cret")]);
+    // OIP: probes are open, the rest needs the bearer token.
+    let mut c = host.conn();
+    assert_eq!(request(&mut c, "GET", "/v2/health/ready", &[], &[]).0, 200);
+    let (status, body, _) = request(&mut c, "GET", "/v2", &[], &[]);
+    assert_eq!(status, 401);
+    assert!(String::from_utf8_lossy(&body).contains("needs a token"));
+    let (status, body, _) = request(&mut c, "GET", "/v2", &[("Authorization", "Bearer nope".into())], &[]);
+    assert_eq!((status, String::from_utf8_lossy(&body).contains("wrong bearer token")), (401, true));
+    assert_eq!(request(&mut c, "GET", "/v2", &[("Authorization", "Bearer s3cret".into())], &[]).0, 200);
+
+    // TCP: without the token the device is refused at start with a clear message.
+    let link = format!("tcp:{}", host.tcp);
+    let out = bin().args(["run", "--link", &link, "--threshold", "1", "photos/coffee.png"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a token"), "{err}");
+    let out = bin().args(["run", "--token", "wrong", "--link", &link, "photos/coffee.png"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong token"));
+    // With it, both links serve.
+    for link in [link.clone(), host.link()] {
+        let cfg = cascade_to(MODEL);
+        let out = bin()
+            .env("EDGECASCADE_TOKEN", "s3cret")
+            .args(["run", "--json", "--config", cfg.1.to_str().unwrap(), "--link", &link, "photos/coffee.png"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{link}: {}", String::from_utf8_lossy(&out.stderr));
+        let l = &run_json(&out)[0];
+        assert_eq!((l["degraded"].as_bool(), l["model"].as_str()), (Some(false), Some(NAME)), "{link}: {l}");
+    }
+}
+
+/// A config in a temporary folder: Lite0 int8 forwarding everything to `last`.
+fn cascade_to(last: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cascade.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "ensemble = false\n[[stage]]\nmodel = \"{}\"\nthreshold = 1.0\n[[stage]]\nmodel = \"{}\"\n",
+            root().join("models/efficientnet-lite0-int8.toml").display(),
+            root().join(last).display()
+        ),
+    )
+    .unwrap();
+    (dir, config)
+}
+
+/// Eight devices at once, half over the framed TCP link and half over OIP, against a
+/// batching host: every request gets its own answer (the model's), counted once. (Whether
+/// batches run together depends on whether they pay on this CPU, timed at the host's start;
+/// the batcher's grouping and the batched runner are tested on their own.)
+#[test]
+fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
+    let host = Arc::new(HostProc::start(&["--batch-max", "8", "--batch-wait-ms", "50"], &[]));
+    let spec = Manifest::load(&root().join(MODEL)).unwrap().input;
+    let photos: Vec<(String, image::RgbImage, Vec<u8>)> = PHOTOS
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(root().join("photos").join(p)).unwrap();
+            (p.to_string(), preprocess::decode(&bytes).unwrap(), bytes)
+        })
+        .collect();
+    let photos = Arc::new(photos);
+    let wants: Vec<usize> =
+        PHOTOS.iter().map(|p| edgecascade::policy::argmax(&model().runner.run(&photo_tensor(p)).unwrap())).collect();
+    let threads: Vec<_> = (0..8)
+        .map(|d| {
+            let (host, photos, spec) = (host.clone(), photos.clone(), spec.clone());
+            std::thread::spawn(move || {
+                let addr: LinkAddr =
+                    if d % 2 == 0 { format!("tcp:{}", host.tcp) } else { host.link() }.parse().unwrap();
+                let mut cfg = RemoteConfig::new(addr.clone());
+                cfg.encodings = vec![Encoding::Original];
+                cfg.reply_timeout = TIMEOUT;
+                cfg.tensor_spec = Some(spec);
+                cfg.want_probs = true;
+                let mut remote: Box<dyn RemoteStage> = match addr {
+                    LinkAddr::Oip { .. } => Box::new(edgecascade::oip::client::OipRemote::new(cfg).unwrap()),
+                    _ => Box::new(Remote::new(cfg)),
+                };
+                remote.connect().unwrap();
+                let mut got = Vec::new();
+                for round in 0..3 {
+                    let i = (d + round) % photos.len();
+                    let (_, img, bytes) = &photos[i];
+                    let mut report = LinkReport::default();
+                    let logits = remote.infer(bytes, img, &mut Spans::default(), 1, &mut report).unwrap();
+                    got.push((i, edgecascade::policy::argmax(&logits)));
+                }
+                got
+            })
+        })
+        .collect();
+    for t in threads {
+        for (i, class) in t.join().unwrap() {
+            assert_eq!(class, wants[i], "{}", PHOTOS[i]);
+        }
+    }
+    let mut c = host.conn();
+    let (_, body, _) = request(&mut c, "GET", &format!("/v2/models/{NAME}/stats"), &[], &[]);
+    let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (inferences, executions) = (
+        stats["model_stats"][0]["inference_count"].as_u64().unwrap(),
+        stats["model_stats"][0]["execution_count"].as_u64().unwrap(),
+    );
+    assert_eq!(inferences, 24);
+    assert!(executions >= 1 && executions <= inferences, "{stats}");
+}
