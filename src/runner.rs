@@ -81,7 +81,7 @@ fn probe_features() -> Vec<(&'static str, bool)> {
 #[cfg(target_arch = "arm")]
 fn probe_features() -> Vec<(&'static str, bool)> {
     // The armv7 target does not assume NEON at compile time and std cannot probe it on stable:
-    // ask tract, which reads the CPU's hardware capabilities at run time.
+    // ask tract, which reads /proc/cpuinfo at run time (under qemu-user, the host's: "no").
     use tract_linalg::isa::{native, Isa};
     vec![("neon", native().has(Isa::ArmNeon))]
 }
