@@ -45,6 +45,11 @@ pub struct RemoteConfig {
 }
 
 impl RemoteConfig {
+    /// True when the link is paced to rehearse a slower one.
+    pub fn is_paced(&self) -> bool {
+        self.shaping.as_ref().is_some_and(|s| s.is_active())
+    }
+
     pub fn new(addr: LinkAddr) -> RemoteConfig {
         RemoteConfig {
             addr,
@@ -193,10 +198,6 @@ impl Remote {
         self.conn.as_ref().map(|c| &c.welcome)
     }
 
-    pub fn is_paced(&self) -> bool {
-        self.cfg.shaping.as_ref().is_some_and(|s| s.is_active())
-    }
-
     /// Connects now if not connected (at start, to fail early and learn the host's model).
     pub fn ensure_connected(&mut self) -> Result<&Welcome, ConnectError> {
         if self.conn.is_none() {
@@ -261,8 +262,40 @@ impl Remote {
         }
     }
 
-    /// Offloads one input (see `RemoteStage::infer`). Spans: encode, send, wait.
-    pub fn infer(
+    fn await_answer(&mut self, seq: u64, report: &mut LinkReport) -> Result<InferResponse, Wait> {
+        let deadline = Instant::now() + self.cfg.reply_timeout;
+        let conn = self.conn.as_mut().expect("connected");
+        loop {
+            let before = conn.reader.consumed();
+            let msg = conn.reader.read_msg();
+            report.bytes_received += conn.reader.consumed() - before;
+            match msg {
+                Ok(Message::Answer(a)) if a.seq == seq => return Ok(a),
+                Ok(Message::Answer(_)) => self.stale += 1,
+                Ok(Message::Error(e)) if e.seq == Some(seq) => return Err(Wait::Refused(e.code, e.message)),
+                // An error without a sequence number: the host saw a damaged frame, most
+                // likely our request; send it again.
+                Ok(Message::Error(e)) if e.seq.is_none() => return Err(Wait::Retry(format!("host: {e}"))),
+                Ok(_) => {}
+                Err(LinkError::Frame(e)) => log::debug!("damaged frame from the host: {e}"),
+                Err(LinkError::Timeout) if Instant::now() < deadline => {}
+                Err(LinkError::Timeout) => {
+                    return Err(Wait::Retry(format!("no answer within {:?}", self.cfg.reply_timeout)))
+                }
+                Err(e) => return Err(Wait::Broken(format!("link failed: {e}"))),
+            }
+        }
+    }
+}
+
+impl RemoteStage for Remote {
+    fn connect(&mut self) -> Result<RemoteInfo, ConnectError> {
+        let w = self.ensure_connected()?;
+        Ok(RemoteInfo { model: w.model.clone(), classes: w.classes as usize })
+    }
+
+    /// Spans: encode, send, wait.
+    fn infer(
         &mut self,
         bytes: &[u8],
         img: &RgbImage,
@@ -337,51 +370,8 @@ impl Remote {
         Err(StageFailure::Unavailable(format!("no answer from the host after {} tries: {last_error}", report.tries)))
     }
 
-    fn await_answer(&mut self, seq: u64, report: &mut LinkReport) -> Result<InferResponse, Wait> {
-        let deadline = Instant::now() + self.cfg.reply_timeout;
-        let conn = self.conn.as_mut().expect("connected");
-        loop {
-            let before = conn.reader.consumed();
-            let msg = conn.reader.read_msg();
-            report.bytes_received += conn.reader.consumed() - before;
-            match msg {
-                Ok(Message::Answer(a)) if a.seq == seq => return Ok(a),
-                Ok(Message::Answer(_)) => self.stale += 1,
-                Ok(Message::Error(e)) if e.seq == Some(seq) => return Err(Wait::Refused(e.code, e.message)),
-                // An error without a sequence number: the host saw a damaged frame, most
-                // likely our request; send it again.
-                Ok(Message::Error(e)) if e.seq.is_none() => return Err(Wait::Retry(format!("host: {e}"))),
-                Ok(_) => {}
-                Err(LinkError::Frame(e)) => log::debug!("damaged frame from the host: {e}"),
-                Err(LinkError::Timeout) if Instant::now() < deadline => {}
-                Err(LinkError::Timeout) => {
-                    return Err(Wait::Retry(format!("no answer within {:?}", self.cfg.reply_timeout)))
-                }
-                Err(e) => return Err(Wait::Broken(format!("link failed: {e}"))),
-            }
-        }
-    }
-}
-
-impl RemoteStage for Remote {
-    fn connect(&mut self) -> Result<RemoteInfo, ConnectError> {
-        let w = self.ensure_connected()?;
-        Ok(RemoteInfo { model: w.model.clone(), classes: w.classes as usize })
-    }
-
-    fn infer(
-        &mut self,
-        bytes: &[u8],
-        img: &RgbImage,
-        spans: &mut Spans,
-        stage: usize,
-        report: &mut LinkReport,
-    ) -> Result<Vec<f32>, StageFailure> {
-        Remote::infer(self, bytes, img, spans, stage, report)
-    }
-
     fn is_paced(&self) -> bool {
-        Remote::is_paced(self)
+        self.cfg.is_paced()
     }
 }
 

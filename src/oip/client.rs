@@ -287,6 +287,13 @@ impl OipRemote {
         let LinkAddr::Oip { addr, model, version } = cfg.addr.clone() else {
             return Err(format!("{} is not an oip+http: link", cfg.addr));
         };
+        if cfg.tensor_spec.is_none() {
+            return Err(format!(
+                "{} takes preprocessed tensors, and the cascade config's last stage has no manifest \
+                 to say how to make them (mean, std, crop)",
+                cfg.addr
+            ));
+        }
         Ok(OipRemote { cfg, addr, model, version, conn: None, plan: None, backoff: Backoff::default(), seq: 0 })
     }
 
@@ -346,14 +353,15 @@ impl OipRemote {
         }
     }
 
-    fn get_json<T: serde::de::DeserializeOwned>(&mut self, path: &str) -> Result<T, ConnectError> {
+    /// A GET at start: the response when it is 200; a refusal (token, unknown model) or an
+    /// unreachable server otherwise.
+    fn get(&mut self, path: &str) -> Result<HttpResponse, ConnectError> {
         let timeout = self.cfg.connect_timeout.max(Duration::from_secs(2));
         let r = self.exchange("GET", path, Vec::new(), &[], timeout, &mut (0, 0)).map_err(|f| match f {
             Failure::Refused(e) | Failure::Retry(e) => ConnectError::Unreachable(e),
         })?;
         match r.status {
-            200 => serde_json::from_slice(&r.body)
-                .map_err(|e| ConnectError::Refused(format!("GET {path}: not the OIP v2 answer expected: {e}"))),
+            200 => Ok(r),
             401 | 403 => {
                 Err(ConnectError::Refused(format!("{} refused the device: {}", self.cfg.addr, r.error_text())))
             }
@@ -362,44 +370,20 @@ impl OipRemote {
         }
     }
 
+    fn get_json<T: serde::de::DeserializeOwned>(&mut self, path: &str) -> Result<T, ConnectError> {
+        let r = self.get(path)?;
+        serde_json::from_slice(&r.body)
+            .map_err(|e| ConnectError::Refused(format!("GET {path}: not the OIP v2 answer expected: {e}")))
+    }
+
     /// Checks readiness and reads the metadata; plans the requests.
     fn ensure_plan(&mut self) -> Result<&Plan, ConnectError> {
         if self.plan.is_none() {
             let server: ServerMetadata = self.get_json("/v2")?;
-            let ready_path = format!("{}/ready", self.model_path());
-            let timeout = self.cfg.connect_timeout.max(Duration::from_secs(2));
-            let ready =
-                self.exchange("GET", &ready_path, Vec::new(), &[], timeout, &mut (0, 0)).map_err(|f| match f {
-                    Failure::Refused(e) | Failure::Retry(e) => ConnectError::Unreachable(e),
-                })?;
-            match ready.status {
-                200 => {}
-                404 => return Err(ConnectError::Refused(format!("{}: {}", self.cfg.addr, ready.error_text()))),
-                401 | 403 => {
-                    return Err(ConnectError::Refused(format!(
-                        "{} refused the device: {}",
-                        self.cfg.addr,
-                        ready.error_text()
-                    )))
-                }
-                s => {
-                    return Err(ConnectError::Unreachable(format!(
-                        "model {} is not ready (HTTP {s}: {})",
-                        self.model,
-                        ready.error_text()
-                    )))
-                }
-            }
+            self.get(&format!("{}/ready", self.model_path()))?;
             let meta: ModelMetadata = self.get_json(&self.model_path())?;
             let binary = server.extensions.iter().any(|e| e == BINARY_EXTENSION);
             let plan = Plan::from_metadata(&meta, binary).map_err(ConnectError::Refused)?;
-            if self.cfg.tensor_spec.is_none() {
-                return Err(ConnectError::Refused(format!(
-                    "{} takes preprocessed tensors, and the cascade config's last stage has no manifest \
-                     to say how to make them (mean, std, crop)",
-                    self.cfg.addr
-                )));
-            }
             log::info!(
                 "link {}: {} {} ready; sending {FP32} {:?} {}x{} as {}",
                 self.cfg.addr,
@@ -557,7 +541,7 @@ impl RemoteStage for OipRemote {
     }
 
     fn is_paced(&self) -> bool {
-        self.cfg.shaping.as_ref().is_some_and(|s| s.is_active())
+        self.cfg.is_paced()
     }
 }
 
