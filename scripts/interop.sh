@@ -212,6 +212,27 @@ ensure_venv() {
     echo "installed in $((SECONDS - t)) s"
 }
 
+# find_venv_python: the first Python 3 that can make a venv with pip in it. Debian's python3
+# cannot without its python3-venv package (ensurepip is left out), and which python3 comes first
+# on PATH differs between machines: try each, with INTEROP_PYTHON first if set.
+find_venv_python() {
+    local p probe
+    probe=$(mktemp -d)
+    for p in ${INTEROP_PYTHON:-} python3 python3.11 /usr/bin/python3 \
+        "$(pyenv root 2>/dev/null)"/versions/3.1*/bin/python3 "$HOME"/.pyenv/versions/3.1*/bin/python3; do
+        [[ -n $p ]] && command -v "$p" >/dev/null || continue
+        if bounded 120 "$p" -m venv "$probe/v" >/dev/null 2>&1 && [[ -x $probe/v/bin/pip ]]; then
+            rm -rf "$probe"
+            command -v "$p"
+            return 0
+        fi
+        echo "$p cannot make a venv with pip; trying the next Python" >&2
+        rm -rf "$probe/v"
+    done
+    rm -rf "$probe"
+    return 1
+}
+
 # install_with_uv DIR REQUIREMENTS CONSTRAINTS: uv (pinned, pip-installed from PyPI into the
 # main venv the first time) installs into the venv at DIR. pip resolves, downloads and
 # installs one package at a time: 70 to 140 s for the main venv here, uv about 10 s.
@@ -300,7 +321,13 @@ device_against() {
 
 step "setup: Python packages"
 PY=$VENV/bin/python
-if ensure_venv "$VENV" python3 "$HERE/requirements.txt" "$HERE/constraints.txt"; then
+if ! base_python=$(find_venv_python); then
+    record FAIL "setup: a Python that can make a venv" "none of: ${INTEROP_PYTHON:-} python3 python3.11 /usr/bin/python3 pyenv's 3.x (on Debian: apt-get install python3-venv)"
+    summary
+    exit 1
+fi
+echo "venvs made with $base_python ($("$base_python" --version 2>&1))"
+if ensure_venv "$VENV" "$base_python" "$HERE/requirements.txt" "$HERE/constraints.txt"; then
     record PASS "setup: venv with the pinned packages" "$("$PY" -c 'from importlib.metadata import version as v
 print(", ".join(f"{p} {v(p)}" for p in ("tritonclient", "mlserver", "onnxruntime", "numpy", "pillow")))')"
 else
