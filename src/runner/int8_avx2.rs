@@ -1,0 +1,190 @@
+//! An int8 matrix product for x86_64 CPUs with AVX2 but no VNNI, where tract-linalg's int8
+//! kernel (`avx2_mmm_i32_8x8`: bytes widened to i16, `vpmullw`, widened again to i32, added)
+//! does about half the multiply-accumulates per instruction of its float kernels. This one uses
+//! `vpmaddwd`: operands widened to i16 once, then one instruction multiplies 16 pairs and adds
+//! each pair into an i32 lane, exactly (|i8 x i8| sums of two fit an i32 with room to spare).
+//!
+//! Weights `[m, k]` are packed once, at rewrite time, as 4-row panels of i16 pairs along k;
+//! activations `[k, n]` are packed per call as 16-column panels of i16 pairs. The 4 x 16 tile's
+//! accumulators (8 ymm registers) get the bias and the requantization in the kernel's epilogue,
+//! and only int8 values are written.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+pub const MR: usize = 4;
+pub const NR: usize = 16;
+
+/// Weights packed for [`gemm`]: per panel of `MR` rows, per pair of k, the `MR` rows' pairs
+/// `(w[r][2p], w[r][2p + 1])` as two i16 in one u32.
+#[derive(Debug, Clone)]
+pub struct PackedWeights {
+    pub m: usize,
+    pub k: usize,
+    data: Vec<u32>,
+}
+
+fn pair(a: i8, b: i8) -> u32 {
+    (a as i16 as u16 as u32) | ((b as i16 as u16 as u32) << 16)
+}
+
+impl PackedWeights {
+    pub fn new(weights: &[i8], m: usize, k: usize) -> PackedWeights {
+        let kp = k.div_ceil(2);
+        let panels = m.div_ceil(MR);
+        let mut data = vec![0u32; panels * kp * MR];
+        let at = |r: usize, c: usize| if r < m && c < k { weights[r * k + c] } else { 0 };
+        for p in 0..panels {
+            for q in 0..kp {
+                for r in 0..MR {
+                    data[(p * kp + q) * MR + r] = pair(at(p * MR + r, 2 * q), at(p * MR + r, 2 * q + 1));
+                }
+            }
+        }
+        PackedWeights { m, k, data }
+    }
+}
+
+/// Whether [`gemm`] can run here.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `out[r][j] = requant(r, bias[r] + sum_i w[r][i] * x[i][j])` for `x` `[k, n]` (row-major
+/// int8), through `requant(row, accumulators, output row chunk)`.
+///
+/// # Panics
+/// If AVX2 is not available ([`available`] is false) or the sizes do not match.
+pub fn gemm(
+    w: &PackedWeights,
+    x: &[i8],
+    n: usize,
+    bias: &[i32],
+    out: &mut [i8],
+    requant: impl Fn(usize, &[i32], &mut [i8]),
+) {
+    assert!(available(), "AVX2 is not available");
+    assert!(x.len() == w.k * n && out.len() == w.m * n && bias.len() == w.m);
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        gemm_avx2(w, x, n, bias, out, requant)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gemm_avx2(
+    w: &PackedWeights,
+    x: &[i8],
+    n: usize,
+    bias: &[i32],
+    out: &mut [i8],
+    requant: impl Fn(usize, &[i32], &mut [i8]),
+) {
+    let (m, k) = (w.m, w.k);
+    let kp = k.div_ceil(2);
+    // One 16-column panel of x, as i16 pairs: panel[q * 16 + j] = (x[2q][j], x[2q + 1][j]).
+    let mut panel = vec![0u32; kp * NR];
+    let mut tile = [0i32; MR * NR];
+    let zero = [0i8; NR];
+    for c0 in (0..n).step_by(NR) {
+        let cols = NR.min(n - c0);
+        for q in 0..kp {
+            let row = |i: usize| -> [i8; NR] {
+                if i >= k {
+                    return zero;
+                }
+                let mut r = [0i8; NR];
+                r[..cols].copy_from_slice(&x[i * n + c0..][..cols]);
+                r
+            };
+            let (r0, r1) = (row(2 * q), row(2 * q + 1));
+            let a = _mm_loadu_si128(r0.as_ptr() as *const __m128i);
+            let b = _mm_loadu_si128(r1.as_ptr() as *const __m128i);
+            // Bytes interleaved (a0 b0 a1 b1 ...), then widened to i16: pairs per column.
+            let lo = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
+            let hi = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b));
+            let dst = panel.as_mut_ptr().add(q * NR) as *mut __m256i;
+            _mm256_storeu_si256(dst, lo);
+            _mm256_storeu_si256(dst.add(1), hi);
+        }
+        for p in 0..m.div_ceil(MR) {
+            let wp = w.data.as_ptr().add(p * kp * MR);
+            let mut acc = [_mm256_setzero_si256(); 2 * MR];
+            for q in 0..kp {
+                let b0 = _mm256_loadu_si256(panel.as_ptr().add(q * NR) as *const __m256i);
+                let b1 = _mm256_loadu_si256(panel.as_ptr().add(q * NR + 8) as *const __m256i);
+                let ws = wp.add(q * MR);
+                for r in 0..MR {
+                    let a = _mm256_set1_epi32(*ws.add(r) as i32);
+                    acc[2 * r] = _mm256_add_epi32(acc[2 * r], _mm256_madd_epi16(a, b0));
+                    acc[2 * r + 1] = _mm256_add_epi32(acc[2 * r + 1], _mm256_madd_epi16(a, b1));
+                }
+            }
+            for r in 0..MR {
+                let row = p * MR + r;
+                if row >= m {
+                    break;
+                }
+                let bv = _mm256_set1_epi32(bias[row]);
+                let t = tile.as_mut_ptr().add(r * NR) as *mut __m256i;
+                _mm256_storeu_si256(t, _mm256_add_epi32(acc[2 * r], bv));
+                _mm256_storeu_si256(t.add(1), _mm256_add_epi32(acc[2 * r + 1], bv));
+                requant(row, &tile[r * NR..][..cols], &mut out[row * n + c0..][..cols]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equals_the_plain_product() {
+        if !available() {
+            eprintln!("no AVX2 here: nothing to test");
+            return;
+        }
+        let mut seed = 12345u32;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as i8
+        };
+        for (m, k, n) in [(1, 1, 1), (5, 3, 17), (16, 32, 196), (7, 1280, 1), (33, 27, 40), (4, 2, 16)] {
+            let w: Vec<i8> = (0..m * k).map(|_| rnd()).collect();
+            let x: Vec<i8> = (0..k * n).map(|_| rnd()).collect();
+            let bias: Vec<i32> = (0..m).map(|i| i as i32 * 1000 - 3000).collect();
+            let mut got = vec![0i32; m * n];
+            let packed = PackedWeights::new(&w, m, k);
+            // Requantize to the accumulators themselves, through a side table.
+            let seen = std::sync::Mutex::new(vec![None; m * n]);
+            let mut out = vec![0i8; m * n];
+            gemm(&packed, &x, n, &bias, &mut out, |row, acc, _o| {
+                let mut s = seen.lock().unwrap();
+                let start = s.iter().enumerate().position(|(i, v)| i / n == row && v.is_none()).unwrap();
+                for (i, a) in acc.iter().enumerate() {
+                    s[start + i] = Some(*a);
+                }
+            });
+            for (i, v) in seen.into_inner().unwrap().into_iter().enumerate() {
+                got[i] = v.expect("every output requantized once");
+            }
+            for r in 0..m {
+                for j in 0..n {
+                    let want: i32 = bias[r] + (0..k).map(|i| w[r * k + i] as i32 * x[i * n + j] as i32).sum::<i32>();
+                    assert_eq!(got[r * n + j], want, "m={m} k={k} n={n} at ({r}, {j})");
+                }
+            }
+        }
+    }
+}
