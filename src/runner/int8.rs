@@ -18,6 +18,7 @@
 //! int32 one QDQ exporters write, dilations, groups other than 1 or depthwise, more than one
 //! consumer, ...) is left as tract runs it, with the reason logged.
 
+use edgecascade_kernels::{Geometry, Requant};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -563,62 +564,6 @@ fn plan_gemm(model: &TypedModel, dq: &DqTable, node: &TypedNode, einsum: &EinSum
     Ok(Plan { x, y, params })
 }
 
-/// The output stage: `clamp(round_half_even(acc * scale[c]) + y0, lo, hi)` per channel.
-#[derive(Debug, Clone)]
-struct Requant {
-    scale: Vec<f32>,
-    /// Added after scaling (0 except for channels whose bias does not fit the accumulators).
-    offset: Vec<f32>,
-    y0: i32,
-    lo: i32,
-    hi: i32,
-}
-
-impl Requant {
-    fn new(acc_scale: &[f32], inv_y_scale: f32, y0: i32, lo: f32, hi: f32) -> Requant {
-        // The clip bounds quantized as QuantizeLinear would (it is monotonic, so clipping
-        // before it equals clamping after it).
-        let q = |v: f32| ((v * inv_y_scale).round_ties_even() as i64 + y0 as i64).clamp(-128, 127) as i32;
-        let lo = if lo.is_finite() { q(lo) } else { -128 };
-        let hi = if hi.is_finite() { q(hi) } else { 127 };
-        let scale: Vec<f32> = acc_scale.iter().map(|s| s * inv_y_scale).collect();
-        Requant { offset: vec![0.0; scale.len()], scale, y0, lo, hi }
-    }
-
-    /// Requantizes one channel's accumulators.
-    #[inline]
-    fn row(&self, c: usize, acc: &[i32], out: &mut [i8]) {
-        // Adding and subtracting 1.5 * 2^23 rounds a float below 2^22 to the nearest integer,
-        // ties to even (the default rounding mode), in two vectorisable additions.
-        const MAGIC: f32 = 12_582_912.0;
-        let (s, off) = (self.scale[c], self.offset[c]);
-        let lo = (self.lo - self.y0) as f32;
-        let hi = (self.hi - self.y0) as f32;
-        let y0 = self.y0;
-        for (o, &a) in out.iter_mut().zip(acc) {
-            let v = (a as f32 * s + off).clamp(lo, hi);
-            *o = (((v + MAGIC) - MAGIC) as i32 + y0) as i8;
-        }
-    }
-}
-
-/// Where a convolution reads: input channels and plane, kernel, strides, leading pads, output
-/// plane.
-#[derive(Debug, Clone, Copy)]
-struct Geometry {
-    cin: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    pt: usize,
-    pl: usize,
-    oh: usize,
-    ow: usize,
-}
-
 /// Everything an `Int8Product` needs, shared by its clones.
 struct Params {
     kind: Kind,
@@ -638,7 +583,7 @@ struct Params {
     /// For the matrix kernels: tract-linalg's kernel, its i8 x i8 packing, the packed weights.
     mmm: Option<(Box<dyn MatMatMul>, usize, Box<dyn MMMInputValue>, Tensor)>,
     /// Instead, on x86_64 with AVX2 and no better int8 instructions: the `vpmaddwd` kernel.
-    avx2: Option<super::int8_avx2::PackedWeights>,
+    avx2: Option<edgecascade_kernels::avx2::PackedWeights>,
 }
 
 impl fmt::Debug for Params {
@@ -691,7 +636,7 @@ impl Params {
         if kind != Kind::Depthwise {
             let tract = prepare_mmm(m, k, n, &weights, &bias)?;
             if use_avx2(&*tract.0) {
-                avx2 = Some(super::int8_avx2::PackedWeights::new(&weights, m, k));
+                avx2 = Some(edgecascade_kernels::avx2::PackedWeights::new(&weights, m, k));
             } else {
                 mmm = Some(tract);
             }
@@ -705,7 +650,7 @@ impl Params {
 fn use_avx2(tract: &dyn MatMatMul) -> bool {
     let forced_tract = std::env::var("EDGECASCADE_INT8_KERNEL").is_ok_and(|v| v.eq_ignore_ascii_case("tract"));
     !forced_tract
-        && super::int8_avx2::available()
+        && edgecascade_kernels::avx2::available()
         && (tract.name().starts_with("avx2_") || tract.name().starts_with("avx_"))
 }
 
@@ -781,10 +726,13 @@ impl EvalOp for Int8Product {
         let xs = x.try_as_plain_ram()?.as_slice::<i8>()?;
         let mut out = vec![0i8; p.out_shape.iter().product()];
         match p.kind {
-            Kind::Depthwise => depthwise(p, xs, &mut out),
+            Kind::Depthwise => {
+                edgecascade_kernels::depthwise(&p.geo, &p.weights, &p.bias, p.x0, &p.requant, xs, &mut out)
+            }
             Kind::Matmul => matmul(p, x, p.k, &mut out)?,
             Kind::Im2col => {
-                let cols = im2col(p, xs)?;
+                let cols =
+                    Tensor::from_shape(&[p.k, p.geo.oh * p.geo.ow], &edgecascade_kernels::im2col(&p.geo, p.x0, xs))?;
                 matmul(p, &cols, p.k, &mut out)?
             }
         }
@@ -810,42 +758,13 @@ impl TypedOp for Int8Product {
     tract_onnx::tract_core::as_op!();
 }
 
-/// `[k, n]` int8 columns of a convolution's input (padding filled with x0).
-fn im2col(p: &Params, x: &[i8]) -> TractResult<Tensor> {
-    let g = p.geo;
-    let n = g.oh * g.ow;
-    let mut cols = vec![p.x0; p.k * n];
-    for c in 0..g.cin {
-        let plane = &x[c * g.h * g.w..][..g.h * g.w];
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = &mut cols[((c * g.kh + ky) * g.kw + kx) * n..][..n];
-                for oy in 0..g.oh {
-                    let iy = (oy * g.sh + ky) as isize - g.pt as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let src = &plane[iy as usize * g.w..][..g.w];
-                    for ox in 0..g.ow {
-                        let ix = (ox * g.sw + kx) as isize - g.pl as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            row[oy * g.ow + ox] = src[ix as usize];
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(Tensor::from_shape(&[p.k, n], &cols)?)
-}
-
 /// `weights [m, k] x x [k, n]` on tract-linalg's int8 kernel, bias added in the kernel, then
 /// the requantization per row.
 fn matmul(p: &Params, x: &Tensor, k: usize, out: &mut [i8]) -> TractResult<()> {
     let n = x.len() / k;
     if let Some(w) = &p.avx2 {
         let xs = x.try_as_plain_ram()?;
-        super::int8_avx2::gemm(w, xs.as_slice::<i8>()?, n, &p.bias, out, |r, acc, o| p.requant.row(r, acc, o));
+        edgecascade_kernels::avx2::gemm(w, xs.as_slice::<i8>()?, n, &p.bias, &p.requant, out);
         return Ok(());
     }
     let (mmm, packing, packed, bias) = p.mmm.as_ref().context("no matrix kernel prepared")?;
@@ -876,52 +795,6 @@ fn matmul(p: &Params, x: &Tensor, k: usize, out: &mut [i8]) -> TractResult<()> {
         p.requant.row(c, a, o);
     }
     Ok(())
-}
-
-/// Depthwise convolution, channel by channel: the plane padded with x0 into i16, split into
-/// `sw` column phases so that every tap reads a contiguous run, i16 products summed into a row
-/// of i32 accumulators, then requantized.
-fn depthwise(p: &Params, x: &[i8], out: &mut [i8]) {
-    let g = p.geo;
-    let (hp, wp) = ((g.oh - 1) * g.sh + g.kh, (g.ow - 1) * g.sw + g.kw);
-    // Phase `f` holds padded columns f, f + sw, f + 2 sw, ...: `pw` of them.
-    let pw = wp.div_ceil(g.sw);
-    let mut phases = vec![p.x0 as i16; g.sw * hp * pw];
-    let mut acc = vec![0i32; g.ow];
-    for c in 0..g.cin {
-        let plane = &x[c * g.h * g.w..][..g.h * g.w];
-        phases.fill(p.x0 as i16);
-        for py in 0..hp {
-            let iy = py as isize - g.pt as isize;
-            if iy < 0 || iy >= g.h as isize {
-                continue;
-            }
-            let src = &plane[iy as usize * g.w..][..g.w];
-            for (ix, &v) in src.iter().enumerate() {
-                let px = ix + g.pl;
-                if px < wp {
-                    phases[((px % g.sw) * hp + py) * pw + px / g.sw] = v as i16;
-                }
-            }
-        }
-        let w = &p.weights[c * g.kh * g.kw..][..g.kh * g.kw];
-        let bias = p.bias[c];
-        for oy in 0..g.oh {
-            acc.fill(bias);
-            for ky in 0..g.kh {
-                let py = oy * g.sh + ky;
-                for kx in 0..g.kw {
-                    let wv = w[ky * g.kw + kx] as i16;
-                    let src = &phases[((kx % g.sw) * hp + py) * pw + kx / g.sw..][..g.ow];
-                    for (a, &s) in acc.iter_mut().zip(src) {
-                        // |w| <= 128 and |s| <= 128, so the product fits an i16.
-                        *a = a.wrapping_add(wv.wrapping_mul(s) as i32);
-                    }
-                }
-            }
-            p.requant.row(c, &acc, &mut out[(c * g.oh + oy) * g.ow..][..g.ow]);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1080,6 +953,93 @@ mod tests {
         let plan = model.into_optimized().unwrap().into_runnable().unwrap();
         let (_, input) = photo_inputs().remove(0);
         assert_eq!(plan.run(tvec!(input.into_tvalue())).unwrap().len(), 2);
+    }
+
+    fn xorshift(seed: u32) -> impl FnMut() -> i8 {
+        let mut s = seed;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as i8
+        }
+    }
+
+    /// The AVX2 product equals the plain one, requantized the same way, at awkward sizes.
+    #[test]
+    fn avx2_product_equals_the_plain_one() {
+        use edgecascade_kernels::avx2;
+        if !avx2::available() {
+            eprintln!("no AVX2 here: nothing to compare");
+            return;
+        }
+        let mut rnd = xorshift(12345);
+        for (m, k, n) in [(1, 1, 1), (5, 3, 17), (16, 32, 196), (7, 1280, 1), (33, 27, 40), (4, 2, 16)] {
+            let w: Vec<i8> = (0..m * k).map(|_| rnd()).collect();
+            let x: Vec<i8> = (0..k * n).map(|_| rnd()).collect();
+            let bias: Vec<i32> = (0..m).map(|i| i as i32 * 1000 - 3000).collect();
+            let acc_scale: Vec<f32> = (0..m).map(|i| 1e-4 * (1 + i % 7) as f32).collect();
+            let rq = Requant::new(&acc_scale, 3.0, -5, f32::NEG_INFINITY, f32::INFINITY);
+            let mut want = vec![0i8; m * n];
+            for r in 0..m {
+                let acc: Vec<i32> = (0..n)
+                    .map(|j| bias[r] + (0..k).map(|i| w[r * k + i] as i32 * x[i * n + j] as i32).sum::<i32>())
+                    .collect();
+                rq.row(r, &acc, &mut want[r * n..][..n]);
+            }
+            let mut got = vec![0i8; m * n];
+            avx2::gemm(&avx2::PackedWeights::new(&w, m, k), &x, n, &bias, &rq, &mut got);
+            assert_eq!(got, want, "m={m} k={k} n={n}");
+        }
+    }
+
+    /// The direct depthwise kernel equals a plain convolution with zero-point padding, for
+    /// strides 1 and 2, kernels 3 and 5, symmetric and asymmetric pads.
+    #[test]
+    fn depthwise_kernel_equals_the_plain_convolution() {
+        let mut rnd = xorshift(777);
+        for (c, h, w, k, s, pt, pl, pb, pr) in [
+            (3, 7, 9, 3, 1, 1, 1, 1, 1),
+            (4, 8, 8, 3, 2, 0, 0, 1, 1),
+            (2, 11, 6, 5, 2, 1, 1, 2, 2),
+            (2, 5, 5, 5, 1, 2, 2, 2, 2),
+        ] {
+            let oh = (h + pt + pb - k) / s + 1;
+            let ow = (w + pl + pr - k) / s + 1;
+            let g = Geometry { cin: c, h, w, kh: k, kw: k, sh: s, sw: s, pt, pl, oh, ow };
+            let x: Vec<i8> = (0..c * h * w).map(|_| rnd()).collect();
+            let wt: Vec<i8> = (0..c * k * k).map(|_| rnd()).collect();
+            let x0: i8 = -7;
+            let bias: Vec<i32> = (0..c).map(|i| 100 * i as i32 - 50).collect();
+            let rq = Requant::new(&vec![2e-3; c], 1.0, 3, f32::NEG_INFINITY, f32::INFINITY);
+            let mut want = vec![0i8; c * oh * ow];
+            for ch in 0..c {
+                for oy in 0..oh {
+                    let acc: Vec<i32> = (0..ow)
+                        .map(|ox| {
+                            let mut a = bias[ch];
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) =
+                                        ((oy * s + ky) as isize - pt as isize, (ox * s + kx) as isize - pl as isize);
+                                    let v = if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                        x[(ch * h + iy as usize) * w + ix as usize]
+                                    } else {
+                                        x0
+                                    };
+                                    a += wt[(ch * k + ky) * k + kx] as i32 * v as i32;
+                                }
+                            }
+                            a
+                        })
+                        .collect();
+                    rq.row(ch, &acc, &mut want[(ch * oh + oy) * ow..][..ow]);
+                }
+            }
+            let mut got = vec![0i8; c * oh * ow];
+            edgecascade_kernels::depthwise(&g, &wt, &bias, x0, &rq, &x, &mut got);
+            assert_eq!(got, want, "c={c} h={h} w={w} k={k} s={s}");
+        }
     }
 
     /// A float model has nothing to rewrite.

@@ -4,7 +4,6 @@
 //! answers from a table, for tests and dry runs.
 
 pub mod int8;
-mod int8_avx2;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

