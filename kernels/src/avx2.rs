@@ -79,6 +79,46 @@ pub fn gemm(
     }
 }
 
+/// The product with a single column (`n = 1`, a classifier's Gemm): `out[r] =
+/// requant(r, bias[r] + dot(w[r], x))` over row-major int8 `weights` `[m, k]`, without the
+/// 16-column panels of [`gemm`] (15 of 16 columns would be padding).
+///
+/// # Panics
+/// If AVX2 is not available or the sizes do not match.
+pub fn matvec(weights: &[i8], m: usize, x: &[i8], bias: &[i32], requant: &Requant, out: &mut [i8]) {
+    assert!(available(), "AVX2 is not available");
+    let k = x.len();
+    assert!(weights.len() == m * k && out.len() == m && bias.len() == m);
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        matvec_avx2(weights, m, x, bias, requant, out)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn matvec_avx2(weights: &[i8], m: usize, x: &[i8], bias: &[i32], requant: &Requant, out: &mut [i8]) {
+    let k = x.len();
+    for r in 0..m {
+        let w = &weights[r * k..][..k];
+        let mut acc = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 16 <= k {
+            let a = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(i) as *const __m128i));
+            let b = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+            i += 16;
+        }
+        let mut lanes = [0i32; 8];
+        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc);
+        let mut sum = bias[r].wrapping_add(lanes.iter().fold(0i32, |s, v| s.wrapping_add(*v)));
+        for j in i..k {
+            sum = sum.wrapping_add(w[j] as i32 * x[j] as i32);
+        }
+        requant.row(r, &[sum], &mut out[r..r + 1]);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn gemm_avx2(
@@ -106,9 +146,16 @@ unsafe fn gemm_avx2(
                 r[..cols].copy_from_slice(&x[i * n + c0..][..cols]);
                 r
             };
-            let (r0, r1) = (row(2 * q), row(2 * q + 1));
-            let a = _mm_loadu_si128(r0.as_ptr() as *const __m128i);
-            let b = _mm_loadu_si128(r1.as_ptr() as *const __m128i);
+            // A full panel with both rows inside x is loaded in place; others go through a copy.
+            let (a, b) = if cols == NR && 2 * q + 1 < k {
+                (
+                    _mm_loadu_si128(x.as_ptr().add(2 * q * n + c0) as *const __m128i),
+                    _mm_loadu_si128(x.as_ptr().add((2 * q + 1) * n + c0) as *const __m128i),
+                )
+            } else {
+                let (r0, r1) = (row(2 * q), row(2 * q + 1));
+                (_mm_loadu_si128(r0.as_ptr() as *const __m128i), _mm_loadu_si128(r1.as_ptr() as *const __m128i))
+            };
             // Bytes interleaved (a0 b0 a1 b1 ...), then widened to i16: pairs per column.
             let lo = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
             let hi = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b));

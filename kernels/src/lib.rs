@@ -105,18 +105,36 @@ pub fn depthwise(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &R
         unsafe { depthwise_avx2(g, weights, bias, x0, requant, x, out) };
         return;
     }
-    depthwise_body(g, weights, bias, x0, requant, x, out)
+    depthwise_lanes(g, weights, bias, x0, requant, x, out)
+}
+
+/// Rows wider than 8 outputs take 16 accumulators at a time (two AVX2 registers), narrower
+/// ones 8 (the 7 x 7 planes of the last blocks would waste most of 16).
+#[inline(always)]
+fn depthwise_lanes(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &Requant, x: &[i8], out: &mut [i8]) {
+    if g.ow > 8 {
+        depthwise_body::<16>(g, weights, bias, x0, requant, x, out)
+    } else {
+        depthwise_body::<8>(g, weights, bias, x0, requant, x, out)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn depthwise_avx2(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &Requant, x: &[i8], out: &mut [i8]) {
-    depthwise_body(g, weights, bias, x0, requant, x, out)
+    depthwise_lanes(g, weights, bias, x0, requant, x, out)
 }
 
 #[inline(always)]
-fn depthwise_body(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &Requant, x: &[i8], out: &mut [i8]) {
-    const LANES: usize = 8;
+fn depthwise_body<const LANES: usize>(
+    g: &Geometry,
+    weights: &[i8],
+    bias: &[i32],
+    x0: i8,
+    requant: &Requant,
+    x: &[i8],
+    out: &mut [i8],
+) {
     let g = *g;
     let taps = g.kh * g.kw;
     let (hp, wp) = ((g.oh - 1) * g.sh + g.kh, (g.ow - 1) * g.sw + g.kw);
@@ -139,6 +157,14 @@ fn depthwise_body(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &
                 break;
             }
             let src = &plane[iy * g.w..][..g.w];
+            if g.sw == 1 {
+                // One phase: the row as it is, after the left pad.
+                let dst = &mut phases[py * pw + g.pl..][..g.w.min(pw - g.pl.min(pw))];
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = v as i16;
+                }
+                continue;
+            }
             for f in 0..g.sw {
                 // The first input column landing in phase f, then every sw-th.
                 let ix0 = (f + g.sw - g.pl % g.sw) % g.sw;
@@ -163,7 +189,10 @@ fn depthwise_body(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &
             for ox in (0..g.ow).step_by(LANES) {
                 let mut acc = [b; LANES];
                 for (&off, &w) in offsets.iter().zip(&wts) {
-                    let s = &phases[row + off + ox..][..LANES];
+                    let at = row + off + ox;
+                    // The last tap of the last row's last block ends at most at `phases`' end
+                    // (pw covers ow_blocks and the widest tap): the check below never fails.
+                    let s = &phases[at..at + LANES];
                     for l in 0..LANES {
                         // |w| <= 128 and |s| <= 128: the product fits an i16.
                         acc[l] = acc[l].wrapping_add(w.wrapping_mul(s[l]) as i32);

@@ -635,7 +635,11 @@ impl Params {
         let (mut mmm, mut avx2) = (None, None);
         if kind != Kind::Depthwise {
             let tract = prepare_mmm(m, k, n, &weights, &bias)?;
-            if use_avx2(&*tract.0) {
+            // Which instruction set tract's int8 kernels have here, from its choice for a
+            // product of this depth with many columns (for one column it picks other kernels).
+            let wide =
+                tract_linalg::MmmDispatch::native().preferred_kernel(DatumType::I32, Some(m), Some(k), Some(n.max(64)));
+            if wide.is_some_and(|w| use_avx2(&*w)) {
                 avx2 = Some(edgecascade_kernels::avx2::PackedWeights::new(&weights, m, k));
             } else {
                 mmm = Some(tract);
@@ -762,6 +766,11 @@ impl TypedOp for Int8Product {
 /// the requantization per row.
 fn matmul(p: &Params, x: &Tensor, k: usize, out: &mut [i8]) -> TractResult<()> {
     let n = x.len() / k;
+    if p.avx2.is_some() && n == 1 {
+        let xs = x.try_as_plain_ram()?;
+        edgecascade_kernels::avx2::matvec(&p.weights, p.m, xs.as_slice::<i8>()?, &p.bias, &p.requant, out);
+        return Ok(());
+    }
     if let Some(w) = &p.avx2 {
         let xs = x.try_as_plain_ram()?;
         edgecascade_kernels::avx2::gemm(w, xs.as_slice::<i8>()?, n, &p.bias, &p.requant, out);
@@ -974,7 +983,9 @@ mod tests {
             return;
         }
         let mut rnd = xorshift(12345);
-        for (m, k, n) in [(1, 1, 1), (5, 3, 17), (16, 32, 196), (7, 1280, 1), (33, 27, 40), (4, 2, 16)] {
+        for (m, k, n) in
+            [(1, 1, 1), (5, 3, 17), (16, 32, 196), (7, 1280, 1), (3, 37, 1), (33, 27, 40), (4, 2, 16), (8, 33, 48)]
+        {
             let w: Vec<i8> = (0..m * k).map(|_| rnd()).collect();
             let x: Vec<i8> = (0..k * n).map(|_| rnd()).collect();
             let bias: Vec<i32> = (0..m).map(|i| i as i32 * 1000 - 3000).collect();
@@ -990,6 +1001,11 @@ mod tests {
             let mut got = vec![0i8; m * n];
             avx2::gemm(&avx2::PackedWeights::new(&w, m, k), &x, n, &bias, &rq, &mut got);
             assert_eq!(got, want, "m={m} k={k} n={n}");
+            if n == 1 {
+                let mut mv = vec![0i8; m];
+                avx2::matvec(&w, m, &x, &bias, &rq, &mut mv);
+                assert_eq!(mv, want, "matvec m={m} k={k}");
+            }
         }
     }
 

@@ -418,6 +418,8 @@ impl ModelRunner for TractRunner {
         }
         let tensor = Tensor::from_shape(&self.shape, input).map_err(err)?;
         let mut state = self.plan.spawn().map_err(err)?;
+        // EDGECASCADE_PROFILE=node: one line per node (its op and name) instead of per kind.
+        let per_node = std::env::var("EDGECASCADE_PROFILE").is_ok_and(|v| v == "node");
         let mut by_op: HashMap<String, (f64, std::collections::HashSet<usize>)> = HashMap::new();
         for run in 0..=runs {
             state
@@ -425,7 +427,12 @@ impl ModelRunner for TractRunner {
                     let t = Instant::now();
                     let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
                     if run > 0 {
-                        let e = by_op.entry(node.op.name().to_string()).or_default();
+                        let key = if per_node {
+                            format!("{} {}", node.op.name(), node.name)
+                        } else {
+                            node.op.name().to_string()
+                        };
+                        let e = by_op.entry(key).or_default();
                         e.0 += t.elapsed().as_secs_f64() * 1e3;
                         e.1.insert(node.id);
                     }
