@@ -574,7 +574,8 @@ struct Params {
     m: usize,
     /// Weights per output channel (the product's depth).
     k: usize,
-    /// `[m, k]`, int8.
+    /// `[m, k]`, int8, where a kernel reads them as they are (depthwise, one-column
+    /// products); empty where a kernel keeps its own packed copy.
     weights: Vec<i8>,
     /// Per output channel: the model's bias minus `x0 * sum(weights)`.
     bias: Vec<i32>,
@@ -632,17 +633,23 @@ impl Params {
             Kind::Matmul => in_shape.iter().product::<usize>() / k,
             Kind::Im2col => geo.oh * geo.ow,
         };
-        let (mut mmm, mut avx2) = (None, None);
+        let (mut mmm, mut avx2, mut weights) = (None, None, weights);
         if kind != Kind::Depthwise {
-            let tract = prepare_mmm(m, k, n, &weights, &bias)?;
             // Which instruction set tract's int8 kernels have here, from its choice for a
             // product of this depth with many columns (for one column it picks other kernels).
             let wide =
                 tract_linalg::MmmDispatch::native().preferred_kernel(DatumType::I32, Some(m), Some(k), Some(n.max(64)));
             if wide.is_some_and(|w| use_avx2(&*w)) {
-                avx2 = Some(edgecascade_kernels::avx2::PackedWeights::new(&weights, m, k));
+                if n > 1 {
+                    // Only the packed copy is used (the one-column product reads the rows).
+                    avx2 = Some(edgecascade_kernels::avx2::PackedWeights::new(&weights, m, k));
+                    weights = vec![];
+                } else {
+                    avx2 = Some(edgecascade_kernels::avx2::PackedWeights::new(&[], 0, 0));
+                }
             } else {
-                mmm = Some(tract);
+                mmm = Some(prepare_mmm(m, k, n, &weights, &bias)?);
+                weights = vec![];
             }
         }
         Ok(Params { kind, geo, in_shape, out_shape, m, k, weights, bias, x0, requant, mmm, avx2 })

@@ -175,6 +175,7 @@ impl TractRunner {
             plans: std::sync::Mutex::new(HashMap::from([(1, plan.clone())])),
             best: std::sync::atomic::AtomicUsize::new(usize::MAX),
         });
+        release_freed_memory();
         Ok(TractRunner { plan, shape: shape.to_vec(), macs, outputs, batches })
     }
 
@@ -199,6 +200,22 @@ impl TractRunner {
     /// Number of values in the first output.
     pub fn outputs(&self) -> usize {
         self.outputs
+    }
+}
+
+/// Gives the heap memory freed once a model is loaded back to the system: loading holds the
+/// parsed file, tract's intermediate graphs and (for QDQ models) float copies of the weights
+/// for a moment, and glibc's allocator keeps what was freed unless asked.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only hands free pages of the heap back to the kernel.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 
