@@ -39,8 +39,12 @@ impl Requant {
         let hi = (self.hi - self.y0) as f32;
         let y0 = self.y0;
         for (o, &a) in out.iter_mut().zip(acc) {
-            let v = (a as f32 * s + off).clamp(lo, hi);
-            *o = (((v + MAGIC) - MAGIC) as i32 + y0) as i8;
+            // max/min rather than clamp: no NaN or ordering checks, so the loop vectorises.
+            let v = (a as f32 * s + off).max(lo).min(hi);
+            // SAFETY: v lies within [lo, hi], small integers once rounded: no overflow, no NaN
+            // (a plain `as` would add the saturation checks that keep the loop scalar).
+            let r: i32 = unsafe { ((v + MAGIC) - MAGIC).to_int_unchecked() };
+            *o = (r + y0) as i8;
         }
     }
 }
@@ -113,16 +117,72 @@ pub fn depthwise(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &R
 #[inline(always)]
 fn depthwise_lanes(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &Requant, x: &[i8], out: &mut [i8]) {
     if g.ow > 8 {
-        depthwise_body::<16>(g, weights, bias, x0, requant, x, out)
+        depthwise_body::<16>(g, weights, bias, x0, requant, x, out, block_plain::<16>)
     } else {
-        depthwise_body::<8>(g, weights, bias, x0, requant, x, out)
+        depthwise_body::<8>(g, weights, bias, x0, requant, x, out, block_plain::<8>)
     }
+}
+
+/// One block of `LANES` outputs: `bias + sum over taps of w * phases[base + offset ..]`.
+/// The last tap of the last row's last block ends at most at `phases`' end (its width covers
+/// the rounded-up row and the widest tap), so the slice checks never fail.
+#[inline(always)]
+fn block_plain<const LANES: usize>(phases: &[i16], base: usize, offsets: &[usize], wts: &[i16], b: i32) -> [i32; LANES] {
+    let mut acc = [b; LANES];
+    for (&off, &w) in offsets.iter().zip(wts) {
+        let s = &phases[base + off..base + off + LANES];
+        for l in 0..LANES {
+            // |w| <= 128 and |s| <= 128: the product fits an i16.
+            acc[l] = acc[l].wrapping_add(w.wrapping_mul(s[l]) as i32);
+        }
+    }
+    acc
+}
+
+/// `block_plain` in AVX2: 16 i16 products per `vpmullw`, widened into two registers of i32
+/// accumulators that stay in registers across every tap.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block16_avx2(phases: &[i16], base: usize, offsets: &[usize], wts: &[i16], b: i32) -> [i32; 16] {
+    use std::arch::x86_64::*;
+    let mut lo = _mm256_set1_epi32(b);
+    let mut hi = lo;
+    for (&off, &w) in offsets.iter().zip(wts) {
+        let s = &phases[base + off..base + off + 16];
+        let p = _mm256_mullo_epi16(_mm256_loadu_si256(s.as_ptr() as *const __m256i), _mm256_set1_epi16(w));
+        lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
+        hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)));
+    }
+    let mut acc = [0i32; 16];
+    _mm256_storeu_si256(acc.as_mut_ptr() as *mut __m256i, lo);
+    _mm256_storeu_si256(acc.as_mut_ptr().add(8) as *mut __m256i, hi);
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block8_avx2(phases: &[i16], base: usize, offsets: &[usize], wts: &[i16], b: i32) -> [i32; 8] {
+    use std::arch::x86_64::*;
+    let mut acc8 = _mm256_set1_epi32(b);
+    for (&off, &w) in offsets.iter().zip(wts) {
+        let s = &phases[base + off..base + off + 8];
+        let p = _mm_mullo_epi16(_mm_loadu_si128(s.as_ptr() as *const __m128i), _mm_set1_epi16(w));
+        acc8 = _mm256_add_epi32(acc8, _mm256_cvtepi16_epi32(p));
+    }
+    let mut acc = [0i32; 8];
+    _mm256_storeu_si256(acc.as_mut_ptr() as *mut __m256i, acc8);
+    acc
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn depthwise_avx2(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &Requant, x: &[i8], out: &mut [i8]) {
-    depthwise_lanes(g, weights, bias, x0, requant, x, out)
+    // SAFETY (both blocks): this function runs only where the CPU has AVX2.
+    if g.ow > 8 {
+        depthwise_body::<16>(g, weights, bias, x0, requant, x, out, |p, b, o, w, c| unsafe { block16_avx2(p, b, o, w, c) })
+    } else {
+        depthwise_body::<8>(g, weights, bias, x0, requant, x, out, |p, b, o, w, c| unsafe { block8_avx2(p, b, o, w, c) })
+    }
 }
 
 #[inline(always)]
@@ -134,6 +194,7 @@ fn depthwise_body<const LANES: usize>(
     requant: &Requant,
     x: &[i8],
     out: &mut [i8],
+    block: impl Fn(&[i16], usize, &[usize], &[i16], i32) -> [i32; LANES],
 ) {
     let g = *g;
     let taps = g.kh * g.kw;
@@ -174,6 +235,20 @@ fn depthwise_body<const LANES: usize>(
                 // Bounded by the phase row: columns past it are never read.
                 let start = (ix0 + g.pl) / g.sw;
                 let dst = &mut phases[(f * hp + py) * pw + start..][..pw.saturating_sub(start)];
+                if g.sw == 2 {
+                    // Every other input column: pairs, without the strided iterator's
+                    // per-element bookkeeping.
+                    let pairs = src[ix0..].chunks_exact(2);
+                    let last = pairs.remainder().first().copied();
+                    let n = pairs.len();
+                    for (d, p) in dst.iter_mut().zip(pairs) {
+                        *d = p[0] as i16;
+                    }
+                    if let (Some(v), Some(d)) = (last, dst.get_mut(n)) {
+                        *d = v as i16;
+                    }
+                    continue;
+                }
                 for (d, &v) in dst.iter_mut().zip(src[ix0..].iter().step_by(g.sw)) {
                     *d = v as i16;
                 }
@@ -187,17 +262,7 @@ fn depthwise_body<const LANES: usize>(
             let row = oy * g.sh * pw;
             let out_row = &mut out[(c * g.oh + oy) * g.ow..][..g.ow];
             for ox in (0..g.ow).step_by(LANES) {
-                let mut acc = [b; LANES];
-                for (&off, &w) in offsets.iter().zip(&wts) {
-                    let at = row + off + ox;
-                    // The last tap of the last row's last block ends at most at `phases`' end
-                    // (pw covers ow_blocks and the widest tap): the check below never fails.
-                    let s = &phases[at..at + LANES];
-                    for l in 0..LANES {
-                        // |w| <= 128 and |s| <= 128: the product fits an i16.
-                        acc[l] = acc[l].wrapping_add(w.wrapping_mul(s[l]) as i32);
-                    }
-                }
+                let acc = block(&phases, row + ox, &offsets, &wts, b);
                 let n = LANES.min(g.ow - ox);
                 requant.row(c, &acc[..n], &mut out_row[ox..ox + n]);
             }
