@@ -186,6 +186,7 @@ unsafe fn depthwise_avx2(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, req
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn depthwise_body<const LANES: usize>(
     g: &Geometry,
     weights: &[i8],

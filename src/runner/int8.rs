@@ -136,6 +136,12 @@ pub fn rewrite(model: &mut TypedModel, dq: &DqTable) -> TractResult<Rewrite> {
     Ok(report)
 }
 
+/// Candidate products left in float: each one's name and why.
+pub type Skipped = Vec<(String, String)>;
+
+/// tract-linalg's kernel, the index of its i8 x i8 packing, the packed weights, the bias.
+type TractMmm = (Box<dyn MatMatMul>, usize, Box<dyn MMMInputValue>, Tensor);
+
 /// A chain of the unrewritten model that matched: where it starts (the int8 tensor its
 /// DequantizeLinear reads), where it ends (its QuantizeLinear's output) and the op that
 /// replaces it.
@@ -149,7 +155,7 @@ pub struct Chain {
 
 /// Every chain of `model` that matches, and every candidate product that does not, with the
 /// reason (logged as a warning: that product stays in float).
-pub fn find_chains(model: &TypedModel, dq: &DqTable) -> TractResult<(Vec<Chain>, Vec<(String, String)>)> {
+pub fn find_chains(model: &TypedModel, dq: &DqTable) -> TractResult<(Vec<Chain>, Skipped)> {
     let mut chains = vec![];
     let mut skipped = vec![];
     for id in model.eval_order()? {
@@ -269,7 +275,7 @@ fn trace_qconst(model: &TypedModel, dq: &DqTable, o: OutletId) -> Option<QConst>
         return None;
     }
     let cast = model.node(sub.inputs[0].node);
-    if !cast.op_as::<Cast>().is_some_and(|c| c.to == DatumType::F32) {
+    if cast.op_as::<Cast>().is_none_or(|c| c.to != DatumType::F32) {
         return None;
     }
     let values = konst(model, cast.inputs[0]).filter(int)?;
@@ -582,7 +588,7 @@ struct Params {
     x0: i8,
     requant: Requant,
     /// For the matrix kernels: tract-linalg's kernel, its i8 x i8 packing, the packed weights.
-    mmm: Option<(Box<dyn MatMatMul>, usize, Box<dyn MMMInputValue>, Tensor)>,
+    mmm: Option<TractMmm>,
     /// Instead, on x86_64 with AVX2 and no better int8 instructions: the `vpmaddwd` kernel.
     avx2: Option<edgecascade_kernels::avx2::PackedWeights>,
 }
@@ -667,13 +673,7 @@ fn use_avx2(tract: &dyn MatMatMul) -> bool {
 
 /// tract-linalg's preferred i32-accumulator kernel for this shape, the index of its i8 x i8
 /// packing, the weights packed once, and the bias as a tensor for the fused per-row add.
-fn prepare_mmm(
-    m: usize,
-    k: usize,
-    n: usize,
-    weights: &[i8],
-    bias: &[i32],
-) -> Result<(Box<dyn MatMatMul>, usize, Box<dyn MMMInputValue>, Tensor), String> {
+fn prepare_mmm(m: usize, k: usize, n: usize, weights: &[i8], bias: &[i32]) -> Result<TractMmm, String> {
     let err = |e: TractError| format!("{e:#}");
     let mmm = tract_linalg::MmmDispatch::native()
         .preferred_kernel(DatumType::I32, Some(m), Some(k), Some(n))
