@@ -1,7 +1,9 @@
 use edgecascade_kernels::*;
 use std::time::Instant;
 fn main() {
-    for (c, h, k, s, pad) in [(144usize, 56usize, 3usize, 1usize, 1usize), (96, 112, 3, 2, 0), (1152, 7, 5, 1, 2), (32, 112, 3, 1, 1)] {
+    for (c, h, k, s, pad) in
+        [(144usize, 56usize, 3usize, 1usize, 1usize), (96, 112, 3, 2, 0), (1152, 7, 5, 1, 2), (32, 112, 3, 1, 1)]
+    {
         let oh = (h + 2 * pad - k) / s + 1;
         let oh = if pad == 0 { (h + 1 - k) / s + 1 } else { oh };
         let g = Geometry { cin: c, h, w: h, kh: k, kw: k, sh: s, sw: s, pt: pad, pl: pad, oh, ow: oh };

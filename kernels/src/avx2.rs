@@ -63,14 +63,7 @@ pub fn available() -> bool {
 ///
 /// # Panics
 /// If AVX2 is not available ([`available`] is false) or the sizes do not match.
-pub fn gemm(
-    w: &PackedWeights,
-    x: &[i8],
-    n: usize,
-    bias: &[i32],
-    requant: &Requant,
-    out: &mut [i8],
-) {
+pub fn gemm(w: &PackedWeights, x: &[i8], n: usize, bias: &[i32], requant: &Requant, out: &mut [i8]) {
     assert!(available(), "AVX2 is not available");
     assert!(x.len() == w.k * n && out.len() == w.m * n && bias.len() == w.m);
     #[cfg(target_arch = "x86_64")]
@@ -121,14 +114,7 @@ unsafe fn matvec_avx2(weights: &[i8], m: usize, x: &[i8], bias: &[i32], requant:
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn gemm_avx2(
-    w: &PackedWeights,
-    x: &[i8],
-    n: usize,
-    bias: &[i32],
-    requant: &Requant,
-    out: &mut [i8],
-) {
+unsafe fn gemm_avx2(w: &PackedWeights, x: &[i8], n: usize, bias: &[i32], requant: &Requant, out: &mut [i8]) {
     let (m, k) = (w.m, w.k);
     let kp = k.div_ceil(2);
     // One 16-column panel of x, as i16 pairs: panel[q * 16 + j] = (x[2q][j], x[2q + 1][j]).
@@ -190,4 +176,3 @@ unsafe fn gemm_avx2(
         }
     }
 }
-

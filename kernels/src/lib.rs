@@ -127,7 +127,13 @@ fn depthwise_lanes(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: 
 /// The last tap of the last row's last block ends at most at `phases`' end (its width covers
 /// the rounded-up row and the widest tap), so the slice checks never fail.
 #[inline(always)]
-fn block_plain<const LANES: usize>(phases: &[i16], base: usize, offsets: &[usize], wts: &[i16], b: i32) -> [i32; LANES] {
+fn block_plain<const LANES: usize>(
+    phases: &[i16],
+    base: usize,
+    offsets: &[usize],
+    wts: &[i16],
+    b: i32,
+) -> [i32; LANES] {
     let mut acc = [b; LANES];
     for (&off, &w) in offsets.iter().zip(wts) {
         let s = &phases[base + off..base + off + LANES];
@@ -176,12 +182,24 @@ unsafe fn block8_avx2(phases: &[i16], base: usize, offsets: &[usize], wts: &[i16
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn depthwise_avx2(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &Requant, x: &[i8], out: &mut [i8]) {
+unsafe fn depthwise_avx2(
+    g: &Geometry,
+    weights: &[i8],
+    bias: &[i32],
+    x0: i8,
+    requant: &Requant,
+    x: &[i8],
+    out: &mut [i8],
+) {
     // SAFETY (both blocks): this function runs only where the CPU has AVX2.
     if g.ow > 8 {
-        depthwise_body::<16>(g, weights, bias, x0, requant, x, out, |p, b, o, w, c| unsafe { block16_avx2(p, b, o, w, c) })
+        depthwise_body::<16>(g, weights, bias, x0, requant, x, out, |p, b, o, w, c| unsafe {
+            block16_avx2(p, b, o, w, c)
+        })
     } else {
-        depthwise_body::<8>(g, weights, bias, x0, requant, x, out, |p, b, o, w, c| unsafe { block8_avx2(p, b, o, w, c) })
+        depthwise_body::<8>(g, weights, bias, x0, requant, x, out, |p, b, o, w, c| unsafe {
+            block8_avx2(p, b, o, w, c)
+        })
     }
 }
 
@@ -207,8 +225,7 @@ fn depthwise_body<const LANES: usize>(
     let pw = wp.div_ceil(g.sw).max(ow_blocks + (g.kw - 1) / g.sw);
     let mut phases = vec![x0 as i16; g.sw * hp * pw];
     // Each tap's offset in `phases` for output row 0, column 0.
-    let offsets: Vec<usize> =
-        (0..taps).map(|t| ((t % g.kw % g.sw) * hp + t / g.kw) * pw + (t % g.kw) / g.sw).collect();
+    let offsets: Vec<usize> = (0..taps).map(|t| ((t % g.kw % g.sw) * hp + t / g.kw) * pw + (t % g.kw) / g.sw).collect();
     let mut wts = vec![0i16; taps];
     for c in 0..g.cin {
         let plane = &x[c * g.h * g.w..][..g.h * g.w];
@@ -270,4 +287,3 @@ fn depthwise_body<const LANES: usize>(
         }
     }
 }
-
