@@ -6,6 +6,39 @@
 
 pub mod avx2;
 
+/// `out = clamp(round_half_even(a * ka + b * kb + c) + y0, lo, hi)`, element-wise: the int8
+/// addition of a residual connection with its requantization.
+#[allow(clippy::too_many_arguments)]
+pub fn add(a: &[i8], b: &[i8], ka: f32, kb: f32, c: f32, y0: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { add_avx2(a, b, ka, kb, c, y0, lo, hi, out) };
+        return;
+    }
+    add_body(a, b, ka, kb, c, y0, lo, hi, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn add_avx2(a: &[i8], b: &[i8], ka: f32, kb: f32, c: f32, y0: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    add_body(a, b, ka, kb, c, y0, lo, hi, out)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn add_body(a: &[i8], b: &[i8], ka: f32, kb: f32, c: f32, y0: i32, lo: i32, hi: i32, out: &mut [i8]) {
+    const MAGIC: f32 = 12_582_912.0;
+    let (lo, hi) = ((lo - y0) as f32, (hi - y0) as f32);
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        let v = (x as f32 * ka + y as f32 * kb + c).max(lo).min(hi);
+        // SAFETY: v lies within [lo, hi] (max/min drop NaN): a small integer once rounded.
+        let r: i32 = unsafe { ((v + MAGIC) - MAGIC).to_int_unchecked() };
+        *o = (r + y0) as i8;
+    }
+}
+
 /// The output stage: `clamp(round_half_even(acc * scale[c]) + y0, lo, hi)` per channel.
 #[derive(Debug, Clone)]
 pub struct Requant {

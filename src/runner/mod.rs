@@ -254,12 +254,13 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool) -> Result<TypedMo
         let dq = int8::DqTable::from_proto(&proto, dir).map_err(not_onnx)?;
         let report = int8::rewrite(&mut typed, &dq).map_err(prepare)?;
         log::info!(
-            "{}: int8 rewrite: {} products on integer kernels ({} depthwise, {} matrix, {} im2col), {} left in float",
+            "{}: int8 rewrite: {} chains on integer kernels ({} depthwise, {} matrix, {} im2col convolutions, {} additions), {} products left in float",
             path.display(),
             report.rewritten(),
             report.depthwise,
             report.matmul,
             report.im2col,
+            report.add,
             report.skipped.len()
         );
     }
