@@ -22,6 +22,7 @@ pub const NR: usize = 16;
 pub struct PackedWeights {
     pub m: usize,
     pub k: usize,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     data: Vec<u32>,
 }
 
@@ -70,6 +71,8 @@ pub fn gemm(w: &PackedWeights, x: &[i8], n: usize, bias: &[i32], requant: &Requa
     unsafe {
         gemm_avx2(w, x, n, bias, requant, out)
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (requant, out);
 }
 
 /// The product with a single column (`n = 1`, a classifier's Gemm): `out[r] =
@@ -86,6 +89,8 @@ pub fn matvec(weights: &[i8], m: usize, x: &[i8], bias: &[i32], requant: &Requan
     unsafe {
         matvec_avx2(weights, m, x, bias, requant, out)
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (requant, out);
 }
 
 #[cfg(target_arch = "x86_64")]
