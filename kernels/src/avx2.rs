@@ -65,11 +65,36 @@ pub fn available() -> bool {
 /// # Panics
 /// If AVX2 is not available ([`available`] is false) or the sizes do not match.
 pub fn gemm(w: &PackedWeights, x: &[i8], n: usize, bias: &[i32], requant: &Requant, out: &mut [i8]) {
+    gemm_panels(w, 0..panels(w.m), x, n, bias, requant, out)
+}
+
+/// How many `MR`-row panels `m` rows make.
+pub fn panels(m: usize) -> usize {
+    m.div_ceil(MR)
+}
+
+/// [`gemm`] for the rows of weight panels `range` only (rows `range.start * MR` up to
+/// `min(m, range.end * MR)`), written to `out`, which holds just those rows: for splitting a
+/// product between threads.
+///
+/// # Panics
+/// If AVX2 is not available or the sizes do not match.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_panels(
+    w: &PackedWeights,
+    range: std::ops::Range<usize>,
+    x: &[i8],
+    n: usize,
+    bias: &[i32],
+    requant: &Requant,
+    out: &mut [i8],
+) {
     assert!(available(), "AVX2 is not available");
-    assert!(x.len() == w.k * n && out.len() == w.m * n && bias.len() == w.m);
+    let rows = (range.start * MR).min(w.m)..(range.end * MR).min(w.m);
+    assert!(x.len() == w.k * n && out.len() == rows.len() * n && bias.len() == w.m && range.end <= panels(w.m));
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        gemm_avx2(w, x, n, bias, requant, out)
+        gemm_avx2(w, range, x, n, bias, requant, out)
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (requant, out);
@@ -119,8 +144,17 @@ unsafe fn matvec_avx2(weights: &[i8], m: usize, x: &[i8], bias: &[i32], requant:
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn gemm_avx2(w: &PackedWeights, x: &[i8], n: usize, bias: &[i32], requant: &Requant, out: &mut [i8]) {
+unsafe fn gemm_avx2(
+    w: &PackedWeights,
+    range: std::ops::Range<usize>,
+    x: &[i8],
+    n: usize,
+    bias: &[i32],
+    requant: &Requant,
+    out: &mut [i8],
+) {
     let (m, k) = (w.m, w.k);
+    let row0 = range.start * MR;
     let kp = k.div_ceil(2);
     // One 16-column panel of x, as i16 pairs: panel[q * 16 + j] = (x[2q][j], x[2q + 1][j]).
     let mut panel = vec![0u32; kp * NR];
@@ -154,7 +188,7 @@ unsafe fn gemm_avx2(w: &PackedWeights, x: &[i8], n: usize, bias: &[i32], requant
             _mm256_storeu_si256(dst, lo);
             _mm256_storeu_si256(dst.add(1), hi);
         }
-        for p in 0..m.div_ceil(MR) {
+        for p in range.clone() {
             let wp = w.data.as_ptr().add(p * kp * MR);
             let mut acc = [_mm256_setzero_si256(); 2 * MR];
             for q in 0..kp {
@@ -176,7 +210,7 @@ unsafe fn gemm_avx2(w: &PackedWeights, x: &[i8], n: usize, bias: &[i32], requant
                 let t = tile.as_mut_ptr().add(r * NR) as *mut __m256i;
                 _mm256_storeu_si256(t, _mm256_add_epi32(acc[2 * r], bv));
                 _mm256_storeu_si256(t.add(1), _mm256_add_epi32(acc[2 * r + 1], bv));
-                requant.row(row, &tile[r * NR..][..cols], &mut out[row * n + c0..][..cols]);
+                requant.row(row, &tile[r * NR..][..cols], &mut out[(row - row0) * n + c0..][..cols]);
             }
         }
     }

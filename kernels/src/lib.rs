@@ -61,6 +61,17 @@ impl Requant {
         Requant { offset: vec![0.0; scale.len()], scale, y0, lo, hi }
     }
 
+    /// The stage of channels `range` only (channel `range.start` becomes 0).
+    pub fn channels(&self, range: std::ops::Range<usize>) -> Requant {
+        Requant {
+            scale: self.scale[range.clone()].to_vec(),
+            offset: self.offset[range].to_vec(),
+            y0: self.y0,
+            lo: self.lo,
+            hi: self.hi,
+        }
+    }
+
     /// Requantizes one channel's accumulators.
     #[inline(always)]
     pub fn row(&self, c: usize, acc: &[i32], out: &mut [i8]) {

@@ -847,9 +847,7 @@ impl EvalOp for Int8Product {
         let xs = x.try_as_plain_ram()?.as_slice::<i8>()?;
         let mut out = vec![0i8; p.out_shape.iter().product()];
         match p.kind {
-            Kind::Depthwise => {
-                edgecascade_kernels::depthwise(&p.geo, &p.weights, &p.bias, p.x0, &p.requant, xs, &mut out)
-            }
+            Kind::Depthwise => depthwise(p, xs, &mut out),
             Kind::Matmul => matmul(p, x, p.k, &mut out)?,
             Kind::Im2col => {
                 let cols =
@@ -879,6 +877,42 @@ impl TypedOp for Int8Product {
     tract_onnx::tract_core::as_op!();
 }
 
+/// Below this many multiply-accumulates a product or convolution runs on one thread (handing
+/// work to the pool costs more than it saves).
+const PARALLEL_MACS: usize = 1 << 20;
+
+use tract_linalg::multithread::{current_tract_executor, Executor};
+
+/// The depthwise kernel, its channels split between tract's threads when there are several.
+fn depthwise(p: &Params, x: &[i8], out: &mut [i8]) {
+    let g = p.geo;
+    let (plane_in, plane_out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    // tract's thread pool, when `--threads` (`runner::set_threads`) asked for more than one.
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 && g.cin * plane_out * taps >= PARALLEL_MACS => {
+            let per = g.cin.div_ceil(pool.current_num_threads().min(g.cin));
+            pool.scope(|s| {
+                for (i, o) in out.chunks_mut(per * plane_out).enumerate() {
+                    let c = i * per..(i * per + o.len() / plane_out);
+                    s.spawn(move |_| {
+                        let sub = edgecascade_kernels::Geometry { cin: c.len(), ..g };
+                        edgecascade_kernels::depthwise(
+                            &sub,
+                            &p.weights[c.start * taps..c.end * taps],
+                            &p.bias[c.clone()],
+                            p.x0,
+                            &p.requant.channels(c.clone()),
+                            &x[c.start * plane_in..c.end * plane_in],
+                            o,
+                        )
+                    });
+                }
+            });
+        }
+        _ => edgecascade_kernels::depthwise(&g, &p.weights, &p.bias, p.x0, &p.requant, x, out),
+    }
+}
+
 /// `weights [m, k] x x [k, n]` on tract-linalg's int8 kernel, bias added in the kernel, then
 /// the requantization per row.
 fn matmul(p: &Params, x: &Tensor, k: usize, out: &mut [i8]) -> TractResult<()> {
@@ -889,8 +923,27 @@ fn matmul(p: &Params, x: &Tensor, k: usize, out: &mut [i8]) -> TractResult<()> {
         return Ok(());
     }
     if let Some(w) = &p.avx2 {
+        use edgecascade_kernels::avx2;
         let xs = x.try_as_plain_ram()?;
-        edgecascade_kernels::avx2::gemm(w, xs.as_slice::<i8>()?, n, &p.bias, &p.requant, out);
+        let xs = xs.as_slice::<i8>()?;
+        let panels = avx2::panels(p.m);
+        match current_tract_executor() {
+            // Rows split between the threads, whole weight panels each (every thread packs
+            // the activations for itself).
+            Executor::MultiThread(pool)
+                if pool.current_num_threads() > 1 && p.m * k * n >= PARALLEL_MACS && panels >= 2 =>
+            {
+                let per = panels.div_ceil(pool.current_num_threads().min(panels));
+                pool.scope(|s| {
+                    for (i, rows) in out.chunks_mut(per * avx2::MR * n).enumerate() {
+                        s.spawn(move |_| {
+                            avx2::gemm_panels(w, i * per..((i + 1) * per).min(panels), xs, n, &p.bias, &p.requant, rows)
+                        });
+                    }
+                });
+            }
+            _ => avx2::gemm(w, xs, n, &p.bias, &p.requant, out),
+        }
         return Ok(());
     }
     let (mmm, packing, packed, bias) = p.mmm.as_ref().context("no matrix kernel prepared")?;
@@ -1176,6 +1229,26 @@ mod tests {
             let mut got = vec![0i8; c * oh * ow];
             edgecascade_kernels::depthwise(&g, &wt, &bias, x0, &rq, &x, &mut got);
             assert_eq!(got, want, "c={c} h={h} w={w} k={k} s={s}");
+        }
+    }
+
+    /// With tract's pool of two threads (channels and rows split between them) the rewritten
+    /// model gives exactly what it gives on one.
+    #[test]
+    fn two_threads_give_the_same_results() {
+        use tract_linalg::multithread::{multithread_tract_scope, Executor};
+        let mut model = typed("efficientnet-lite0-int8.onnx");
+        rewrite(&mut model, &dq_table("efficientnet-lite0-int8.onnx")).unwrap();
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        for (file, input) in photo_inputs().into_iter().take(2) {
+            let one = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
+            let two =
+                multithread_tract_scope(Executor::multithread(2), || plan.run(tvec!(input.into_tvalue()))).unwrap();
+            assert_eq!(
+                one[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(),
+                two[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(),
+                "{file}"
+            );
         }
     }
 
