@@ -207,10 +207,32 @@ unsafe fn gemm_avx2(
                     break;
                 }
                 let bv = _mm256_set1_epi32(bias[row]);
-                let t = tile.as_mut_ptr().add(r * NR) as *mut __m256i;
-                _mm256_storeu_si256(t, _mm256_add_epi32(acc[2 * r], bv));
-                _mm256_storeu_si256(t.add(1), _mm256_add_epi32(acc[2 * r + 1], bv));
-                requant.row(row, &tile[r * NR..][..cols], &mut out[(row - row0) * n + c0..][..cols]);
+                let (a0, a1) = (_mm256_add_epi32(acc[2 * r], bv), _mm256_add_epi32(acc[2 * r + 1], bv));
+                let dst = &mut out[(row - row0) * n + c0..][..cols];
+                if cols == NR {
+                    // The requantization in registers, as `Requant::row` computes it: scale and
+                    // offset (multiply, then add: no fused rounding), the bounds, rounding to
+                    // nearest even (the default MXCSR mode of `vcvtps2dq`), the zero point,
+                    // then 16 i32 packed to 16 i8 (in range already, so without saturation).
+                    let s = _mm256_set1_ps(requant.scale[row]);
+                    let off = _mm256_set1_ps(requant.offset[row]);
+                    let lo = _mm256_set1_ps((requant.lo - requant.y0) as f32);
+                    let hi = _mm256_set1_ps((requant.hi - requant.y0) as f32);
+                    let y0 = _mm256_set1_epi32(requant.y0);
+                    let q = |a: __m256i| {
+                        let v = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a), s), off);
+                        let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+                        _mm256_add_epi32(_mm256_cvtps_epi32(v), y0)
+                    };
+                    let w16 = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(q(a0), q(a1)));
+                    let b8 = _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256::<1>(w16));
+                    _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, b8);
+                } else {
+                    let t = tile.as_mut_ptr().add(r * NR) as *mut __m256i;
+                    _mm256_storeu_si256(t, a0);
+                    _mm256_storeu_si256(t.add(1), a1);
+                    requant.row(row, &tile[r * NR..][..cols], dst);
+                }
             }
         }
     }
