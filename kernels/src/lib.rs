@@ -32,8 +32,10 @@ fn add_body(a: &[i8], b: &[i8], ka: f32, kb: f32, c: f32, y0: i32, lo: i32, hi: 
     const MAGIC: f32 = 12_582_912.0;
     let (lo, hi) = ((lo - y0) as f32, (hi - y0) as f32);
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        let v = (x as f32 * ka + y as f32 * kb + c).max(lo).min(hi);
-        // SAFETY: v lies within [lo, hi] (max/min drop NaN): a small integer once rounded.
+        let v = x as f32 * ka + y as f32 * kb + c;
+        let v = if v > lo { v } else { lo };
+        let v = if v < hi { v } else { hi };
+        // SAFETY: v lies within [lo, hi] (a NaN became lo): a small integer once rounded.
         let r: i32 = unsafe { ((v + MAGIC) - MAGIC).to_int_unchecked() };
         *o = (r + y0) as i8;
     }
@@ -83,8 +85,11 @@ impl Requant {
         let hi = (self.hi - self.y0) as f32;
         let y0 = self.y0;
         for (o, &a) in out.iter_mut().zip(acc) {
-            // max/min rather than clamp: no NaN or ordering checks, so the loop vectorises.
-            let v = (a as f32 * s + off).max(lo).min(hi);
+            // Compare-and-select rather than clamp or max/min: no NaN or ordering checks (a NaN
+            // becomes lo), so the loop vectorises to plain vmaxps/vminps.
+            let v = a as f32 * s + off;
+            let v = if v > lo { v } else { lo };
+            let v = if v < hi { v } else { hi };
             // SAFETY: v lies within [lo, hi], small integers once rounded: no overflow, no NaN
             // (a plain `as` would add the saturation checks that keep the loop scalar).
             let r: i32 = unsafe { ((v + MAGIC) - MAGIC).to_int_unchecked() };
