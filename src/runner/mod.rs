@@ -53,9 +53,10 @@ pub fn cpu_features() -> String {
 
 /// The instruction sets tract-linalg probed (its own detection, which `TRACT_CPU_ISA` can edit)
 /// and the kernels its dispatch prefers for a float (f32 accumulator) and an integer (i32
-/// accumulator: int8 operands) matrix product of a convolution's shape. tract runs the QDQ
-/// int8 model's convolutions in float (see FINDINGS), so the float kernel is the one that
-/// carries it; the integer kernel serves integer operators such as QLinearConv.
+/// accumulator: int8 operands) matrix product of a convolution's shape. The int8 rewrite
+/// (`int8`) runs a QDQ model's pointwise convolutions on the integer kernel (on x86 CPUs whose
+/// best one is plain AVX2, on its own `vpmaddwd` kernel instead); with `EDGECASCADE_INT8=float`
+/// tract runs them in float, on the float kernel.
 fn tract_kernels() -> String {
     use tract_linalg::{isa, MmmDispatch};
     let isa = isa::native();
