@@ -1,18 +1,22 @@
 //! The int8 rewrite of QDQ models: after loading, every
 //! `DequantizeLinear -> Conv/Gemm -> [Clip] -> QuantizeLinear` chain of tract's typed graph is
 //! replaced by one `Int8Product` node that takes the int8 tensor the chain started from and
-//! gives the int8 tensor the chain ended with. Weights stay int8 (the float constants tract
-//! would fold them into are dropped with the chain), products accumulate in i32 with the bias
-//! and the activations' zero point folded into one i32 bias per output channel, and the
-//! requantization (per-channel scale, output zero point, the clip bounds) is applied to the
-//! accumulators as the product's output stage.
+//! gives the int8 tensor the chain ended with, and every `DequantizeLinear + DequantizeLinear
+//! -> Add -> QuantizeLinear` (a residual connection) by one `Int8Add`. Weights stay int8 (read
+//! from the ONNX initializers behind the float constants tract folds them into, which go with
+//! the chain), products accumulate in i32 with the bias and the activations' zero point folded
+//! into one i32 bias per output channel, and the requantization (per-channel scale, output zero
+//! point, the clip bounds) is applied to the accumulators as the product's output stage.
 //!
-//! Three kernels: depthwise convolutions (group = channels) run a direct int8 kernel here
-//! (no im2col: per channel, a padded i16 copy of the plane, i16 products summed into i32
-//! accumulators, loops the compiler vectorises); pointwise convolutions and the classifier's
-//! Gemm run tract-linalg's i8 x i8 -> i32 matrix kernels on the activations as they lie (NCHW
-//! is already the `[k, n]` operand), with the bias fused in the kernel; other convolutions (the
-//! stem) go through an int8 im2col into the same kernels.
+//! Kernels (`edgecascade_kernels`, plain Rust compiled optimised in every profile): depthwise
+//! convolutions (group = channels) run a direct int8 kernel (no im2col: per channel, a padded
+//! i16 copy of the plane, products summed into i32 accumulators held in registers); pointwise
+//! convolutions and the classifier's Gemm read the activations as they lie (NCHW is already
+//! the `[k, n]` operand) and run tract-linalg's i8 x i8 -> i32 kernels with the bias fused in
+//! the kernel, except on x86 CPUs whose best tract int8 kernel is the plain AVX2 one (measured
+//! far slower than float there), which run the `vpmaddwd` kernel of `edgecascade_kernels`;
+//! other convolutions (the stem) go through an int8 im2col into the same kernels. With tract's
+//! thread pool (`--threads`), depthwise channels and product rows are split between threads.
 //!
 //! A chain that does not match exactly (weights not int8 and symmetric, a bias that is not the
 //! int32 one QDQ exporters write, dilations, groups other than 1 or depthwise, more than one
@@ -42,9 +46,9 @@ use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearI8};
 pub struct Rewrite {
     /// Depthwise convolutions now on the direct int8 kernel.
     pub depthwise: usize,
-    /// Pointwise convolutions and Gemm/MatMul on tract's int8 matrix kernels.
+    /// Pointwise convolutions and Gemm/MatMul on int8 matrix kernels.
     pub matmul: usize,
-    /// Other convolutions (im2col, then tract's int8 matrix kernels).
+    /// Other convolutions (im2col, then the int8 matrix kernels).
     pub im2col: usize,
     /// Additions of two int8 tensors (residual connections).
     pub add: usize,
