@@ -276,6 +276,7 @@ fn depthwise_body<const LANES: usize>(
     // Each tap's offset in `phases` for output row 0, column 0.
     let offsets: Vec<usize> = (0..taps).map(|t| ((t % g.kw % g.sw) * hp + t / g.kw) * pw + (t % g.kw) / g.sw).collect();
     let mut wts = vec![0i16; taps];
+    let mut row_acc = vec![0i32; ow_blocks];
     for c in 0..g.cin {
         let plane = &x[c * g.h * g.w..][..g.h * g.w];
         phases.fill(x0 as i16);
@@ -329,10 +330,11 @@ fn depthwise_body<const LANES: usize>(
             let row = oy * g.sh * pw;
             let out_row = &mut out[(c * g.oh + oy) * g.ow..][..g.ow];
             for ox in (0..g.ow).step_by(LANES) {
-                let acc = block(&phases, row + ox, &offsets, &wts, b);
-                let n = LANES.min(g.ow - ox);
-                requant.row(c, &acc[..n], &mut out_row[ox..ox + n]);
+                row_acc[ox..ox + LANES].copy_from_slice(&block(&phases, row + ox, &offsets, &wts, b));
             }
+            // One requantization pass over the whole row (long, vectorised) rather than one
+            // call per block.
+            requant.row(c, &row_acc[..g.ow], out_row);
         }
     }
 }
