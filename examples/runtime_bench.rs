@@ -11,6 +11,9 @@
 //! One-shot: `cargo run --example runtime_bench -- --model models/efficientnet-lite0-fp32.toml
 //! [--threads N] [--data DIR | --inputs LIST] [--limit N] [--iters N]` prints one JSON object.
 //!
+//! `--profile N`: the time per kind of op (tract's plan evaluated node by node) over N runs
+//! of the first input, as JSON.
+//!
 //! `--serve`: prints `{"event":"ready",..}` after loading, then answers one JSON line per
 //! command read on stdin (`infer N`, `path N`, `quit`), so that a driver can interleave rounds
 //! of this process with rounds of another runtime's process.
@@ -126,6 +129,8 @@ struct Args {
     limit: usize,
     iters: usize,
     serve: bool,
+    /// `--profile N`: print the time per kind of op over N runs instead.
+    profile: Option<usize>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -139,6 +144,7 @@ fn parse_args() -> anyhow::Result<Args> {
         limit: arg("--limit").map_or(Ok(usize::MAX), |s| s.parse())?,
         iters: arg("--iters").map_or(Ok(20), |s| s.parse())?,
         serve: args.iter().any(|a| a == "--serve"),
+        profile: arg("--profile").map(|s| s.parse()).transpose()?,
     })
 }
 
@@ -167,6 +173,13 @@ fn main() -> anyhow::Result<()> {
     let policy = StagePolicy { metric: Metric::MaxSoftmax, threshold: Some(0.5), temperature: 1.0 };
     let mut bench = Bench { model, policy, inputs, tensors, next_tensor: 0, next_input: 0 };
 
+    if let Some(runs) = args.profile {
+        // Time per kind of op (tract's plan, node by node) on the first input.
+        let ops = bench.model.runner.profile(&bench.tensors[0], runs)?;
+        let total: f64 = ops.iter().map(|o| o.ms).sum();
+        println!("{}", json!({ "ready": ready, "profile": ops, "total_ms": total }));
+        return Ok(());
+    }
     if !args.serve {
         let infer = bench.infer(args.iters)?;
         let n = bench.inputs.len();

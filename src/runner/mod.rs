@@ -1,6 +1,9 @@
 //! The model-runner seam: `ModelRunner` runs one input tensor through a model and returns
-//! its output vector. `TractRunner` is the implementation over tract, and this is the only
-//! module that names tract. `ScriptedRunner` answers from a table, for tests and dry runs.
+//! its output vector. `TractRunner` is the implementation over tract, and this module (with
+//! its `int8` rewrite of QDQ graphs) is the only one that names tract. `ScriptedRunner`
+//! answers from a table, for tests and dry runs.
+
+pub mod int8;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,9 +53,10 @@ pub fn cpu_features() -> String {
 
 /// The instruction sets tract-linalg probed (its own detection, which `TRACT_CPU_ISA` can edit)
 /// and the kernels its dispatch prefers for a float (f32 accumulator) and an integer (i32
-/// accumulator: int8 operands) matrix product of a convolution's shape. tract runs the QDQ
-/// int8 model's convolutions in float (see FINDINGS), so the float kernel is the one that
-/// carries it; the integer kernel serves integer operators such as QLinearConv.
+/// accumulator: int8 operands) matrix product of a convolution's shape. The int8 rewrite
+/// (`int8`) runs a QDQ model's pointwise convolutions on the integer kernel (on x86 CPUs whose
+/// best one is plain AVX2, on its own `vpmaddwd` kernel instead); with `EDGECASCADE_INT8=float`
+/// tract runs them in float, on the float kernel.
 fn tract_kernels() -> String {
     use tract_linalg::{isa, MmmDispatch};
     let isa = isa::native();
@@ -108,6 +112,20 @@ pub trait ModelRunner: Send + Sync {
     }
     /// Multiply-accumulates per inference.
     fn macs(&self) -> u64;
+    /// Where one inference's time goes: per kind of op, its name, how many nodes of that kind
+    /// ran and their mean time per inference in ms over `runs` runs of `input` (after one
+    /// warm-up), slowest first. Empty for runners that cannot tell.
+    fn profile(&self, _input: &[f32], _runs: usize) -> Result<Vec<OpTime>, RunError> {
+        Ok(vec![])
+    }
+}
+
+/// One line of a profile: a kind of op, how many nodes of it, mean ms per inference.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpTime {
+    pub op: String,
+    pub nodes: usize,
+    pub ms: f64,
 }
 
 /// A model loaded, checked against its expected input shape and optimised once by tract.
@@ -158,6 +176,7 @@ impl TractRunner {
             plans: std::sync::Mutex::new(HashMap::from([(1, plan.clone())])),
             best: std::sync::atomic::AtomicUsize::new(usize::MAX),
         });
+        release_freed_memory();
         Ok(TractRunner { plan, shape: shape.to_vec(), macs, outputs, batches })
     }
 
@@ -182,6 +201,22 @@ impl TractRunner {
     /// Number of values in the first output.
     pub fn outputs(&self) -> usize {
         self.outputs
+    }
+}
+
+/// Gives the heap memory freed once a model is loaded back to the system: loading holds the
+/// parsed file, tract's intermediate graphs and (for QDQ models) float copies of the weights
+/// for a moment, and glibc's allocator keeps what was freed unless asked.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only hands free pages of the heap back to the kernel.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 
@@ -213,7 +248,38 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool) -> Result<TypedMo
         model.set_output_fact(0, InferenceFact::default()).map_err(not_onnx)?;
         free_batch_in_reshapes(&mut model).map_err(prepare)?;
     }
-    model.into_typed().and_then(|m| m.into_decluttered()).map_err(prepare)
+    let mut typed = model.into_typed().map_err(prepare)?;
+    if int8_enabled() && int8::is_qdq(&typed) {
+        let proto = tract_onnx::onnx().proto_model_for_path(path).map_err(not_onnx)?;
+        let dir = path.parent().and_then(|d| d.to_str());
+        let dq = int8::DqTable::from_proto(&proto, dir).map_err(not_onnx)?;
+        let report = int8::rewrite(&mut typed, &dq).map_err(prepare)?;
+        log::info!(
+            "{}: int8 rewrite: {} chains on integer kernels ({} depthwise, {} matrix, {} im2col convolutions, {} additions), {} products left in float",
+            path.display(),
+            report.rewritten(),
+            report.depthwise,
+            report.matmul,
+            report.im2col,
+            report.add,
+            report.skipped.len()
+        );
+    }
+    typed.into_decluttered().map_err(prepare)
+}
+
+/// Whether QDQ models get the int8 rewrite: yes unless `EDGECASCADE_INT8=float` (tract's own
+/// path, float products between quantize and dequantize steps, kept for comparison).
+pub fn int8_enabled() -> bool {
+    match std::env::var("EDGECASCADE_INT8") {
+        Ok(v) if v.eq_ignore_ascii_case("float") => false,
+        Ok(v) if v.is_empty() || v.eq_ignore_ascii_case("int8") => true,
+        Ok(v) => {
+            log::warn!("EDGECASCADE_INT8={v:?} is neither \"int8\" nor \"float\"; using int8");
+            true
+        }
+        Err(_) => true,
+    }
 }
 
 /// Rewrites every `Reshape` whose target shape is a constant `[1, ...]` (an exporter's
@@ -360,6 +426,45 @@ impl ModelRunner for TractRunner {
 
     fn macs(&self) -> u64 {
         self.macs
+    }
+
+    fn profile(&self, input: &[f32], runs: usize) -> Result<Vec<OpTime>, RunError> {
+        use std::time::Instant;
+        let err = |e: TractError| RunError::Inference(format!("{e:#}"));
+        let want: usize = self.shape.iter().product();
+        if input.len() != want {
+            return Err(RunError::InputLen { got: input.len(), want });
+        }
+        let tensor = Tensor::from_shape(&self.shape, input).map_err(err)?;
+        let mut state = self.plan.spawn().map_err(err)?;
+        // EDGECASCADE_PROFILE=node: one line per node (its op and name) instead of per kind.
+        let per_node = std::env::var("EDGECASCADE_PROFILE").is_ok_and(|v| v == "node");
+        let mut by_op: HashMap<String, (f64, std::collections::HashSet<usize>)> = HashMap::new();
+        for run in 0..=runs {
+            state
+                .run_plan_with_eval(tvec!(tensor.clone().into_tvalue()), |ctx, st, node, inputs| {
+                    let t = Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                    if run > 0 {
+                        let key = if per_node {
+                            format!("{} {}", node.op.name(), node.name)
+                        } else {
+                            node.op.name().to_string()
+                        };
+                        let e = by_op.entry(key).or_default();
+                        e.0 += t.elapsed().as_secs_f64() * 1e3;
+                        e.1.insert(node.id);
+                    }
+                    out
+                })
+                .map_err(err)?;
+        }
+        let mut out: Vec<OpTime> = by_op
+            .into_iter()
+            .map(|(op, (ms, nodes))| OpTime { op, nodes: nodes.len(), ms: ms / runs.max(1) as f64 })
+            .collect();
+        out.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        Ok(out)
     }
 }
 
