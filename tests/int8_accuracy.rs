@@ -50,7 +50,9 @@ fn rewritten_int8_top1_equals_onnxruntime_on_val_a() {
             (f[0].to_owned(), (f[1].parse().unwrap(), f[2].parse().unwrap()))
         })
         .collect();
-    let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+    // The first of equal maxima, as numpy's argmax (ONNX Runtime's reference) and `eval` take it:
+    // int8 logits are whole quantization steps, so exact ties happen.
+    let argmax = |v: &[f32]| (1..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best });
     let (mut same, mut ours_right, mut ort_right, mut differ) = (0, 0, 0, vec![]);
     for r in &records {
         let file = PathBuf::from(&r.input).file_name().unwrap().to_string_lossy().into_owned();
