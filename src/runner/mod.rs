@@ -229,7 +229,16 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool) -> Result<TypedMo
     }
     let not_onnx = |e: TractError| RunError::NotOnnx { path: path.to_owned(), msg: format!("{e:#}") };
     let bad_shape = |msg: String| RunError::Shape { path: path.to_owned(), msg };
-    let mut model = tract_onnx::onnx().model_for_path(path).map_err(not_onnx)?;
+    // The file is decoded once: the graph is built from this proto, and the int8 rewrite reads
+    // the QDQ weights from the same proto's initializers.
+    let onnx = tract_onnx::onnx();
+    let proto = onnx.proto_model_for_path(path).map_err(not_onnx)?;
+    let dir = path.parent().and_then(|d| d.to_str());
+    let parsed = onnx.parse(&proto, dir).map_err(not_onnx)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(not_onnx(anyhow::anyhow!("unresolved inputs at top level: {:?}", parsed.unresolved_inputs)));
+    }
+    let mut model = parsed.model;
     if model.input_outlets().map_err(not_onnx)?.len() != 1 {
         return Err(bad_shape("it does not have exactly one input".into()));
     }
@@ -250,8 +259,6 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool) -> Result<TypedMo
     }
     let mut typed = model.into_typed().map_err(prepare)?;
     if int8_enabled() && int8::is_qdq(&typed) {
-        let proto = tract_onnx::onnx().proto_model_for_path(path).map_err(not_onnx)?;
-        let dir = path.parent().and_then(|d| d.to_str());
         let dq = int8::DqTable::from_proto(&proto, dir).map_err(not_onnx)?;
         let report = int8::rewrite(&mut typed, &dq).map_err(prepare)?;
         log::info!(
