@@ -13,6 +13,7 @@
 use edgecascade::dataset;
 use edgecascade::eval;
 use edgecascade::model::Model;
+use edgecascade::policy::argmax;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -50,15 +51,14 @@ fn rewritten_int8_top1_equals_onnxruntime_on_val_a() {
             (f[0].to_owned(), (f[1].parse().unwrap(), f[2].parse().unwrap()))
         })
         .collect();
-    // The first of equal maxima, as numpy's argmax (ONNX Runtime's reference) and `eval` take it:
-    // int8 logits are whole quantization steps, so exact ties happen.
-    let argmax = |v: &[f32]| (1..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best });
     let (mut same, mut ours_right, mut ort_right, mut differ) = (0, 0, 0, vec![]);
     for r in &records {
         let file = PathBuf::from(&r.input).file_name().unwrap().to_string_lossy().into_owned();
         let &(label, ort_top1) =
             ort.get(&file).unwrap_or_else(|| panic!("{file} is not in ONNX Runtime's predictions"));
         assert_eq!(label, r.label, "{file}: labels differ");
+        // The first of equal maxima, as numpy's argmax (ONNX Runtime's reference) and `eval`
+        // take it: int8 logits are whole quantization steps, so exact ties happen.
         let top1 = argmax(&r.logits[0]);
         if top1 == ort_top1 {
             same += 1;

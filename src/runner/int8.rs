@@ -984,6 +984,7 @@ fn matmul(p: &Params, x: &Tensor, k: usize, out: &mut [i8]) -> TractResult<()> {
 mod tests {
     use super::*;
     use crate::manifest::Manifest;
+    use crate::policy::argmax;
     use crate::preprocess;
     use std::path::PathBuf;
 
@@ -1106,7 +1107,6 @@ mod tests {
             let y = b.run(tvec!(input.into_tvalue())).unwrap();
             let (x, y) = (x[0].try_as_plain_ram().unwrap(), y[0].try_as_plain_ram().unwrap());
             let (x, y) = (x.as_slice::<f32>().unwrap(), y.as_slice::<f32>().unwrap());
-            let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
             assert!(x[argmax(y)] >= x[argmax(x)] - 1.01 * STEP, "{file}: class {} against {}", argmax(y), argmax(x));
             let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
             worst = worst.max(d);
