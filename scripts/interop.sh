@@ -191,18 +191,18 @@ summary() {
 
 # ---------------------------------------------------------------------------- helpers
 
-# ensure_venv DIR PYTHON REQUIREMENTS CONSTRAINTS: a venv at DIR with exactly these pins.
+# ensure_venv DIR PYTHONS REQUIREMENTS CONSTRAINTS: a venv at DIR with exactly these pins, made
+# by the first of PYTHONS (space-separated) that can make one with pip in it.
 # A stamp (a copy of both files) makes a later run skip pip when nothing changed.
 ensure_venv() {
-    local dir=$1 python=$2 req=$3 cons=$4 stamp=$1/.interop-pins t
+    local dir=$1 pythons=$2 req=$3 cons=$4 stamp=$1/.interop-pins t
     if [[ -x $dir/bin/python ]] && cat "$req" "$cons" | cmp -s - "$stamp"; then
         echo "venv $dir is up to date"
         return 0
     fi
     t=$SECONDS
     echo "creating $dir and installing $req with every version pinned"
-    rm -rf "$dir"
-    bounded "$T_PIP" "$python" -m venv "$dir" || return 1
+    make_venv "$dir" $pythons || return 1
     if ! ((use_uv)) || ! install_with_uv "$dir" "$req" "$cons"; then
         ((use_uv)) && echo "uv failed; installing with pip (a few minutes)"
         bounded "$T_PIP" "$dir/bin/python" -m pip install --quiet --disable-pip-version-check \
@@ -212,24 +212,23 @@ ensure_venv() {
     echo "installed in $((SECONDS - t)) s"
 }
 
-# find_venv_python: the first Python 3 that can make a venv with pip in it. Debian's python3
-# cannot without its python3-venv package (ensurepip is left out), and which python3 comes first
-# on PATH differs between machines: try each, with INTEROP_PYTHON first if set.
-find_venv_python() {
-    local p probe
-    probe=$(mktemp -d)
-    for p in ${INTEROP_PYTHON:-} python3 python3.11 /usr/bin/python3 \
-        "$(pyenv root 2>/dev/null)"/versions/3.1*/bin/python3 "$HOME"/.pyenv/versions/3.1*/bin/python3; do
-        [[ -n $p ]] && command -v "$p" >/dev/null || continue
-        if bounded 120 "$p" -m venv "$probe/v" >/dev/null 2>&1 && [[ -x $probe/v/bin/pip ]]; then
-            rm -rf "$probe"
-            command -v "$p"
+# make_venv DIR PYTHON...: a venv with pip at DIR, made by the first PYTHON that can. Debian's
+# python3 cannot without its python3-venv package (ensurepip is left out), and which python3
+# comes first on PATH differs between machines.
+make_venv() {
+    local dir=$1 p
+    shift
+    for p in "$@"; do
+        command -v "$p" >/dev/null || continue
+        rm -rf "$dir"
+        if bounded "$T_PIP" "$p" -m venv "$dir" >/dev/null 2>&1 && [[ -x $dir/bin/pip ]]; then
+            echo "venv made with $(command -v "$p") ($("$p" --version 2>&1))"
             return 0
         fi
-        echo "$p cannot make a venv with pip; trying the next Python" >&2
-        rm -rf "$probe/v"
+        echo "$p cannot make a venv with pip; trying the next Python"
     done
-    rm -rf "$probe"
+    rm -rf "$dir"
+    echo "none of these Pythons can make a venv with pip: $* (on Debian: apt-get install python3-venv)"
     return 1
 }
 
@@ -321,13 +320,9 @@ device_against() {
 
 step "setup: Python packages"
 PY=$VENV/bin/python
-if ! base_python=$(find_venv_python); then
-    record FAIL "setup: a Python that can make a venv" "none of: ${INTEROP_PYTHON:-} python3 python3.11 /usr/bin/python3 pyenv's 3.x (on Debian: apt-get install python3-venv)"
-    summary
-    exit 1
-fi
-echo "venvs made with $base_python ($("$base_python" --version 2>&1))"
-if ensure_venv "$VENV" "$base_python" "$HERE/requirements.txt" "$HERE/constraints.txt"; then
+# INTEROP_PYTHON first if set, then whichever Python 3 this machine has.
+pythons="${INTEROP_PYTHON:-} python3 python3.11 /usr/bin/python3 $(echo "$(pyenv root 2>/dev/null)"/versions/3.1*/bin/python3 "$HOME"/.pyenv/versions/3.1*/bin/python3)"
+if ensure_venv "$VENV" "$pythons" "$HERE/requirements.txt" "$HERE/constraints.txt"; then
     record PASS "setup: venv with the pinned packages" "$("$PY" -c 'from importlib.metadata import version as v
 print(", ".join(f"{p} {v(p)}" for p in ("tritonclient", "mlserver", "onnxruntime", "numpy", "pillow")))')"
 else
