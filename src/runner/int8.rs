@@ -742,12 +742,15 @@ impl Params {
         // channels whose weights are all but zero) goes into the requantization as a float
         // offset instead, computed in f64: the same value, without overflowing i32.
         let mut requant = requant;
-        requant.offset = bias
+        let (bias, offset): (Vec<i32>, Vec<f32>) = bias
             .iter()
             .enumerate()
-            .map(|(c, &b)| if b.abs() > (1 << 30) { (b as f64 * requant.scale[c] as f64) as f32 } else { 0.0 })
-            .collect();
-        let bias: Vec<i32> = bias.into_iter().map(|b| if b.abs() > (1 << 30) { 0 } else { b as i32 }).collect();
+            .map(|(c, &b)| match i32::try_from(b) {
+                Ok(b) if b.unsigned_abs() <= 1 << 30 => (b, 0.0),
+                _ => (0, (b as f64 * requant.scale[c] as f64) as f32),
+            })
+            .unzip();
+        requant.offset = offset;
         let n = match kind {
             Kind::Depthwise => 0,
             Kind::Matmul => in_shape.iter().product::<usize>() / k,
