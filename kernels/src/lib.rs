@@ -29,16 +29,28 @@ unsafe fn add_avx2(a: &[i8], b: &[i8], ka: f32, kb: f32, c: f32, y0: i32, lo: i3
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn add_body(a: &[i8], b: &[i8], ka: f32, kb: f32, c: f32, y0: i32, lo: i32, hi: i32, out: &mut [i8]) {
-    const MAGIC: f32 = 12_582_912.0;
     let (lo, hi) = ((lo - y0) as f32, (hi - y0) as f32);
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        let v = x as f32 * ka + y as f32 * kb + c;
-        let v = if v > lo { v } else { lo };
-        let v = if v < hi { v } else { hi };
-        // SAFETY: v lies within [lo, hi] (a NaN became lo): a small integer once rounded.
-        let r: i32 = unsafe { ((v + MAGIC) - MAGIC).to_int_unchecked() };
-        *o = (r + y0) as i8;
+        *o = requantize(x as f32 * ka + y as f32 * kb + c, lo, hi, y0);
     }
+}
+
+/// `clamp(round_half_even(v), lo, hi) + y0` as int8, where `lo` and `hi` are the int8 bounds
+/// minus `y0` (so the result fits an i8): the last step of every requantization, written to
+/// vectorise inside the callers' loops.
+#[inline(always)]
+fn requantize(v: f32, lo: f32, hi: f32, y0: i32) -> i8 {
+    // Adding and subtracting 1.5 * 2^23 rounds a float below 2^22 to the nearest integer,
+    // ties to even (the default rounding mode), in two vectorisable additions.
+    const MAGIC: f32 = 12_582_912.0;
+    // Compare-and-select rather than clamp or max/min: no NaN or ordering checks (a NaN
+    // becomes lo), so the loop vectorises to plain vmaxps/vminps.
+    let v = if v > lo { v } else { lo };
+    let v = if v < hi { v } else { hi };
+    // SAFETY: v lies within [lo, hi], small integers once rounded: no overflow, no NaN
+    // (a plain `as` would add the saturation checks that keep the loop scalar).
+    let r: i32 = unsafe { ((v + MAGIC) - MAGIC).to_int_unchecked() };
+    (r + y0) as i8
 }
 
 /// The output stage: `clamp(round_half_even(acc * scale[c]) + y0, lo, hi)` per channel.
@@ -77,23 +89,11 @@ impl Requant {
     /// Requantizes one channel's accumulators.
     #[inline(always)]
     pub fn row(&self, c: usize, acc: &[i32], out: &mut [i8]) {
-        // Adding and subtracting 1.5 * 2^23 rounds a float below 2^22 to the nearest integer,
-        // ties to even (the default rounding mode), in two vectorisable additions.
-        const MAGIC: f32 = 12_582_912.0;
         let (s, off) = (self.scale[c], self.offset[c]);
         let lo = (self.lo - self.y0) as f32;
         let hi = (self.hi - self.y0) as f32;
-        let y0 = self.y0;
         for (o, &a) in out.iter_mut().zip(acc) {
-            // Compare-and-select rather than clamp or max/min: no NaN or ordering checks (a NaN
-            // becomes lo), so the loop vectorises to plain vmaxps/vminps.
-            let v = a as f32 * s + off;
-            let v = if v > lo { v } else { lo };
-            let v = if v < hi { v } else { hi };
-            // SAFETY: v lies within [lo, hi], small integers once rounded: no overflow, no NaN
-            // (a plain `as` would add the saturation checks that keep the loop scalar).
-            let r: i32 = unsafe { ((v + MAGIC) - MAGIC).to_int_unchecked() };
-            *o = (r + y0) as i8;
+            *o = requantize(a as f32 * s + off, lo, hi, self.y0);
         }
     }
 }
