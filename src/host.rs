@@ -15,7 +15,7 @@ use crate::model::Model;
 use crate::policy::{mean_probs, softmax, top_k};
 use crate::preprocess;
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -313,16 +313,39 @@ impl Host {
     }
 }
 
-/// Serves devices on a TCP listener, one thread each, at most `max_conns` at once, until
-/// `stop` is set.
+/// Serves devices on `listener` until `stop`, each connection on its own thread, at most
+/// `max_conns` at once (past that a connection is closed at once).
 pub fn serve_tcp(
     host: Arc<Host>,
     listener: TcpListener,
     max_conns: usize,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
+    serve_connections(
+        listener,
+        max_conns,
+        &stop,
+        |_, peer| log::warn!("{peer}: refused, already serving {max_conns} devices"),
+        |sock, peer| {
+            let stats = host.serve(sock, peer, &stop);
+            log::info!("{peer}: {} requests, {} answered, {} errors", stats.requests, stats.answered, stats.errors);
+        },
+    )
+}
+
+/// Accepts connections on `listener` until `stop`, each handed to `serve` on a thread of its
+/// own, its socket blocking with a 250 ms read timeout (for polling `stop`) and no Nagle delay.
+/// At most `max_conns` are served at once: past that a connection goes to `refuse`, then is
+/// closed. Both the framed link and the OIP endpoint serve through it.
+pub fn serve_connections(
+    listener: TcpListener,
+    max_conns: usize,
+    stop: &AtomicBool,
+    refuse: impl Fn(TcpStream, &str),
+    serve: impl Fn(TcpStream, &str) + Sync,
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
-    let active = Arc::new(AtomicUsize::new(0));
+    let active = AtomicUsize::new(0);
     std::thread::scope(|s| {
         while !stop.load(Ordering::Relaxed) {
             let (sock, peer) = match listener.accept() {
@@ -336,29 +359,23 @@ pub fn serve_tcp(
                     continue;
                 }
             };
-            if active.load(Ordering::Relaxed) >= max_conns {
-                log::warn!("{peer}: refused, already serving {max_conns} devices");
+            let peer = peer.to_string();
+            let ok = sock
+                .set_nonblocking(false)
+                .and_then(|_| sock.set_read_timeout(Some(Duration::from_millis(250))))
+                .and_then(|_| sock.set_nodelay(true));
+            if let Err(e) = ok {
+                log::warn!("{peer}: cannot set up the socket: {e}");
                 continue;
             }
-            let (host, stop, active) = (host.clone(), stop.clone(), active.clone());
+            if active.load(Ordering::Relaxed) >= max_conns {
+                refuse(sock, &peer);
+                continue;
+            }
             active.fetch_add(1, Ordering::Relaxed);
+            let (serve, active) = (&serve, &active);
             s.spawn(move || {
-                let peer = peer.to_string();
-                let _ = sock.set_nodelay(true);
-                let ok =
-                    sock.set_nonblocking(false).and_then(|_| sock.set_read_timeout(Some(Duration::from_millis(250))));
-                match ok {
-                    Ok(()) => {
-                        let stats = host.serve(sock, &peer, &stop);
-                        log::info!(
-                            "{peer}: {} requests, {} answered, {} errors",
-                            stats.requests,
-                            stats.answered,
-                            stats.errors
-                        );
-                    }
-                    Err(e) => log::warn!("{peer}: cannot set up the socket: {e}"),
-                }
+                serve(sock, &peer);
                 active.fetch_sub(1, Ordering::Relaxed);
             });
         }

@@ -247,7 +247,7 @@ struct HostArgs {
     /// for Triton's clients, KServe and devices with an `oip+http://` link.
     #[arg(long, value_name = "ADDR:PORT")]
     oip_listen: Option<String>,
-    /// Devices served at once over TCP, and OIP requests taken at once.
+    /// Devices served at once over TCP, and OIP connections served at once.
     #[arg(long, default_value_t = 64)]
     max_devices: usize,
     /// Dynamic batching: run up to N queued requests (from every device and the OIP endpoint)
@@ -519,14 +519,14 @@ fn serve(args: &HostArgs) -> Result<()> {
     let name = host.model.name().to_owned();
     let oip = match &args.oip_listen {
         Some(addr) => {
-            let server = oip::server::bind(addr).map_err(anyhow::Error::msg)?;
-            let bound = server.server_addr().to_ip().map_or_else(|| addr.clone(), |a| a.to_string());
+            let listener = oip::server::bind(addr).map_err(anyhow::Error::msg)?;
+            let bound = listener.local_addr().map_or_else(|_| addr.clone(), |a| a.to_string());
             // The ready line: scripts and tests read the bound port from it (`--oip-listen 127.0.0.1:0`).
             println!("edgecascade host: serving {name} over OIP v2 on http://{bound}/v2/models/{name}");
             std::io::stdout().flush()?;
             let (host, stop) = (host.clone(), stop.clone());
-            let cfg = OipConfig { workers: args.max_devices.max(1), ..OipConfig::default() };
-            Some(std::thread::spawn(move || oip::server::serve(host, server, cfg, stop)))
+            let cfg = OipConfig { max_conns: args.max_devices.max(1), ..OipConfig::default() };
+            Some(std::thread::spawn(move || oip::server::serve(host, listener, cfg, stop)))
         }
         None => None,
     };
@@ -564,7 +564,7 @@ fn serve(args: &HostArgs) -> Result<()> {
             bail!("--link takes serial:PATH?baud=B (use --listen tcp:ADDR:PORT for TCP), not {other}")
         }
         (None, None) => match oip {
-            Some(t) => t.join().map_err(|_| anyhow::anyhow!("the OIP endpoint failed")),
+            Some(t) => Ok(t.join().map_err(|_| anyhow::anyhow!("the OIP endpoint failed"))??),
             None => bail!("give --link serial:PATH, --listen tcp:ADDR:PORT or --oip-listen ADDR:PORT"),
         },
     }

@@ -462,3 +462,89 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
     assert_eq!(inferences, 24);
     assert!(executions >= 1 && executions <= inferences, "{stats}");
 }
+
+/// Every connection is served on its own: 70 devices holding kept-alive connections open do
+/// not hold up a new one (tiny_http, used before, could leave a new connection waiting until
+/// another closed); past `--max-devices` a connection gets a 503 at once. And the HTTP edges
+/// clients use: chunked bodies, `Expect: 100-continue`, HTTP/1.0, an oversized head.
+#[test]
+fn kept_alive_connections_never_hold_up_a_new_one_and_http_edges_are_served() {
+    use std::io::{Read, Write};
+    let host = HostProc::start(&["--max-devices", "72"], &[]);
+    let held: Vec<HttpConn> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..70)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = host.conn();
+                    assert_eq!(request(&mut c, "GET", "/v2/health/ready", &[], &[]).0, 200);
+                    c
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let mut fresh = host.conn();
+    fresh.send("GET", "/v2", &[], &[]).unwrap();
+    let r = fresh.receive(Duration::from_secs(10)).expect("a new connection is answered while 70 are held open");
+    assert_eq!(r.status, 200);
+    // The 72nd connection is served, the 73rd refused with a reason and closed.
+    let mut last = host.conn();
+    assert_eq!(request(&mut last, "GET", "/v2/health/live", &[], &[]).0, 200);
+    let mut over = host.conn();
+    over.send("GET", "/v2", &[], &[]).unwrap();
+    let r = over.receive(TIMEOUT).unwrap();
+    assert_eq!(r.status, 503, "{}", r.error_text());
+    assert!(r.error_text().contains("72 connections at once"), "{}", r.error_text());
+    assert!(over.closing && r.header("Retry-After").is_some());
+    drop((held, last, over));
+
+    // A chunked body, in uneven chunks, answered like a sized one.
+    let infer_path = format!("/v2/models/{NAME}/infer");
+    let input = Tensor::new("input", vec![1, 3, 224, 224], photo_tensor("coffee.png"));
+    let (body, _) = oip::encode_request("c", std::slice::from_ref(&input), None, false);
+    let want = oip::decode_response(&infer(&mut host.conn(), &[input], false).1, None).unwrap();
+    let mut raw = TcpStream::connect(&host.http).unwrap();
+    let mut msg = format!("POST {infer_path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").into_bytes();
+    for piece in body.chunks(100_003) {
+        msg.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        msg.extend_from_slice(piece);
+        msg.extend_from_slice(b"\r\n");
+    }
+    msg.extend_from_slice(b"0\r\n\r\n");
+    raw.write_all(&msg).unwrap();
+    let r = HttpConn::new(Box::new(raw), &host.http).receive(TIMEOUT).unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_text());
+    assert_eq!(oip::decode_response(&r.body, None).unwrap().outputs[0].data, want.outputs[0].data);
+
+    // `Expect: 100-continue`: the host says go on before the body is sent.
+    let mut raw = TcpStream::connect(&host.http).unwrap();
+    let head = format!(
+        "POST {infer_path} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    raw.write_all(head.as_bytes()).unwrap();
+    raw.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut cont = [0u8; 25];
+    raw.read_exact(&mut cont).unwrap();
+    assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
+    raw.write_all(&body).unwrap();
+    let r = HttpConn::new(Box::new(raw), &host.http).receive(TIMEOUT).unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_text());
+
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let mut raw = TcpStream::connect(&host.http).unwrap();
+    raw.write_all(b"GET /v2/health/ready HTTP/1.0\r\n\r\n").unwrap();
+    raw.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut all = String::new();
+    raw.read_to_string(&mut all).unwrap();
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n") && all.contains("Connection: close"), "{all}");
+
+    // A head over 64 KiB: 431, and the host goes on serving.
+    let mut raw = TcpStream::connect(&host.http).unwrap();
+    let head = format!("GET /v2 HTTP/1.1\r\nX-Long: {}\r\n\r\n", "a".repeat(70_000));
+    raw.write_all(head.as_bytes()).unwrap();
+    let r = HttpConn::new(Box::new(raw), &host.http).receive(TIMEOUT).unwrap();
+    assert_eq!(r.status, 431, "{}", r.error_text());
+    assert!(r.error_text().contains("longer than 65536 bytes"), "{}", r.error_text());
+    assert_eq!(request(&mut host.conn(), "GET", "/v2/health/ready", &[], &[]).0, 200);
+}

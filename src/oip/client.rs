@@ -11,6 +11,7 @@
 //! HTTP/1.1 is spoken here over the link's own `Stream` (keep-alive, Content-Length or chunked
 //! bodies), so the bytes each request costs are counted exactly and `--shape` paces it.
 
+use super::http::{find_header, Framing, HttpError, Wire};
 use super::{
     decode_response, encode_request, ModelMetadata, ServerMetadata, Tensor, BINARY_EXTENSION, FP32, HEADER_LEN,
 };
@@ -21,11 +22,10 @@ use crate::manifest::{InputSpec, Layout};
 use crate::preprocess;
 use crate::stage::Spans;
 use image::RgbImage;
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
-/// The largest response head and body taken from a server.
-const MAX_HEAD: usize = 64 << 10;
+/// The largest response body taken from a server.
 const MAX_BODY: usize = 64 << 20;
 
 /// An HTTP response.
@@ -38,7 +38,7 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// The OIP error message of a failed request, or the body as text.
@@ -49,29 +49,29 @@ impl HttpResponse {
     }
 }
 
-/// Why an HTTP exchange failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("bad HTTP response: {0}")]
-    Protocol(String),
-}
-
 /// One keep-alive HTTP/1.1 connection over a link stream, counting its bytes.
 pub struct HttpConn {
-    stream: Box<dyn Stream>,
+    wire: Wire,
     host: String,
-    buf: Vec<u8>,
-    pub sent: u64,
-    pub received: u64,
+    /// Responses read on this connection.
+    pub exchanges: u64,
     /// The server said it closes the connection after the last response.
     pub closing: bool,
 }
 
 impl HttpConn {
     pub fn new(stream: Box<dyn Stream>, host: &str) -> HttpConn {
-        HttpConn { stream, host: host.to_owned(), buf: Vec::new(), sent: 0, received: 0, closing: false }
+        HttpConn { wire: Wire::new(stream), host: host.to_owned(), exchanges: 0, closing: false }
+    }
+
+    /// Bytes sent so far.
+    pub fn sent(&self) -> u64 {
+        self.wire.sent
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.wire.received
     }
 
     /// Sends a request; `headers` are added to Host, Content-Length and Connection.
@@ -86,127 +86,27 @@ impl HttpConn {
         head.push_str("\r\n");
         let mut msg = head.into_bytes();
         msg.extend_from_slice(body);
-        self.stream.write_all(&msg)?;
-        self.stream.flush()?;
-        self.sent += msg.len() as u64;
-        Ok(())
+        self.wire.write_all(&msg)
     }
 
     /// Reads one response, waiting at most `timeout` for it.
     pub fn receive(&mut self, timeout: Duration) -> Result<HttpResponse, HttpError> {
         let deadline = Instant::now() + timeout;
-        self.stream.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let (status, headers, head_len) = loop {
-            let mut slots = [httparse::EMPTY_HEADER; 64];
-            let mut resp = httparse::Response::new(&mut slots);
-            match resp.parse(&self.buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let headers = resp
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-                        .collect::<Vec<_>>();
-                    break (resp.code.unwrap_or(0), headers, n);
-                }
-                Ok(httparse::Status::Partial) if self.buf.len() > MAX_HEAD => {
-                    return Err(HttpError::Protocol(format!("response head longer than {MAX_HEAD} bytes")))
-                }
-                Ok(httparse::Status::Partial) => self.fill(deadline)?,
-                Err(e) => return Err(HttpError::Protocol(e.to_string())),
-            }
-        };
-        self.consume(head_len);
-        let get = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim());
-        self.closing = get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let chunked = get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        let body = if chunked {
-            self.read_chunked(deadline)?
-        } else if let Some(len) = get("content-length") {
-            let len: usize = len.parse().map_err(|_| HttpError::Protocol(format!("Content-Length '{len}'")))?;
-            if len > MAX_BODY {
-                return Err(HttpError::Protocol(format!("a body of {len} bytes is more than {MAX_BODY}")));
-            }
-            self.read_exact_body(len, deadline)?
-        } else if status == 204 || status == 304 || (100..200).contains(&status) {
-            Vec::new()
+        self.wire.set_read_timeout(Duration::from_millis(100))?;
+        let (status, headers) = self.wire.read_response_head(deadline)?;
+        self.closing = find_header(&headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let otherwise = if status == 204 || status == 304 || (100..200).contains(&status) {
+            Framing::Empty
         } else {
-            // Delimited by the end of the connection.
-            self.closing = true;
-            while self.fill(deadline).is_ok() {}
-            std::mem::take(&mut self.buf)
+            Framing::UntilClose
         };
+        let framing = Framing::of(&headers, otherwise)?;
+        if framing == Framing::UntilClose {
+            self.closing = true;
+        }
+        let body = self.wire.read_body(framing, MAX_BODY, deadline)?;
+        self.exchanges += 1;
         Ok(HttpResponse { status, headers, body })
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.buf.drain(..n);
-    }
-
-    /// Reads more bytes into the buffer; an error at the deadline or when the peer closes.
-    fn fill(&mut self, deadline: Instant) -> io::Result<()> {
-        let mut chunk = [0u8; 16 << 10];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
-                Ok(n) => {
-                    self.received += n as u64;
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(());
-                }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    if Instant::now() >= deadline {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "no response in time"));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn read_exact_body(&mut self, len: usize, deadline: Instant) -> io::Result<Vec<u8>> {
-        while self.buf.len() < len {
-            self.fill(deadline)?;
-        }
-        let rest = self.buf.split_off(len);
-        Ok(std::mem::replace(&mut self.buf, rest))
-    }
-
-    fn read_chunked(&mut self, deadline: Instant) -> Result<Vec<u8>, HttpError> {
-        let mut body = Vec::new();
-        loop {
-            let line_end = loop {
-                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                    break i;
-                }
-                if self.buf.len() > MAX_HEAD {
-                    return Err(HttpError::Protocol("chunk size line too long".into()));
-                }
-                self.fill(deadline)?;
-            };
-            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| HttpError::Protocol(format!("bad chunk size '{line}'")))?;
-            self.consume(line_end + 2);
-            if size == 0 {
-                // Trailers, then the blank line.
-                loop {
-                    while !self.buf.windows(2).any(|w| w == b"\r\n") {
-                        self.fill(deadline)?;
-                    }
-                    let i = self.buf.windows(2).position(|w| w == b"\r\n").expect("found");
-                    self.consume(i + 2);
-                    if i == 0 {
-                        return Ok(body);
-                    }
-                }
-            }
-            if body.len() + size > MAX_BODY {
-                return Err(HttpError::Protocol(format!("a chunked body larger than {MAX_BODY} bytes")));
-            }
-            let chunk = self.read_exact_body(size + 2, deadline)?;
-            body.extend_from_slice(&chunk[..size]);
-        }
     }
 }
 
@@ -339,15 +239,29 @@ impl OipRemote {
             headers.push(("Authorization", format!("Bearer {t}")));
         }
         let conn = self.open().map_err(Failure::Retry)?;
-        let (s0, r0) = (conn.sent, conn.received);
+        let (s0, r0, reused) = (conn.sent(), conn.received(), conn.exchanges > 0);
         let result =
             conn.send(method, path, &headers, body).map_err(HttpError::from).and_then(|_| conn.receive(timeout));
-        bytes.0 += conn.sent - s0;
-        bytes.1 += conn.received - r0;
+        let got_nothing = conn.received() == r0;
+        bytes.0 += conn.sent() - s0;
+        bytes.1 += conn.received() - r0;
         match result {
             Ok(r) => Ok(r),
             Err(e) => {
                 self.conn = None;
+                // A kept-alive connection the server has closed since (its idle timeout, a
+                // restart) fails before any answer: once more on a new connection.
+                let closed = matches!(&e, HttpError::Io(io) if matches!(io.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted));
+                if reused && got_nothing && closed {
+                    log::debug!(
+                        "link {}: the kept-alive connection was closed ({e}); opening a new one",
+                        self.cfg.addr
+                    );
+                    headers.retain(|(k, _)| *k != "Authorization");
+                    return self.exchange(method, path, headers, body, timeout, bytes);
+                }
                 Err(Failure::Retry(format!("{method} {path}: {e}")))
             }
         }
@@ -592,6 +506,8 @@ mod tests {
         assert_eq!(as_logits(vec![2.0, -1.0]), vec![2.0, -1.0]);
     }
 
+    use std::io::{Read, Write};
+
     /// A server on a socket pair answering with a chunked body and then a Content-Length one.
     #[test]
     fn reads_chunked_and_sized_bodies_and_counts_bytes() {
@@ -619,7 +535,7 @@ mod tests {
         assert_eq!(r.status, 404);
         assert_eq!(r.body.len(), 17);
         assert!(c.closing);
-        assert!(c.sent > 0 && c.received > 100, "{} {}", c.sent, c.received);
+        assert!(c.sent() > 0 && c.received() > 100, "{} {}", c.sent(), c.received());
         server.join().unwrap();
     }
 }

@@ -5,9 +5,10 @@
 //! responses as JSON plus optional raw tensor bytes (`Inference-Header-Content-Length` gives
 //! the JSON's length; tensors carry `binary_data_size`), model and server metadata, and the
 //! error body. `server` serves a `Host` on it; `client` is the device's remote stage for any
-//! OIP v2 server.
+//! OIP v2 server; `http` is the HTTP/1.1 framing both use.
 
 pub mod client;
+pub mod http;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

@@ -4,19 +4,26 @@
 //! through the same `Host` as the framed link's (and its batcher, when on). Every bad request
 //! gets a 4xx with an OIP error body, and the endpoint keeps serving.
 //!
+//! Each connection has a thread of its own for its whole life, as on the framed link, so a
+//! device holding a kept-alive connection never delays another's (tiny_http, used before,
+//! queued new connections behind open ones under load: 6 of 64 devices got no answer to their
+//! first request within 10 s in the load test). Limits: connections at once (503 past it),
+//! head and body sizes (431, 413), the time a request may take to arrive (408), idle time.
+//!
 //! The model takes what the host model's graph takes: one FP32 tensor, its batch axis free
 //! (`[-1, 3, S, S]` for NCHW), already preprocessed as the manifest says; it gives one FP32
 //! tensor `[-1, classes]` of logits (or probabilities, as the manifest says).
 
+use super::http::{reason, Framing, HttpError, RequestHead, Wire};
 use super::{decode_request, encode_response, error_body, ModelMetadata, ServerMetadata, Tensor, TensorMeta, FP32};
-use crate::host::Host;
+use crate::host::{serve_connections, Host};
 use crate::link::ErrorCode;
 use crate::manifest::OutputKind;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
-use tiny_http::{Header, Method, Request, Response, Server};
+use std::time::{Duration, Instant};
 
 /// The only version served.
 pub const VERSION: &str = "1";
@@ -24,25 +31,34 @@ pub const VERSION: &str = "1";
 /// Limits of the endpoint.
 #[derive(Clone, Debug)]
 pub struct OipConfig {
-    /// Requests served at once (threads).
-    pub workers: usize,
+    /// Connections served at once, each on its own thread (past that: 503 and closed).
+    pub max_conns: usize,
     /// The largest request body taken, in bytes.
     pub max_body: usize,
     /// The largest batch one request may carry.
     pub max_request_batch: usize,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle: Duration,
+    /// How long a request may take to arrive once it has started (head and body).
+    pub request_time: Duration,
 }
 
 impl Default for OipConfig {
     fn default() -> Self {
-        OipConfig { workers: 16, max_body: 64 << 20, max_request_batch: 64 }
+        OipConfig {
+            max_conns: 64,
+            max_body: 64 << 20,
+            max_request_batch: 64,
+            idle: Duration::from_secs(300),
+            request_time: Duration::from_secs(60),
+        }
     }
 }
 
-/// Starts serving OIP v2 on `addr` (`127.0.0.1:8000`; a bare port means loopback). Returns
-/// the server, whose `server_addr` gives the bound port; `serve` then runs it.
-pub fn bind(addr: &str) -> Result<Server, String> {
+/// Listens for OIP v2 on `addr` (`127.0.0.1:8000`; a bare port means loopback).
+pub fn bind(addr: &str) -> Result<TcpListener, String> {
     let addr = if addr.parse::<u16>().is_ok() { format!("127.0.0.1:{addr}") } else { addr.to_owned() };
-    Server::http(&addr).map_err(|e| format!("cannot listen for OIP v2 on {addr}: {e}"))
+    TcpListener::bind(&addr).map_err(|e| format!("cannot listen for OIP v2 on {addr}: {e}"))
 }
 
 /// The name of the model's input and output tensors.
@@ -74,26 +90,105 @@ pub fn model_metadata(host: &Host) -> ModelMetadata {
     }
 }
 
-/// Serves until `stop` is set, with `cfg.workers` threads taking requests.
-pub fn serve(host: Arc<Host>, server: Server, cfg: OipConfig, stop: Arc<AtomicBool>) {
-    let server = Arc::new(server);
-    std::thread::scope(|s| {
-        for i in 0..cfg.workers.max(1) {
-            let (host, server, cfg, stop) = (host.clone(), server.clone(), cfg.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("oip-{i}"))
-                .spawn_scoped(s, move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        match server.recv_timeout(Duration::from_millis(250)) {
-                            Ok(Some(req)) => handle(&host, &cfg, req),
-                            Ok(None) => {}
-                            Err(e) => log::warn!("oip: cannot take a request: {e}"),
-                        }
-                    }
-                })
-                .expect("cannot start an OIP worker thread");
+/// Serves until `stop` is set: every connection on a thread of its own (HTTP/1.1 keep-alive),
+/// at most `cfg.max_conns` at once.
+pub fn serve(host: Arc<Host>, listener: TcpListener, cfg: OipConfig, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    let refuse = |sock: TcpStream, peer: &str| {
+        log::warn!("oip {peer}: refused, already serving {} connections", cfg.max_conns);
+        let mut r = Reply::error(503, format!("the host serves {} connections at once; try again", cfg.max_conns));
+        r.extra.push(("Retry-After", "1".to_owned()));
+        let mut wire = Wire::new(Box::new(sock));
+        let _ = write_reply(&mut wire, r, false, false);
+    };
+    serve_connections(listener, cfg.max_conns, &stop, refuse, |sock, peer| serve_conn(&host, &cfg, sock, peer, &stop))
+}
+
+/// One connection: requests one after the other until the client closes, asks to close, idles
+/// past `cfg.idle`, sends something that leaves the stream unreadable, or the host stops.
+fn serve_conn(host: &Host, cfg: &OipConfig, sock: TcpStream, peer: &str, stop: &Arc<AtomicBool>) {
+    let Ok(handle) = sock.try_clone() else { return };
+    let mut wire = Wire::new(Box::new(sock)).with_stop(stop.clone());
+    loop {
+        // Wait for a request to start, then give it `request_time` to arrive.
+        if wire.buffered() == 0 && wire.fill(Instant::now() + cfg.idle).is_err() {
+            return;
         }
-    });
+        let deadline = Instant::now() + cfg.request_time;
+        let head = match wire.read_request_head(deadline) {
+            Ok(h) => h,
+            Err(e) => return refuse_and_close(&mut wire, &handle, peer, None, e),
+        };
+        let framing = Framing::of(&head.headers, Framing::Empty);
+        let framing = match framing {
+            Ok(Framing::Sized(n)) if n > cfg.max_body => {
+                Err(HttpError::TooLarge(format!("the body has {n} bytes, this host takes at most {}", cfg.max_body)))
+            }
+            other => other,
+        };
+        let body = framing.and_then(|f| {
+            if f != Framing::Empty && head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+                wire.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            }
+            wire.read_body(f, cfg.max_body, deadline)
+        });
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => return refuse_and_close(&mut wire, &handle, peer, Some(&head), e),
+        };
+        let keep_alive = head.keep_alive();
+        let reply = route(host, cfg, &head, &body);
+        drop(body);
+        log_reply(peer, &head, &reply);
+        if let Err(e) = write_reply(&mut wire, reply, head.method == "HEAD", keep_alive) {
+            log::info!("oip {peer}: client gone before the reply ({e})");
+            return;
+        }
+        if !keep_alive {
+            return;
+        }
+    }
+}
+
+/// Answers a request that could not be read whole with its 4xx, if the client is still there to
+/// read it, and closes the connection (what is left of the request is unreadable).
+fn refuse_and_close(wire: &mut Wire, sock: &TcpStream, peer: &str, head: Option<&RequestHead>, e: HttpError) {
+    let what = head.map_or_else(String::new, |h| format!("{} {}: ", h.method, h.target));
+    let reply = match &e {
+        HttpError::TooLarge(why) if head.is_some() => Reply::error(413, why),
+        HttpError::TooLarge(why) => Reply::error(431, why),
+        HttpError::Protocol(why) => Reply::error(400, why),
+        e if e.is_timeout() => Reply::error(408, format!("{what}the request did not arrive in time")),
+        e => {
+            log::info!("oip {peer}: {what}connection ended: {e}");
+            return;
+        }
+    };
+    log::warn!("oip {peer}: {what}{} {}", reply.status, String::from_utf8_lossy(&reply.body));
+    if write_reply(wire, reply, false, false).is_ok() {
+        // Let the client read the answer before the close: drain what it is still sending for a
+        // moment instead of resetting the connection under it.
+        let _ = sock.shutdown(Shutdown::Write);
+        let until = Instant::now() + Duration::from_secs(1);
+        let mut sink = [0u8; 16 << 10];
+        let mut sock = sock;
+        while Instant::now() < until {
+            match sock.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn log_reply(peer: &str, head: &RequestHead, reply: &Reply) {
+    if reply.status >= 400 {
+        let why = String::from_utf8_lossy(&reply.body);
+        log::warn!("oip {peer}: {} {} -> {} {why}", head.method, head.target, reply.status);
+    } else {
+        log::debug!("oip {peer}: {} {} -> {}", head.method, head.target, reply.status);
+    }
 }
 
 /// What one request gets back.
@@ -116,42 +211,33 @@ impl Reply {
     }
 }
 
-fn handle(host: &Host, cfg: &OipConfig, mut req: Request) {
-    let peer = req.remote_addr().map_or_else(|| "?".into(), |a| a.to_string());
-    let (method, url) = (req.method().clone(), req.url().to_owned());
-    let reply = route(host, cfg, &mut req);
-    if reply.status >= 400 {
-        let why = String::from_utf8_lossy(&reply.body);
-        log::warn!("oip {peer}: {method} {url} -> {} {why}", reply.status);
-    } else {
-        log::debug!("oip {peer}: {method} {url} -> {}", reply.status);
-    }
+fn write_reply(wire: &mut Wire, reply: Reply, head_only: bool, keep_alive: bool) -> std::io::Result<()> {
     let content_type = if reply.header_len.is_some() { "application/octet-stream" } else { "application/json" };
-    let mut resp = Response::from_data(reply.body).with_status_code(reply.status);
-    let mut headers = vec![("Content-Type", content_type.to_owned())];
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+        reply.status,
+        reason(reply.status),
+        reply.body.len()
+    );
     if let Some(n) = reply.header_len {
-        headers.push((super::HEADER_LEN, n.to_string()));
+        head.push_str(&format!("{}: {n}\r\n", super::HEADER_LEN));
     }
-    headers.extend(reply.extra);
-    for (k, v) in headers {
-        if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-            resp.add_header(h);
-        }
+    for (k, v) in &reply.extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
-    if let Err(e) = req.respond(resp) {
-        log::info!("oip {peer}: client gone before the reply ({e})");
+    head.push_str(if keep_alive { "Connection: keep-alive\r\n\r\n" } else { "Connection: close\r\n\r\n" });
+    let mut msg = head.into_bytes();
+    if !head_only {
+        msg.extend_from_slice(&reply.body);
     }
+    wire.write_all(&msg)
 }
 
-fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers().iter().find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
-}
-
-fn route(host: &Host, cfg: &OipConfig, req: &mut Request) -> Reply {
-    let path = req.url().split('?').next().unwrap_or("").to_owned();
+fn route(host: &Host, cfg: &OipConfig, req: &RequestHead, body: &[u8]) -> Reply {
+    let path = req.target.split('?').next().unwrap_or("").to_owned();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.method().clone();
-    let get = method == Method::Get || method == Method::Head;
+    let method = req.method.as_str();
+    let get = method == "GET" || method == "HEAD";
     let wrong_method = |allowed: &str| {
         let mut r = Reply::error(405, format!("{method} is not allowed on {path} (use {allowed})"));
         r.extra.push(("Allow", allowed.to_owned()));
@@ -162,7 +248,7 @@ fn route(host: &Host, cfg: &OipConfig, req: &mut Request) -> Reply {
         return if get { Reply::empty(200) } else { wrong_method("GET") };
     }
     if host.token.is_some() {
-        let presented = header(req, "Authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        let presented = req.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
         if !host.admits(presented) {
             let why = if presented.is_some() {
                 "wrong bearer token"
@@ -212,34 +298,22 @@ fn route(host: &Host, cfg: &OipConfig, req: &mut Request) -> Reply {
             Reply::json(200, serde_json::to_vec(&stats).expect("JSON"))
         }
         [] | ["ready"] | ["stats"] => wrong_method("GET"),
-        ["infer"] if method == Method::Post => infer(host, cfg, req),
+        ["infer"] if method == "POST" => infer(host, cfg, req, body),
         ["infer"] => wrong_method("POST"),
         _ => Reply::error(404, format!("no such endpoint: {path}")),
     }
 }
 
-fn infer(host: &Host, cfg: &OipConfig, req: &mut Request) -> Reply {
-    if let Some(n) = req.body_length().filter(|&n| n > cfg.max_body) {
-        return Reply::error(413, format!("the body has {n} bytes, this host takes at most {}", cfg.max_body));
-    }
-    let header_len = match header(req, super::HEADER_LEN).map(|v| v.trim().parse::<usize>()) {
+fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: &[u8]) -> Reply {
+    let header_len = match req.header(super::HEADER_LEN).map(|v| v.parse::<usize>()) {
         None => None,
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => return Reply::error(400, format!("{} is not a number of bytes", super::HEADER_LEN)),
     };
-    let mut body = Vec::with_capacity(req.body_length().unwrap_or(0).min(cfg.max_body));
-    let read = req.as_reader().take(cfg.max_body as u64 + 1).read_to_end(&mut body);
-    if let Err(e) = read {
-        return Reply::error(400, format!("cannot read the request body: {e}"));
-    }
-    if body.len() > cfg.max_body {
-        return Reply::error(413, format!("the body is larger than the {} bytes this host takes", cfg.max_body));
-    }
-    let request = match decode_request(&body, header_len) {
+    let request = match decode_request(body, header_len) {
         Ok(r) => r,
         Err(e) => return Reply::error(400, e.to_string()),
     };
-    drop(body);
     let meta = model_metadata(host);
     let (want_in, want_out) = (&meta.inputs[0], &meta.outputs[0]);
     let [input] = request.inputs.as_slice() else {
