@@ -5,7 +5,7 @@
 //! of throughput and latency per configuration. Stops by itself.
 //!
 //! ```sh
-//! cargo run --example load_test -- --devices 1,4,16,64 --protocol tcp,oip --batching off,on
+//! cargo run --example load_test -- --devices 1,4,16,64 --protocol tcp,oip --batching off,on,always
 //! cargo run --example load_test -- --devices 64 --requests 20 --protocol tcp,oip --batching on   # the load test
 //! ```
 
@@ -27,7 +27,8 @@ struct Opts {
     requests: usize,
     total: usize,
     protocols: Vec<String>,
-    batching: Vec<bool>,
+    /// "off", "on" (sizes that pay) or "always" (`--batch-always`).
+    batching: Vec<String>,
     batch_max: usize,
     batch_wait_ms: f64,
     model: PathBuf,
@@ -40,7 +41,7 @@ fn parse_args() -> Result<Opts> {
         requests: 0,
         total: 64,
         protocols: vec!["tcp".into(), "oip".into()],
-        batching: vec![false, true],
+        batching: vec!["off".into(), "on".into()],
         batch_max: 16,
         batch_wait_ms: 5.0,
         model: "models/efficientnet-lite2-fp32.toml".into(),
@@ -56,14 +57,10 @@ fn parse_args() -> Result<Opts> {
             "--total" => o.total = v.parse()?,
             "--protocol" => o.protocols = v.split(',').map(str::to_owned).collect(),
             "--batching" => {
-                o.batching = v
-                    .split(',')
-                    .map(|b| match b {
-                        "on" => Ok(true),
-                        "off" => Ok(false),
-                        _ => bail!("--batching takes on, off or on,off"),
-                    })
-                    .collect::<Result<_>>()?
+                o.batching = v.split(',').map(str::to_owned).collect();
+                if let Some(b) = o.batching.iter().find(|b| !["off", "on", "always"].contains(&b.as_str())) {
+                    bail!("--batching takes off, on or always (or several, comma-separated), not {b}");
+                }
             }
             "--batch-max" => o.batch_max = v.parse()?,
             "--batch-wait-ms" => o.batch_wait_ms = v.parse()?,
@@ -84,14 +81,17 @@ struct HostProc {
 }
 
 impl HostProc {
-    fn start(model: &Path, batch: Option<(usize, f64)>) -> Result<HostProc> {
+    fn start(model: &Path, batch: Option<(usize, f64, bool)>) -> Result<HostProc> {
         let exe = std::env::current_exe()?;
         let bin = exe.parent().and_then(Path::parent).context("no target folder")?.join("edgecascade");
         let mut cmd = Command::new(&bin);
         cmd.args(["host", "--model"]).arg(model);
         cmd.args(["--listen", "tcp:127.0.0.1:0", "--oip-listen", "127.0.0.1:0", "--max-devices", "256"]);
-        if let Some((n, wait)) = batch {
+        if let Some((n, wait, always)) = batch {
             cmd.args(["--batch-max", &n.to_string(), "--batch-wait-ms", &wait.to_string()]);
+            if always {
+                cmd.arg("--batch-always");
+            }
         }
         let mut child = cmd
             .env("RUST_LOG", "error")
@@ -286,10 +286,13 @@ fn main() -> Result<()> {
     let mut problems = 0;
     // Both hosts run at once and each configuration runs against one then the other, back to
     // back: this machine's speed drifts within minutes, so compare rows next to each other.
-    let hosts: Vec<(bool, HostProc)> = o
+    let hosts: Vec<(&str, HostProc)> = o
         .batching
         .iter()
-        .map(|&b| Ok((b, HostProc::start(&o.model, b.then_some((o.batch_max, o.batch_wait_ms)))?)))
+        .map(|b| {
+            let batch = (b != "off").then_some((o.batch_max, o.batch_wait_ms, b == "always"));
+            Ok((b.as_str(), HostProc::start(&o.model, batch)?))
+        })
         .collect::<Result<_>>()?;
     for protocol in &o.protocols {
         for &devices in &o.devices {
@@ -306,8 +309,7 @@ fn main() -> Result<()> {
                 };
                 let (_, peak) = host.memory();
                 println!(
-                    "| {protocol} | {} | {devices} | {} | {answered} | {} | {} | {:.1} | {:.0} | {:.0} | {mean_batch:.1} | {peak:.0} |",
-                    if *batching { "on" } else { "off" },
+                    "| {protocol} | {batching} | {devices} | {} | {answered} | {} | {} | {:.1} | {:.0} | {:.0} | {mean_batch:.1} | {peak:.0} |",
                     devices * per,
                     out.wrong,
                     out.failed.len(),

@@ -25,12 +25,15 @@ pub struct BatchConfig {
     /// Workers taking batches from the queue, each running one batch at a time (Triton's
     /// model instances): with batches that do not pay, more than one keeps every core busy.
     pub workers: usize,
+    /// Form batches only as large as the model runs an input faster in (timed at start);
+    /// false: up to `max_batch` whatever they cost (to measure them).
+    pub only_if_faster: bool,
 }
 
 impl BatchConfig {
     pub fn new(max_batch: usize, max_wait: Duration) -> BatchConfig {
         let max_batch = max_batch.max(1);
-        BatchConfig { max_batch, max_wait, max_queue: (max_batch * 8).max(64), workers: 1 }
+        BatchConfig { max_batch, max_wait, max_queue: (max_batch * 8).max(64), workers: 1, only_if_faster: true }
     }
 }
 
@@ -292,7 +295,7 @@ mod tests {
             let _wait = g.lock().unwrap();
             Ok(inputs.iter().map(|i| i.to_vec()).collect())
         });
-        let cfg = BatchConfig { max_batch: 1, max_wait: Duration::ZERO, max_queue: 2, workers: 1 };
+        let cfg = BatchConfig { max_queue: 2, ..BatchConfig::new(1, Duration::ZERO) };
         let b = Arc::new(Batcher::start(cfg, run));
         // One request runs (held at the gate) ...
         let b0 = b.clone();

@@ -71,7 +71,7 @@ impl Host {
     /// finds worth running (timed at start) are not formed: with none worth it, the batcher
     /// still queues and bounds the work, running one input at a time on `cfg.workers`.
     pub fn with_batching(mut self, mut cfg: BatchConfig) -> Host {
-        match self.model.runner.warm_batches(cfg.max_batch) {
+        match self.model.runner.warm_batches(cfg.max_batch, cfg.only_if_faster) {
             Ok(best) if best < cfg.max_batch => {
                 log::info!(
                     "batches larger than {best} run no input faster here: batching at most {best} (asked {})",

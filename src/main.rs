@@ -260,6 +260,10 @@ struct HostArgs {
     /// With --batch-max: batches run at once (model instances; default: one per core).
     #[arg(long, value_name = "N")]
     batch_workers: Option<usize>,
+    /// With --batch-max: form batches of up to N even where the start-up timing finds they run
+    /// no input faster than single runs (by default only sizes that pay are formed).
+    #[arg(long)]
+    batch_always: bool,
     /// A pre-shared key devices must present (TCP: in the handshake; OIP: `Authorization:
     /// Bearer`). Prefer the EDGECASCADE_TOKEN variable: arguments show in `ps`.
     #[arg(long, env = "EDGECASCADE_TOKEN", hide_env_values = true)]
@@ -503,6 +507,7 @@ fn serve(args: &HostArgs) -> Result<()> {
         let wait = Duration::try_from_secs_f64(args.batch_wait_ms.max(0.0) / 1e3).unwrap_or(Duration::from_millis(5));
         let mut cfg = BatchConfig::new(args.batch_max as usize, wait);
         cfg.workers = args.batch_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        cfg.only_if_faster = !args.batch_always;
         log::info!(
             "dynamic batching: up to {} requests per batch, waiting at most {wait:?}, {} worker(s)",
             args.batch_max,

@@ -106,8 +106,9 @@ pub trait ModelRunner: Send + Sync {
         inputs.iter().map(|i| self.run(i)).collect()
     }
     /// Prepares whatever batches up to `max` need, so the first ones do not wait for it, and
-    /// returns the largest batch worth running at once (1: run inputs one at a time).
-    fn warm_batches(&self, _max: usize) -> Result<usize, RunError> {
+    /// returns the largest batch worth running at once (1: run inputs one at a time). With
+    /// `measure` false every size up to `max` is taken as worth it, untimed.
+    fn warm_batches(&self, _max: usize, _measure: bool) -> Result<usize, RunError> {
         Ok(1)
     }
     /// Multiply-accumulates per inference.
@@ -386,9 +387,19 @@ impl ModelRunner for TractRunner {
     /// same zero inputs: only sizes that run an input faster are used. (tract runs these
     /// depthwise-heavy convolution nets slower per input in batches on the CPUs measured so
     /// far; a batching host then still queues and bounds its work, but runs inputs singly.)
-    fn warm_batches(&self, max: usize) -> Result<usize, RunError> {
+    /// Unmeasured, it builds the plans of every power of two up to `max` and uses them all.
+    fn warm_batches(&self, max: usize, measure: bool) -> Result<usize, RunError> {
         use std::time::Instant;
         let Some(b) = &self.batches else { return Ok(1) };
+        if !measure {
+            let mut n = 2;
+            while n <= max {
+                self.batch_plan(n)?;
+                n *= 2;
+            }
+            b.best.store(max.max(1), std::sync::atomic::Ordering::Relaxed);
+            return Ok(max.max(1));
+        }
         let zero = vec![0f32; self.shape.iter().product()];
         let per_input = |n: usize| -> Result<f64, RunError> {
             let plan = self.batch_plan(n)?;
