@@ -21,7 +21,7 @@ use crate::link::ErrorCode;
 use crate::manifest::OutputKind;
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,12 +93,30 @@ pub fn model_metadata(host: &Host) -> ModelMetadata {
 /// Serves until `stop` is set: every connection on a thread of its own (HTTP/1.1 keep-alive),
 /// at most `cfg.max_conns` at once.
 pub fn serve(host: Arc<Host>, listener: TcpListener, cfg: OipConfig, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    // Refusals are answered on short-lived threads of their own (the answer, then a moment for
+    // the client to read it), a few at a time; past that a connection is just closed.
+    let refusing = Arc::new(AtomicUsize::new(0));
     let refuse = |sock: TcpStream, peer: &str| {
         log::warn!("oip {peer}: refused, already serving {} connections", cfg.max_conns);
+        if refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
+            refusing.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
         let mut r = Reply::error(503, format!("the host serves {} connections at once; try again", cfg.max_conns));
         r.extra.push(("Retry-After", "1".to_owned()));
-        let mut wire = Wire::new(Box::new(sock));
-        let _ = write_reply(&mut wire, r, false, false);
+        let count = refusing.clone();
+        let answered = std::thread::Builder::new().name("oip-refuse".into()).spawn(move || {
+            if let Ok(handle) = sock.try_clone() {
+                let mut wire = Wire::new(Box::new(sock));
+                if write_reply(&mut wire, r, false, false).is_ok() {
+                    linger(&handle);
+                }
+            }
+            count.fetch_sub(1, Ordering::Relaxed);
+        });
+        if answered.is_err() {
+            refusing.fetch_sub(1, Ordering::Relaxed);
+        }
     };
     serve_connections(listener, cfg.max_conns, &stop, refuse, |sock, peer| serve_conn(&host, &cfg, sock, peer, &stop))
 }
@@ -165,19 +183,28 @@ fn refuse_and_close(wire: &mut Wire, sock: &TcpStream, peer: &str, head: Option<
     };
     log::warn!("oip {peer}: {what}{} {}", reply.status, String::from_utf8_lossy(&reply.body));
     if write_reply(wire, reply, false, false).is_ok() {
-        // Let the client read the answer before the close: drain what it is still sending for a
-        // moment instead of resetting the connection under it.
-        let _ = sock.shutdown(Shutdown::Write);
-        let until = Instant::now() + Duration::from_secs(1);
-        let mut sink = [0u8; 16 << 10];
-        let mut sock = sock;
-        while Instant::now() < until {
-            match sock.read(&mut sink) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(_) => break,
-            }
+        linger(sock);
+    }
+}
+
+/// Refusals answered at once, each on a thread of its own for up to `LINGER`.
+const MAX_REFUSING: usize = 16;
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closes our side after an answer and drains what the client is still sending for a moment,
+/// so that it reads the answer instead of a connection reset (closing a socket with unread
+/// bytes resets it).
+fn linger(sock: &TcpStream) {
+    let _ = sock.shutdown(Shutdown::Write);
+    let until = Instant::now() + LINGER;
+    let mut sink = [0u8; 16 << 10];
+    let mut sock = sock;
+    while Instant::now() < until {
+        match sock.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
         }
     }
 }
