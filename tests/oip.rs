@@ -361,6 +361,16 @@ fn token_is_checked_on_the_tcp_link_and_the_oip_endpoint() {
     let (status, body, _) = request(&mut c, "GET", "/v2", &[("Authorization", "Bearer nope".into())], &[]);
     assert_eq!((status, String::from_utf8_lossy(&body).contains("wrong bearer token")), (401, true));
     assert_eq!(request(&mut c, "GET", "/v2", &[("Authorization", "Bearer s3cret".into())], &[]).0, 200);
+    // An inference without the token is refused before its body is taken, and the connection
+    // closed (the body left unread); with it, the same request is answered.
+    let input = Tensor::new("input", vec![1, 3, 224, 224], photo_tensor("coffee.png"));
+    let (body, _) = oip::encode_request("t", &[input], None, false);
+    let mut c = host.conn();
+    let (status, reply, _) = request(&mut c, "POST", &format!("/v2/models/{NAME}/infer"), &[], &body);
+    assert_eq!((status, String::from_utf8_lossy(&reply).contains("needs a token")), (401, true));
+    assert!(c.closing, "the connection is closed after a refused body");
+    let auth = [("Authorization", "Bearer s3cret".to_owned())];
+    assert_eq!(request(&mut host.conn(), "POST", &format!("/v2/models/{NAME}/infer"), &auth, &body).0, 200);
 
     // TCP: without the token the device is refused at start with a clear message.
     let link = format!("tcp:{}", host.tcp);

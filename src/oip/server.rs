@@ -136,6 +136,21 @@ fn serve_conn(host: &Host, cfg: &OipConfig, sock: TcpStream, peer: &str, stop: &
             Ok(h) => h,
             Err(e) => return refuse_and_close(&mut wire, &handle, peer, None, e),
         };
+        // A request without the token is refused before its body is read (and the connection
+        // closed, the body unread), so that nobody without it can make the host take 64 MiB.
+        if !is_health(&split_path(&head.target).1) {
+            if let Some(refusal) = unauthorized(host, &head) {
+                log_reply(peer, &head, &refusal);
+                let keep = head.keep_alive() && matches!(Framing::of(&head.headers, Framing::Empty), Ok(Framing::Empty));
+                if write_reply(&mut wire, refusal, head.method == "HEAD", keep).is_err() {
+                    return;
+                }
+                if keep {
+                    continue;
+                }
+                return linger(&handle);
+            }
+        }
         let framing = Framing::of(&head.headers, Framing::Empty);
         let framing = match framing {
             Ok(Framing::Sized(n)) if n > cfg.max_body => {
@@ -260,9 +275,36 @@ fn write_reply(wire: &mut Wire, reply: Reply, head_only: bool, keep_alive: bool)
     wire.write_all(&msg)
 }
 
+/// A request target's path, and its segments.
+fn split_path(target: &str) -> (&str, Vec<&str>) {
+    let path = target.split('?').next().unwrap_or("");
+    (path, path.trim_matches('/').split('/').collect())
+}
+
+/// Liveness and readiness stay open to probes (Kubernetes, a load balancer) without a token.
+fn is_health(parts: &[&str]) -> bool {
+    matches!(parts, ["v2", "health", "live" | "ready"])
+}
+
+/// The 401 a request gets when the host needs a token and the request does not carry it.
+fn unauthorized(host: &Host, req: &RequestHead) -> Option<Reply> {
+    host.token.as_ref()?;
+    let presented = req.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    if host.admits(presented) {
+        return None;
+    }
+    let why = if presented.is_some() {
+        "wrong bearer token"
+    } else {
+        "this host needs a token: send `Authorization: Bearer <token>` (the host's --token)"
+    };
+    let mut r = Reply::error(401, why);
+    r.extra.push(("WWW-Authenticate", "Bearer".to_owned()));
+    Some(r)
+}
+
 fn route(host: &Host, cfg: &OipConfig, req: &RequestHead, body: &[u8]) -> Reply {
-    let path = req.target.split('?').next().unwrap_or("").to_owned();
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (path, parts) = split_path(&req.target);
     let method = req.method.as_str();
     let get = method == "GET" || method == "HEAD";
     let wrong_method = |allowed: &str| {
@@ -270,23 +312,10 @@ fn route(host: &Host, cfg: &OipConfig, req: &RequestHead, body: &[u8]) -> Reply 
         r.extra.push(("Allow", allowed.to_owned()));
         r
     };
-    // Liveness and readiness stay open to probes (Kubernetes, a load balancer) without a token.
-    if let ["v2", "health", "live" | "ready"] = parts.as_slice() {
+    if is_health(&parts) {
         return if get { Reply::empty(200) } else { wrong_method("GET") };
     }
-    if host.token.is_some() {
-        let presented = req.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-        if !host.admits(presented) {
-            let why = if presented.is_some() {
-                "wrong bearer token"
-            } else {
-                "this host needs a token: send `Authorization: Bearer <token>` (the host's --token)"
-            };
-            let mut r = Reply::error(401, why);
-            r.extra.push(("WWW-Authenticate", "Bearer".to_owned()));
-            return r;
-        }
-    }
+    // (A request without the host's token never gets here: `serve_conn` answers it first.)
     let name = host.model.name();
     let (model, rest) = match parts.as_slice() {
         ["v2"] if get => {
