@@ -538,4 +538,35 @@ mod tests {
         assert!(c.sent() > 0 && c.received() > 100, "{} {}", c.sent(), c.received());
         server.join().unwrap();
     }
+
+    /// A server that answers one request per connection and then closes it without saying so
+    /// (as one does after its idle timeout): the next request on the kept-alive connection
+    /// finds it closed before any answer and is sent again on a new one, not failed.
+    #[test]
+    fn a_request_on_a_connection_the_server_closed_goes_again_on_a_new_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for i in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).unwrap();
+                let body = format!("{{\"n\":{i}}}");
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                s.write_all(format!("{head}{body}").as_bytes()).unwrap();
+            }
+        });
+        let link: LinkAddr = format!("oip+http://{addr}/v2/models/m").parse().unwrap();
+        let mut cfg = RemoteConfig::new(link);
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/models/efficientnet-lite2-fp32.toml");
+        cfg.tensor_spec = Some(crate::manifest::Manifest::load(std::path::Path::new(manifest)).unwrap().input);
+        let mut remote = OipRemote::new(cfg).unwrap();
+        let t = Duration::from_secs(5);
+        let first = remote.exchange("GET", "/v2", Vec::new(), &[], t, &mut (0, 0)).map_err(|_| "first").unwrap();
+        assert_eq!(first.body, b"{\"n\":0}");
+        std::thread::sleep(Duration::from_millis(100));
+        let again = remote.exchange("GET", "/v2", Vec::new(), &[], t, &mut (0, 0)).map_err(|_| "second").unwrap();
+        assert_eq!(again.body, b"{\"n\":1}", "answered on the second connection");
+        server.join().unwrap();
+    }
 }

@@ -141,7 +141,8 @@ fn serve_conn(host: &Host, cfg: &OipConfig, sock: TcpStream, peer: &str, stop: &
         if !is_health(&split_path(&head.target).1) {
             if let Some(refusal) = unauthorized(host, &head) {
                 log_reply(peer, &head, &refusal);
-                let keep = head.keep_alive() && matches!(Framing::of(&head.headers, Framing::Empty), Ok(Framing::Empty));
+                let keep =
+                    head.keep_alive() && matches!(Framing::of(&head.headers, Framing::Empty), Ok(Framing::Empty));
                 if write_reply(&mut wire, refusal, head.method == "HEAD", keep).is_err() {
                     return;
                 }
