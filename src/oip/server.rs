@@ -170,8 +170,7 @@ fn serve_conn(host: &Host, cfg: &OipConfig, sock: TcpStream, peer: &str, stop: &
             Err(e) => return refuse_and_close(&mut wire, &handle, peer, Some(&head), e),
         };
         let keep_alive = head.keep_alive();
-        let reply = route(host, cfg, &head, &body);
-        drop(body);
+        let reply = route(host, cfg, &head, body);
         log_reply(peer, &head, &reply);
         if let Err(e) = write_reply(&mut wire, reply, head.method == "HEAD", keep_alive) {
             log::info!("oip {peer}: client gone before the reply ({e})");
@@ -304,7 +303,7 @@ fn unauthorized(host: &Host, req: &RequestHead) -> Option<Reply> {
     Some(r)
 }
 
-fn route(host: &Host, cfg: &OipConfig, req: &RequestHead, body: &[u8]) -> Reply {
+fn route(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Reply {
     let (path, parts) = split_path(&req.target);
     let method = req.method.as_str();
     let get = method == "GET" || method == "HEAD";
@@ -361,16 +360,19 @@ fn route(host: &Host, cfg: &OipConfig, req: &RequestHead, body: &[u8]) -> Reply 
     }
 }
 
-fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: &[u8]) -> Reply {
+/// Runs one inference request. The body is dropped once decoded and the tensor's data moved,
+/// not copied, into the model's inputs: a request holds one copy of its tensor while it waits.
+fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Reply {
     let header_len = match req.header(super::HEADER_LEN).map(|v| v.parse::<usize>()) {
         None => None,
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => return Reply::error(400, format!("{} is not a number of bytes", super::HEADER_LEN)),
     };
-    let request = match decode_request(body, header_len) {
+    let mut request = match decode_request(&body, header_len) {
         Ok(r) => r,
         Err(e) => return Reply::error(400, e.to_string()),
     };
+    drop(body);
     let meta = model_metadata(host);
     let (want_in, want_out) = (&meta.inputs[0], &meta.outputs[0]);
     let [input] = request.inputs.as_slice() else {
@@ -413,8 +415,11 @@ fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: &[u8]) -> Reply 
     }
     let binary_out = request.binary_output || request.outputs.iter().any(|o| o.binary);
     let batch = input.shape[0] as usize;
-    let per = input.data.len() / batch;
-    let items: Vec<Vec<f32>> = input.data.chunks(per).map(|c| c.to_vec()).collect();
+    let data = std::mem::take(&mut request.inputs[0].data);
+    let items: Vec<Vec<f32>> = match batch {
+        1 => vec![data],
+        _ => data.chunks(data.len() / batch).map(|c| c.to_vec()).collect(),
+    };
     let outs = match host.execute(items) {
         Ok(o) => o,
         Err((ErrorCode::Busy, why)) => {
