@@ -701,10 +701,22 @@ struct Params {
     bias: Vec<i32>,
     x0: i8,
     requant: Requant,
-    /// For the matrix kernels: tract-linalg's kernel, its i8 x i8 packing, the packed weights.
-    mmm: Option<TractMmm>,
-    /// Instead, on x86_64 with AVX2 and no better int8 instructions: the `vpmaddwd` kernel.
-    avx2: Option<edgecascade_kernels::avx2::PackedWeights>,
+    /// The matrix products' kernel; none for depthwise convolutions (their kernel reads
+    /// `weights`).
+    matrix: Option<MatrixKernel>,
+}
+
+/// The kernel a matrix product (pointwise convolution, the stem's im2col, the classifier)
+/// runs on.
+enum MatrixKernel {
+    /// tract-linalg's int8 kernel, its i8 x i8 packing, the packed weights, the bias.
+    Tract(TractMmm),
+    /// On x86_64 with AVX2 and no better int8 instructions: the `vpmaddwd` kernel on its own
+    /// packed copy of the weights.
+    Avx2Gemm(edgecascade_kernels::avx2::PackedWeights),
+    /// The same machines, one column (the classifier): the matrix-vector kernel, which reads
+    /// the rows of `weights` as they are.
+    Avx2Matvec,
 }
 
 impl fmt::Debug for Params {
@@ -756,26 +768,32 @@ impl Params {
             Kind::Matmul => in_shape.iter().product::<usize>() / k,
             Kind::Im2col => geo.oh * geo.ow,
         };
-        let (mut mmm, mut avx2, mut weights) = (None, None, weights);
-        if kind != Kind::Depthwise {
-            // Which instruction set tract's int8 kernels have here, from its choice for a
-            // product of this depth with many columns (for one column it picks other kernels).
-            let wide =
-                tract_linalg::MmmDispatch::native().preferred_kernel(DatumType::I32, Some(m), Some(k), Some(n.max(64)));
-            if wide.is_some_and(|w| use_avx2(&*w)) {
-                if n > 1 {
-                    // Only the packed copy is used (the one-column product reads the rows).
-                    avx2 = Some(edgecascade_kernels::avx2::PackedWeights::new(&weights, m, k));
-                    weights = vec![];
-                } else {
-                    avx2 = Some(edgecascade_kernels::avx2::PackedWeights::new(&[], 0, 0));
-                }
-            } else {
-                mmm = Some(prepare_mmm(m, k, n, &weights, &bias)?);
-                weights = vec![];
+        let mut weights = weights;
+        let matrix = match kind {
+            Kind::Depthwise => None,
+            _ => {
+                // Which instruction set tract's int8 kernels have here, from its choice for a
+                // product of this depth with many columns (for one column it picks others).
+                let wide = tract_linalg::MmmDispatch::native().preferred_kernel(
+                    DatumType::I32,
+                    Some(m),
+                    Some(k),
+                    Some(n.max(64)),
+                );
+                // Only the one-column AVX2 product reads `weights`; the others keep a packed copy.
+                let avx2 = wide.is_some_and(|w| use_avx2(&*w));
+                Some(match (avx2, n) {
+                    (true, 1) => MatrixKernel::Avx2Matvec,
+                    (true, _) => MatrixKernel::Avx2Gemm(edgecascade_kernels::avx2::PackedWeights::new(
+                        &std::mem::take(&mut weights),
+                        m,
+                        k,
+                    )),
+                    (false, _) => MatrixKernel::Tract(prepare_mmm(m, k, n, &std::mem::take(&mut weights), &bias)?),
+                })
             }
-        }
-        Ok(Params { kind, geo, in_shape, out_shape, m, k, weights, bias, x0, requant, mmm, avx2 })
+        };
+        Ok(Params { kind, geo, in_shape, out_shape, m, k, weights, bias, x0, requant, matrix })
     }
 }
 
@@ -832,10 +850,11 @@ impl Op for Int8Product {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let p = &self.params;
-        let kernel = match (&p.mmm, &p.avx2) {
-            (Some(m), _) => m.0.name().to_owned(),
-            (None, Some(_)) => "avx2 vpmaddwd".to_owned(),
-            (None, None) => "direct".to_owned(),
+        let kernel = match &p.matrix {
+            Some(MatrixKernel::Tract(m)) => m.0.name().to_owned(),
+            Some(MatrixKernel::Avx2Gemm(_)) => "avx2 vpmaddwd".to_owned(),
+            Some(MatrixKernel::Avx2Matvec) => "avx2 vpmaddwd matrix-vector".to_owned(),
+            None => "direct".to_owned(),
         };
         Ok(vec![format!(
             "{p:?} kernel {kernel} x0={} y0={} clamp [{}, {}]",
@@ -920,40 +939,20 @@ fn depthwise(p: &Params, x: &[i8], out: &mut [i8]) {
     }
 }
 
-/// `weights [m, k] x x [k, n]` on tract-linalg's int8 kernel, bias added in the kernel, then
-/// the requantization per row.
+/// `weights [m, k] x x [k, n]` on the product's kernel: tract-linalg's int8 kernel (bias added
+/// in the kernel, then the requantization per row, here) or the AVX2 ones.
 fn matmul(p: &Params, x: &Tensor, k: usize, out: &mut [i8]) -> TractResult<()> {
     let n = x.len() / k;
-    if p.avx2.is_some() && n == 1 {
-        let xs = x.try_as_plain_ram()?;
-        edgecascade_kernels::avx2::matvec(&p.weights, p.m, xs.as_slice::<i8>()?, &p.bias, &p.requant, out);
-        return Ok(());
-    }
-    if let Some(w) = &p.avx2 {
-        use edgecascade_kernels::avx2;
-        let xs = x.try_as_plain_ram()?;
-        let xs = xs.as_slice::<i8>()?;
-        let panels = avx2::panels(p.m);
-        match current_tract_executor() {
-            // Rows split between the threads, whole weight panels each (every thread packs
-            // the activations for itself).
-            Executor::MultiThread(pool)
-                if pool.current_num_threads() > 1 && p.m * k * n >= PARALLEL_MACS && panels >= 2 =>
-            {
-                let per = panels.div_ceil(pool.current_num_threads().min(panels));
-                pool.scope(|s| {
-                    for (i, rows) in out.chunks_mut(per * avx2::MR * n).enumerate() {
-                        s.spawn(move |_| {
-                            avx2::gemm_panels(w, i * per..((i + 1) * per).min(panels), xs, n, &p.bias, &p.requant, rows)
-                        });
-                    }
-                });
-            }
-            _ => avx2::gemm(w, xs, n, &p.bias, &p.requant, out),
+    let (mmm, packing, packed, bias) = match p.matrix.as_ref().context("no matrix kernel prepared")? {
+        MatrixKernel::Tract(t) => t,
+        MatrixKernel::Avx2Matvec => {
+            ensure!(n == 1, "the matrix-vector kernel got {n} columns");
+            let xs = x.try_as_plain_ram()?;
+            edgecascade_kernels::avx2::matvec(&p.weights, p.m, xs.as_slice::<i8>()?, &p.bias, &p.requant, out);
+            return Ok(());
         }
-        return Ok(());
-    }
-    let (mmm, packing, packed, bias) = p.mmm.as_ref().context("no matrix kernel prepared")?;
+        MatrixKernel::Avx2Gemm(w) => return avx2_gemm(p, w, x, k, n, out),
+    };
     let m = p.m;
     let (shape, strides) = ([k, n], [n as isize, 1]);
     let view = unsafe { TensorView::from_bytes(x, 0, &shape, &strides) };
@@ -979,6 +978,40 @@ fn matmul(p: &Params, x: &Tensor, k: usize, out: &mut [i8]) -> TractResult<()> {
     let acc = acc.as_slice::<i32>()?;
     for (c, (a, o)) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)).enumerate() {
         p.requant.row(c, a, o);
+    }
+    Ok(())
+}
+
+/// `weights [m, k] x x [k, n]` on the AVX2 `vpmaddwd` kernel, the bias and requantization in
+/// its output stage.
+fn avx2_gemm(
+    p: &Params,
+    w: &edgecascade_kernels::avx2::PackedWeights,
+    x: &Tensor,
+    k: usize,
+    n: usize,
+    out: &mut [i8],
+) -> TractResult<()> {
+    use edgecascade_kernels::avx2;
+    let xs = x.try_as_plain_ram()?;
+    let xs = xs.as_slice::<i8>()?;
+    let panels = avx2::panels(p.m);
+    match current_tract_executor() {
+        // Rows split between the threads, whole weight panels each (every thread packs the
+        // activations for itself).
+        Executor::MultiThread(pool)
+            if pool.current_num_threads() > 1 && p.m * k * n >= PARALLEL_MACS && panels >= 2 =>
+        {
+            let per = panels.div_ceil(pool.current_num_threads().min(panels));
+            pool.scope(|s| {
+                for (i, rows) in out.chunks_mut(per * avx2::MR * n).enumerate() {
+                    s.spawn(move |_| {
+                        avx2::gemm_panels(w, i * per..((i + 1) * per).min(panels), xs, n, &p.bias, &p.requant, rows)
+                    });
+                }
+            });
+        }
+        _ => avx2::gemm(w, xs, n, &p.bias, &p.requant, out),
     }
     Ok(())
 }
