@@ -66,13 +66,16 @@ pub struct Requant {
 
 impl Requant {
     pub fn new(acc_scale: &[f32], inv_y_scale: f32, y0: i32, lo: f32, hi: f32) -> Requant {
-        // The clip bounds quantized as QuantizeLinear would (it is monotonic, so clipping
-        // before it equals clamping after it).
-        let q = |v: f32| ((v * inv_y_scale).round_ties_even() as i64 + y0 as i64).clamp(-128, 127) as i32;
-        let lo = if lo.is_finite() { q(lo) } else { -128 };
-        let hi = if hi.is_finite() { q(hi) } else { 127 };
+        let (lo, hi) = Requant::bounds(inv_y_scale, y0, lo, hi);
         let scale: Vec<f32> = acc_scale.iter().map(|s| s * inv_y_scale).collect();
         Requant { offset: vec![0.0; scale.len()], scale, y0, lo, hi }
+    }
+
+    /// Float clip bounds (infinite: none) quantized as QuantizeLinear would quantize them (it
+    /// is monotonic, so clipping before it equals clamping after it), within int8.
+    pub fn bounds(inv_y_scale: f32, y0: i32, lo: f32, hi: f32) -> (i32, i32) {
+        let q = |v: f32| ((v * inv_y_scale).round_ties_even() as i64 + y0 as i64).clamp(-128, 127) as i32;
+        (if lo.is_finite() { q(lo) } else { -128 }, if hi.is_finite() { q(hi) } else { 127 })
     }
 
     /// The stage of channels `range` only (channel `range.start` becomes 0).

@@ -138,11 +138,11 @@ pub fn rewrite(model: &mut TypedModel, dq: &DqTable) -> TractResult<Rewrite> {
     let (chains, skipped) = find_chains(model, dq)?;
     let mut report = Rewrite { skipped, ..Rewrite::default() };
     for chain in &chains {
-        match chain.op.name().as_ref() {
-            "Int8Depthwise" => report.depthwise += 1,
-            "Int8MatMul" => report.matmul += 1,
-            "Int8Im2colConv" => report.im2col += 1,
-            _ => report.add += 1,
+        match chain.op.downcast_ref::<Int8Product>().map(|p| p.params.kind) {
+            Some(Kind::Depthwise) => report.depthwise += 1,
+            Some(Kind::Matmul) => report.matmul += 1,
+            Some(Kind::Im2col) => report.im2col += 1,
+            None => report.add += 1,
         }
     }
     apply(model, &chains)?;
@@ -239,9 +239,9 @@ fn plan_add(model: &TypedModel, node: &TypedNode) -> Option<Chain> {
             return None;
         }
     };
-    let requant = Requant::new(&[1.0], inv_y_scale, y0, lo, hi);
+    let (lo, hi) = Requant::bounds(inv_y_scale, y0, lo, hi);
     let (ka, kb) = (sa * inv_y_scale, sb * inv_y_scale);
-    let op = Int8Add { ka, kb, c: -(a0 as f32 * ka + b0 as f32 * kb), y0, lo: requant.lo, hi: requant.hi, shape };
+    let op = Int8Add { ka, kb, c: -(a0 as f32 * ka + b0 as f32 * kb), y0, lo, hi, shape };
     Some(Chain { name: node.name.clone(), x: tvec!(a, b), y, op: Box::new(op) })
 }
 
@@ -287,19 +287,12 @@ impl EvalOp for Int8Add {
             "int8 add: bad inputs {a:?} {b:?}"
         );
         let (a, b) = (a.try_as_plain_ram()?, b.try_as_plain_ram()?);
-        let mut out = vec![0i8; a.as_slice::<i8>()?.len()];
-        edgecascade_kernels::add(
-            a.as_slice::<i8>()?,
-            b.as_slice::<i8>()?,
-            self.ka,
-            self.kb,
-            self.c,
-            self.y0,
-            self.lo,
-            self.hi,
-            &mut out,
-        );
-        Ok(tvec!(Tensor::from_shape(&self.shape, &out)?.into_tvalue()))
+        let (a, b) = (a.as_slice::<i8>()?, b.as_slice::<i8>()?);
+        let t = int8_output(&self.shape, |out| {
+            edgecascade_kernels::add(a, b, self.ka, self.kb, self.c, self.y0, self.lo, self.hi, out);
+            Ok(())
+        })?;
+        Ok(tvec!(t.into_tvalue()))
     }
 
     tract_onnx::tract_core::op_out_of_plan!();
@@ -343,6 +336,11 @@ fn konst(model: &TypedModel, o: OutletId) -> Option<Arc<Tensor>> {
 fn f32s(t: &Tensor) -> Option<Vec<f32>> {
     let t = t.cast_to::<f32>().ok()?;
     Some(t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec())
+}
+
+/// An int8 tensor's values (weights, which `weight_scales` has checked are int8).
+fn i8s(t: &Tensor) -> Result<Vec<i8>, String> {
+    Ok(t.try_as_plain_ram().map_err(|e| e.to_string())?.as_slice::<i8>().map_err(|_| "weights are not i8")?.to_vec())
 }
 
 fn i32s(t: &Tensor) -> Option<Vec<i32>> {
@@ -563,8 +561,7 @@ fn plan_conv(model: &TypedModel, dq: &DqTable, node: &TypedNode, conv: &Conv) ->
     if out_shape.as_slice() != [1, cout, oh, ow] {
         return Err(format!("output shape {out_shape:?} is not [1, {cout}, {oh}, {ow}]"));
     }
-    let weights: Vec<i8> =
-        w.values.try_as_plain_ram().map_err(|e| e.to_string())?.as_slice::<i8>().map_err(|e| e.to_string())?.to_vec();
+    let weights = i8s(&w.values)?;
     let pointwise = kh == 1
         && kw == 1
         && strides.iter().all(|&s| s == 1)
@@ -633,13 +630,7 @@ fn plan_gemm(model: &TypedModel, dq: &DqTable, node: &TypedNode, einsum: &EinSum
     if out_shape.as_slice() != [1, m] {
         return Err(format!("output {out_shape:?} is not [1, {m}]"));
     }
-    let values = w
-        .values
-        .try_as_plain_ram()
-        .map_err(|e| e.to_string())?
-        .as_slice::<i8>()
-        .map_err(|_| "weights are not i8")?
-        .to_vec();
+    let values = i8s(&w.values)?;
     // Per output channel along the output axis: the quantization axis must be the m axis.
     let w_scales = if w.scales.len() == 1 || (w.scales.len() == m && transposed) {
         weight_scales(&w, m)?
@@ -871,17 +862,18 @@ impl EvalOp for Int8Product {
         let x = &inputs[0];
         ensure!(x.datum_type() == DatumType::I8 && x.shape() == &*p.in_shape, "int8 product: bad input {x:?}");
         let xs = x.try_as_plain_ram()?.as_slice::<i8>()?;
-        let mut out = vec![0i8; p.out_shape.iter().product()];
-        match p.kind {
-            Kind::Depthwise => depthwise(p, xs, &mut out),
-            Kind::Matmul => matmul(p, x, p.k, &mut out)?,
+        let t = int8_output(&p.out_shape, |out| match p.kind {
+            Kind::Depthwise => {
+                depthwise(p, xs, out);
+                Ok(())
+            }
+            Kind::Matmul => matmul(p, x, out),
             Kind::Im2col => {
                 let cols =
                     Tensor::from_shape(&[p.k, p.geo.oh * p.geo.ow], &edgecascade_kernels::im2col(&p.geo, p.x0, xs))?;
-                matmul(p, &cols, p.k, &mut out)?
+                matmul(p, &cols, out)
             }
-        }
-        let t = Tensor::from_shape(&p.out_shape, &out)?;
+        })?;
         Ok(tvec!(t.into_tvalue()))
     }
 
@@ -901,6 +893,14 @@ impl TypedOp for Int8Product {
     }
 
     tract_onnx::tract_core::as_op!();
+}
+
+/// An int8 tensor of `shape` whose values `fill` writes in place (the kernels write every one),
+/// rather than a buffer copied into a tensor afterwards.
+fn int8_output(shape: &[usize], fill: impl FnOnce(&mut [i8]) -> TractResult<()>) -> TractResult<Tensor> {
+    let mut t = Tensor::zero::<i8>(shape)?;
+    fill(t.try_as_plain_ram_mut()?.as_slice_mut::<i8>()?)?;
+    Ok(t)
 }
 
 /// Below this many multiply-accumulates a product or convolution runs on one thread (handing
@@ -941,7 +941,8 @@ fn depthwise(p: &Params, x: &[i8], out: &mut [i8]) {
 
 /// `weights [m, k] x x [k, n]` on the product's kernel: tract-linalg's int8 kernel (bias added
 /// in the kernel, then the requantization per row, here) or the AVX2 ones.
-fn matmul(p: &Params, x: &Tensor, k: usize, out: &mut [i8]) -> TractResult<()> {
+fn matmul(p: &Params, x: &Tensor, out: &mut [i8]) -> TractResult<()> {
+    let (m, k) = (p.m, p.k);
     let n = x.len() / k;
     let (mmm, packing, packed, bias) = match p.matrix.as_ref().context("no matrix kernel prepared")? {
         MatrixKernel::Tract(t) => t,
@@ -951,9 +952,8 @@ fn matmul(p: &Params, x: &Tensor, k: usize, out: &mut [i8]) -> TractResult<()> {
             edgecascade_kernels::avx2::matvec(&p.weights, p.m, xs.as_slice::<i8>()?, &p.bias, &p.requant, out);
             return Ok(());
         }
-        MatrixKernel::Avx2Gemm(w) => return avx2_gemm(p, w, x, k, n, out),
+        MatrixKernel::Avx2Gemm(w) => return avx2_gemm(p, w, x, n, out),
     };
-    let m = p.m;
     let (shape, strides) = ([k, n], [n as isize, 1]);
     let view = unsafe { TensorView::from_bytes(x, 0, &shape, &strides) };
     let b = mmm.packings()[*packing].1.prepare_one_view(&view, 0, 1)?;
@@ -988,7 +988,6 @@ fn avx2_gemm(
     p: &Params,
     w: &edgecascade_kernels::avx2::PackedWeights,
     x: &Tensor,
-    k: usize,
     n: usize,
     out: &mut [i8],
 ) -> TractResult<()> {
@@ -1000,7 +999,7 @@ fn avx2_gemm(
         // Rows split between the threads, whole weight panels each (every thread packs the
         // activations for itself).
         Executor::MultiThread(pool)
-            if pool.current_num_threads() > 1 && p.m * k * n >= PARALLEL_MACS && panels >= 2 =>
+            if pool.current_num_threads() > 1 && p.m * p.k * n >= PARALLEL_MACS && panels >= 2 =>
         {
             let per = panels.div_ceil(pool.current_num_threads().min(panels));
             pool.scope(|s| {
@@ -1062,10 +1061,6 @@ mod tests {
             .collect()
     }
 
-    fn i8s(t: &Tensor) -> Vec<i8> {
-        t.try_as_plain_ram().unwrap().as_slice::<i8>().unwrap().to_vec()
-    }
-
     /// Every rewritten layer, fed the int8 tensor the unrewritten graph computed at its input,
     /// gives what the unrewritten chain (DequantizeLinear, float product, QuantizeLinear) gave
     /// at its output, to one quantization step, on every photo.
@@ -1093,7 +1088,7 @@ mod tests {
             let at = |o: OutletId| outs[outlets.iter().position(|x| *x == o).unwrap()].clone();
             for chain in &chains {
                 let got = chain.op.eval_out_of_plan(chain.x.iter().map(|&x| at(x)).collect()).unwrap().unwrap();
-                let (got, want) = (i8s(&got[0]), i8s(&at(chain.y)));
+                let (got, want) = (i8s(&got[0]).unwrap(), i8s(&at(chain.y)).unwrap());
                 assert_eq!(got.len(), want.len());
                 let mut off = 0;
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
