@@ -150,6 +150,17 @@ struct Batches {
     best: std::sync::atomic::AtomicUsize,
 }
 
+impl Batches {
+    fn plans(&self) -> Result<std::sync::MutexGuard<'_, HashMap<usize, Arc<TypedRunnableModel>>>, RunError> {
+        self.plans.lock().map_err(|_| RunError::Inference("a thread failed while preparing batches".into()))
+    }
+}
+
+/// A failure while running a model.
+fn inference(e: TractError) -> RunError {
+    RunError::Inference(format!("{e:#}"))
+}
+
 impl TractRunner {
     /// Loads `path`, fixes its input to `shape` (failing if the graph declares another), counts
     /// its multiply-accumulates and optimises it.
@@ -184,7 +195,7 @@ impl TractRunner {
     /// The plan for batches of `n` (built on first use, then kept).
     fn batch_plan(&self, n: usize) -> Result<Arc<TypedRunnableModel>, RunError> {
         let Some(b) = &self.batches else { return Err(RunError::Inference("not loaded for batches".into())) };
-        if let Some(p) = b.plans.lock().map_err(|_| RunError::Inference("poisoned".into()))?.get(&n) {
+        if let Some(p) = b.plans()?.get(&n) {
             return Ok(p.clone());
         }
         let mut shape = self.shape.clone();
@@ -195,7 +206,7 @@ impl TractRunner {
             .and_then(|m| m.into_runnable())
             .map_err(|e| RunError::Prepare { path: b.path.clone(), msg: format!("{e:#}") })?;
         log::info!("{}: prepared batches of {n} in {:.1} s", b.path.display(), started.elapsed().as_secs_f64());
-        b.plans.lock().map_err(|_| RunError::Inference("poisoned".into()))?.insert(n, plan.clone());
+        b.plans()?.insert(n, plan.clone());
         Ok(plan)
     }
 
@@ -340,9 +351,9 @@ impl ModelRunner for TractRunner {
         if input.len() != want {
             return Err(RunError::InputLen { got: input.len(), want });
         }
-        let tensor = Tensor::from_shape(&self.shape, input).map_err(|e| RunError::Inference(format!("{e:#}")))?;
-        let out = self.plan.run(tvec!(tensor.into_tvalue())).map_err(|e| RunError::Inference(format!("{e:#}")))?;
-        let view = out[0].to_plain_array_view::<f32>().map_err(|e| RunError::Inference(format!("{e:#}")))?;
+        let tensor = Tensor::from_shape(&self.shape, input).map_err(inference)?;
+        let out = self.plan.run(tvec!(tensor.into_tvalue())).map_err(inference)?;
+        let view = out[0].to_plain_array_view::<f32>().map_err(inference)?;
         Ok(view.iter().copied().collect())
     }
 
@@ -355,7 +366,6 @@ impl ModelRunner for TractRunner {
         if let Some(i) = inputs.iter().find(|i| i.len() != want) {
             return Err(RunError::InputLen { got: i.len(), want });
         }
-        let err = |e: TractError| RunError::Inference(format!("{e:#}"));
         let mut outs = Vec::with_capacity(inputs.len());
         let mut rest = inputs;
         while !rest.is_empty() {
@@ -367,9 +377,9 @@ impl ModelRunner for TractRunner {
             let mut shape = self.shape.clone();
             shape[0] = n;
             let flat: Vec<f32> = chunk.iter().flat_map(|i| i.iter().copied()).collect();
-            let tensor = Tensor::from_shape(&shape, &flat).map_err(err)?;
-            let out = plan.run(tvec!(tensor.into_tvalue())).map_err(err)?;
-            let view = out[0].to_plain_array_view::<f32>().map_err(err)?;
+            let tensor = Tensor::from_shape(&shape, &flat).map_err(inference)?;
+            let out = plan.run(tvec!(tensor.into_tvalue())).map_err(inference)?;
+            let view = out[0].to_plain_array_view::<f32>().map_err(inference)?;
             let all: Vec<f32> = view.iter().copied().collect();
             if all.len() != self.outputs * n {
                 return Err(RunError::Inference(format!(
@@ -400,17 +410,15 @@ impl ModelRunner for TractRunner {
             b.best.store(max.max(1), std::sync::atomic::Ordering::Relaxed);
             return Ok(max.max(1));
         }
-        let zero = vec![0f32; self.shape.iter().product()];
         let per_input = |n: usize| -> Result<f64, RunError> {
             let plan = self.batch_plan(n)?;
             let mut shape = self.shape.clone();
             shape[0] = n;
-            let t = Tensor::from_shape(&shape, &vec![0f32; zero.len() * n])
-                .map_err(|e| RunError::Inference(format!("{e:#}")))?;
+            let t = Tensor::zero::<f32>(&shape).map_err(inference)?;
             let mut best = f64::MAX;
             for _ in 0..3 {
                 let start = Instant::now();
-                plan.run(tvec!(t.clone().into_tvalue())).map_err(|e| RunError::Inference(format!("{e:#}")))?;
+                plan.run(tvec!(t.clone().into_tvalue())).map_err(inference)?;
                 best = best.min(start.elapsed().as_secs_f64() / n as f64);
             }
             Ok(best)
@@ -435,7 +443,7 @@ impl ModelRunner for TractRunner {
         }
         b.best.store(chosen, std::sync::atomic::Ordering::Relaxed);
         // Plans that will not be used only hold memory.
-        b.plans.lock().map_err(|_| RunError::Inference("poisoned".into()))?.retain(|&n, _| n <= chosen);
+        b.plans()?.retain(|&n, _| n <= chosen);
         if chosen == 1 {
             log::info!("{}: batched plans are not faster here; requests run one input at a time", b.path.display());
         }
@@ -448,13 +456,12 @@ impl ModelRunner for TractRunner {
 
     fn profile(&self, input: &[f32], runs: usize) -> Result<Vec<OpTime>, RunError> {
         use std::time::Instant;
-        let err = |e: TractError| RunError::Inference(format!("{e:#}"));
         let want: usize = self.shape.iter().product();
         if input.len() != want {
             return Err(RunError::InputLen { got: input.len(), want });
         }
-        let tensor = Tensor::from_shape(&self.shape, input).map_err(err)?;
-        let mut state = self.plan.spawn().map_err(err)?;
+        let tensor = Tensor::from_shape(&self.shape, input).map_err(inference)?;
+        let mut state = self.plan.spawn().map_err(inference)?;
         // EDGECASCADE_PROFILE=node: one line per node (its op and name) instead of per kind.
         let per_node = std::env::var("EDGECASCADE_PROFILE").is_ok_and(|v| v == "node");
         let mut by_op: HashMap<String, (f64, std::collections::HashSet<usize>)> = HashMap::new();
@@ -475,7 +482,7 @@ impl ModelRunner for TractRunner {
                     }
                     out
                 })
-                .map_err(err)?;
+                .map_err(inference)?;
         }
         let mut out: Vec<OpTime> = by_op
             .into_iter()
