@@ -27,7 +27,7 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// The peer closed the connection or the deadline passed.
+    /// The deadline passed before the message was whole.
     pub fn is_timeout(&self) -> bool {
         matches!(self, HttpError::Io(e) if e.kind() == io::ErrorKind::TimedOut)
     }

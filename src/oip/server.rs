@@ -136,13 +136,18 @@ fn serve_conn(host: &Host, cfg: &OipConfig, sock: TcpStream, peer: &str, stop: &
             Ok(h) => h,
             Err(e) => return refuse_and_close(&mut wire, &handle, peer, None, e),
         };
+        let framing = match Framing::of(&head.headers, Framing::Empty) {
+            Ok(Framing::Sized(n)) if n > cfg.max_body => {
+                Err(HttpError::TooLarge(format!("the body has {n} bytes, this host takes at most {}", cfg.max_body)))
+            }
+            other => other,
+        };
         // A request without the token is refused before its body is read (and the connection
         // closed, the body unread), so that nobody without it can make the host take 64 MiB.
         if !is_health(&split_path(&head.target).1) {
             if let Some(refusal) = unauthorized(host, &head) {
                 log_reply(peer, &head, &refusal);
-                let keep =
-                    head.keep_alive() && matches!(Framing::of(&head.headers, Framing::Empty), Ok(Framing::Empty));
+                let keep = head.keep_alive() && matches!(framing, Ok(Framing::Empty));
                 if write_reply(&mut wire, refusal, head.method == "HEAD", keep).is_err() {
                     return;
                 }
@@ -152,13 +157,6 @@ fn serve_conn(host: &Host, cfg: &OipConfig, sock: TcpStream, peer: &str, stop: &
                 return linger(&handle);
             }
         }
-        let framing = Framing::of(&head.headers, Framing::Empty);
-        let framing = match framing {
-            Ok(Framing::Sized(n)) if n > cfg.max_body => {
-                Err(HttpError::TooLarge(format!("the body has {n} bytes, this host takes at most {}", cfg.max_body)))
-            }
-            other => other,
-        };
         let body = framing.and_then(|f| {
             if f != Framing::Empty && head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
                 wire.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
