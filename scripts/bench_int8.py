@@ -8,8 +8,8 @@ inputs, one thread each unless --threads:
   * float:     Lite0 float.
 Each round asks every process for --per-round inferences, in turn (this machine's speed
 drifts within minutes, so ratios are taken within a round, then their median across rounds).
-Also reports load time, resident memory after load and peak (VmHWM), and with --profile N a
-per-op-kind profile of each configuration.
+Also reports load time, resident memory after load and peak (the process's maximum RSS), and
+with --profile N a per-op-kind profile of each configuration.
 
 Usage (from the repository root, after `cargo build --examples`):
     python3 scripts/bench_int8.py [--bin PATH] [--data photos] [--rounds 8] [--per-round 20]
@@ -28,28 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench_runtimes import REPO, Worker, ratio_stats  # the same process driver and ratios
 
 CONFIGS = [
     ("int8-new", "models/efficientnet-lite0-int8.toml", "int8"),
     ("int8-old", "models/efficientnet-lite0-int8.toml", "float"),
     ("float", "models/efficientnet-lite0-fp32.toml", "int8"),
 ]
-
-
-def start(binary: str, label: str, model: str, mode: str, args) -> tuple[subprocess.Popen, dict]:
-    env = dict(os.environ, EDGECASCADE_INT8=mode, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
-    cmd = [binary, "--model", model, "--data", str(args.data), "--threads", str(args.threads), "--serve"]
-    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    ready = json.loads(p.stdout.readline())
-    assert ready.get("event") == "ready", f"{label}: {ready}"
-    return p, ready
-
-
-def ask(p: subprocess.Popen, cmd: str) -> dict:
-    p.stdin.write(cmd + "\n")
-    p.stdin.flush()
-    return json.loads(p.stdout.readline())
 
 
 def main() -> None:
@@ -64,36 +49,31 @@ def main() -> None:
     args = ap.parse_args()
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    procs = {}
+    workers = {}
     for label, model, mode in CONFIGS:
-        procs[label] = start(args.bin, label, model, mode, args)
-    medians: dict[str, list[float]] = {label: [] for label, _, _ in CONFIGS}
+        cmd = [args.bin, "--model", model, "--data", str(args.data), "--threads", str(args.threads), "--serve"]
+        env = dict(os.environ, EDGECASCADE_INT8=mode, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        workers[label] = Worker(label, "tract", model, mode, cmd, env=env)
     for r in range(args.rounds):
-        for label, _, _ in CONFIGS:
-            ms = ask(procs[label][0], f"infer {args.per_round}")["ms"]
-            medians[label].append(statistics.median(ms))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} ms" for k, v in medians.items()), file=sys.stderr)
-    peaks = {}
-    for label, (p, _) in procs.items():
-        peaks[label] = ask(p, "quit")["hwm_kb"]
-        p.wait()
-
-    def ratio(a: str, b: str) -> tuple[float, float, float]:
-        rs = [x / y for x, y in zip(medians[a], medians[b])]
-        return statistics.median(rs), min(rs), max(rs)
+        for w in workers.values():
+            w.infer.append(w.ask(f"infer {args.per_round}", "infer")["ms"])
+        print(f"round {r + 1}: " + ", ".join(f"{k} {statistics.median(w.infer[-1]):.1f} ms" for k, w in workers.items()),
+              file=sys.stderr)
+    for w in workers.values():
+        w.close()
 
     print(f"## tract int8 rewrite, {started}, {args.rounds} rounds x {args.per_round} inferences, "
           f"{args.threads} thread(s), inputs from {args.data}\n")
     print("| configuration | median of round medians (ms) | best round (ms) | load (ms) | RSS after load - before (MB) | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
-    for label, _, _ in CONFIGS:
-        ready = procs[label][1]
-        load_mb = (ready["rss_after_load_kb"] - ready["rss_before_load_kb"]) / 1024
-        print(f"| {label} | {statistics.median(medians[label]):.1f} | {min(medians[label]):.1f} | "
-              f"{ready['load_ms']:.0f} | {load_mb:.1f} | {peaks[label] / 1024:.1f} |")
+    for label, w in workers.items():
+        medians = [statistics.median(ms) for ms in w.infer]
+        load_mb = (w.ready["rss_after_load_kb"] - w.ready["rss_before_load_kb"]) / 1024
+        print(f"| {label} | {statistics.median(medians):.1f} | {min(medians):.1f} | "
+              f"{w.ready['load_ms']:.0f} | {load_mb:.1f} | {w.maxrss_kb / 1024:.1f} |")
     print()
     for a, b in [("int8-new", "float"), ("int8-new", "int8-old"), ("int8-old", "float")]:
-        med, lo, hi = ratio(a, b)
+        med, lo, hi = ratio_stats(workers[a].infer, workers[b].infer)
         print(f"- {a} / {b}: {med:.2f} (per-round range {lo:.2f}-{hi:.2f})")
 
     if args.profile:

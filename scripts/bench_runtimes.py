@@ -158,9 +158,9 @@ def ort_worker(args) -> None:
 # ------------------------------------------------------------------ the driver
 
 class Worker:
-    def __init__(self, label: str, runtime: str, model: str, opt: str | None, cmd: list[str]):
+    def __init__(self, label: str, runtime: str, model: str, opt: str | None, cmd: list[str], env=None):
         self.label, self.runtime, self.model, self.opt = label, runtime, model, opt
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.ready = self.read("ready")
         self.infer: list[list[float]] = []  # per round
         self.path: list[dict] = []  # per path round
