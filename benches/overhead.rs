@@ -159,7 +159,8 @@ impl Run {
 fn lite0() -> (TractRunner, Vec<f32>) {
     edgecascade::runner::set_threads(1);
     let manifest = Manifest::load(&root().join("models/efficientnet-lite0-int8.toml")).unwrap();
-    let runner = TractRunner::load(&manifest.onnx, &manifest.input.shape()).expect("Lite0 int8 loads");
+    let runner =
+        TractRunner::load(&manifest.onnx, &manifest.input.shape(), &Default::default()).expect("Lite0 int8 loads");
     let tensor = preprocess::to_tensor(&preprocess::decode(&input_jpeg()).unwrap(), &manifest.input);
     (runner, tensor)
 }

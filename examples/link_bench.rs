@@ -27,7 +27,10 @@ fn main() -> anyhow::Result<()> {
     let limit: usize = arg("--limit").map_or(Ok(usize::MAX), |s| s.parse())?;
     let rounds: usize = arg("--rounds").map_or(Ok(50), |s| s.parse())?;
 
-    let host = Arc::new(Host::new(Model::load(std::path::Path::new("models/efficientnet-lite2-fp32.toml"))?));
+    let host = Arc::new(Host::new(Model::load(
+        std::path::Path::new("models/efficientnet-lite2-fp32.toml"),
+        &Default::default(),
+    )?));
     let welcome = host.welcome();
     let labeled = data.join("labels.csv").exists();
     let items: Vec<(PathBuf, Option<usize>)> = if labeled {

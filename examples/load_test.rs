@@ -239,7 +239,7 @@ fn main() -> Result<()> {
     let manifest = Manifest::load(&o.model)?;
     let spec = manifest.input.clone();
     // The reference answers: the model run here, alone.
-    let model = edgecascade::model::Model::load(&o.model)?;
+    let model = edgecascade::model::Model::load(&o.model, &Default::default())?;
     let mut photos = Vec::new();
     for path in edgecascade::dataset::list_images(&o.images)? {
         let bytes = std::fs::read(&path)?;

@@ -12,7 +12,12 @@
 //! [--threads N] [--data DIR | --inputs LIST] [--limit N] [--iters N]` prints one JSON object.
 //!
 //! `--profile N`: the time per kind of op (tract's plan evaluated node by node) over N runs
-//! of the first input, as JSON.
+//! of the first input, as JSON; with `--per-node` (or `EDGECASCADE_PROFILE=node`), per node.
+//!
+//! How the model runs: `--qdq int8|float` (the int8 rewrite, or tract's own path; default
+//! `EDGECASCADE_INT8`, else int8), `--int8-kernel NAME` (force kernels, as the CLI's option;
+//! default `EDGECASCADE_INT8_KERNEL`), `--kernel-cache DIR` (remember the measured kernel
+//! choices there; default: measure at every load).
 //!
 //! `--serve`: prints `{"event":"ready",..}` after loading, then answers one JSON line per
 //! command read on stdin (`infer N`, `path N`, `quit`), so that a driver can interleave rounds
@@ -22,7 +27,7 @@ use edgecascade::dataset;
 use edgecascade::model::Model;
 use edgecascade::policy::{self, Metric, StagePolicy};
 use edgecascade::preprocess;
-use edgecascade::runner::set_threads;
+use edgecascade::runner::{set_threads, ForcedKernels, KernelOptions, RunnerOptions};
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -131,6 +136,8 @@ struct Args {
     serve: bool,
     /// `--profile N`: print the time per kind of op over N runs instead.
     profile: Option<usize>,
+    per_node: bool,
+    runner: RunnerOptions,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -145,6 +152,18 @@ fn parse_args() -> anyhow::Result<Args> {
         iters: arg("--iters").map_or(Ok(20), |s| s.parse())?,
         serve: args.iter().any(|a| a == "--serve"),
         profile: arg("--profile").map(|s| s.parse()).transpose()?,
+        per_node: args.iter().any(|a| a == "--per-node")
+            || std::env::var("EDGECASCADE_PROFILE").is_ok_and(|v| v == "node"),
+        runner: RunnerOptions {
+            int8_rewrite: arg("--qdq").or_else(|| std::env::var("EDGECASCADE_INT8").ok()).is_none_or(|v| v != "float"),
+            kernels: KernelOptions {
+                forced: match arg("--int8-kernel").or_else(|| std::env::var("EDGECASCADE_INT8_KERNEL").ok()) {
+                    Some(k) => ForcedKernels::parse(&k)?,
+                    None => ForcedKernels::default(),
+                },
+                cache_dir: arg("--kernel-cache").map(PathBuf::from),
+            },
+        },
     })
 }
 
@@ -154,7 +173,7 @@ fn main() -> anyhow::Result<()> {
     let threads = set_threads(args.threads);
     let rss_before_load_kb = status_kb("VmRSS");
     let t = Instant::now();
-    let model = Model::load(Path::new(&args.model))?;
+    let model = Model::load(Path::new(&args.model), &args.runner)?;
     let load_ms = ms_since(t);
     let rss_after_load_kb = status_kb("VmRSS");
     let tensors = inputs
@@ -175,7 +194,7 @@ fn main() -> anyhow::Result<()> {
 
     if let Some(runs) = args.profile {
         // Time per kind of op (tract's plan, node by node) on the first input.
-        let ops = bench.model.runner.profile(&bench.tensors[0], runs)?;
+        let ops = bench.model.runner.profile(&bench.tensors[0], runs, args.per_node)?;
         let total: f64 = ops.iter().map(|o| o.ms).sum();
         println!("{}", json!({ "ready": ready, "profile": ops, "total_ms": total }));
         return Ok(());

@@ -19,6 +19,7 @@ use edgecascade::model::Model;
 use edgecascade::oip::{self, client::OipRemote, server::OipConfig};
 use edgecascade::pipeline::Pipeline;
 use edgecascade::policy::Metric;
+use edgecascade::runner::{ForcedKernels, KernelOptions, RunnerOptions};
 use edgecascade::session::{self, Sink, Summary};
 use std::collections::HashMap;
 use std::io::Write;
@@ -37,6 +38,36 @@ struct Cli {
     /// answer one input at a time; 1 for eval and calibrate, which spread images over cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Force the int8 rewrite's kernels instead of measuring which is fastest here: a kernel
+    /// name for every kind of product that has one (plain, avx2, avx512vnni, avxvnni, avx512,
+    /// neon, neon-dot, tract), or matrix=NAME / depthwise=NAME, comma-separated.
+    #[arg(long, global = true, value_name = "NAME", env = "EDGECASCADE_INT8_KERNEL", value_parser = parse_kernels)]
+    int8_kernel: Option<ForcedKernels>,
+    /// How QDQ (int8) models run: `int8`, the integer rewrite (default), or `float`, tract's own
+    /// path (float products between quantize and dequantize steps), for comparison.
+    #[arg(long, global = true, value_enum, value_name = "PATH", env = "EDGECASCADE_INT8", default_value = "int8")]
+    qdq: QdqPath,
+    /// Where the int8 kernels measured fastest here are remembered, per model and CPU
+    /// (default: ~/.cache/edgecascade).
+    #[arg(long, global = true, value_name = "DIR")]
+    kernel_cache: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum QdqPath {
+    Int8,
+    Float,
+}
+
+fn parse_kernels(s: &str) -> Result<ForcedKernels, String> {
+    ForcedKernels::parse(s).map_err(|e| e.to_string())
+}
+
+/// How every model of this run is loaded (set once from the command line in `main`).
+static RUNNER: std::sync::OnceLock<RunnerOptions> = std::sync::OnceLock::new();
+
+fn runner_opts() -> &'static RunnerOptions {
+    RUNNER.get_or_init(RunnerOptions::default)
 }
 
 #[derive(Subcommand)]
@@ -381,6 +412,13 @@ fn main() -> ExitCode {
     let per_image = matches!(cli.command, Command::Eval { .. } | Command::Calibrate { .. });
     let threads = edgecascade::runner::set_threads(cli.threads.unwrap_or(if per_image { 1 } else { cores }));
     log::info!("tract: {threads} thread(s); CPU {}", edgecascade::runner::cpu_features());
+    let _ = RUNNER.set(RunnerOptions {
+        int8_rewrite: cli.qdq == QdqPath::Int8,
+        kernels: KernelOptions {
+            forced: cli.int8_kernel.clone().unwrap_or_default(),
+            cache_dir: Some(cli.kernel_cache.clone().unwrap_or_else(edgecascade::cache::default_dir)),
+        },
+    });
     let result = match cli.command {
         Command::Classify { cascade, energy, paths, json } => classify(&cascade, &energy, &paths, json),
         Command::Demo { device, data } => demo(&device, data.as_deref()),
@@ -433,6 +471,7 @@ fn main() -> ExitCode {
                     link: edgecascade::tune::LinkAssumptions { baud: link_baud, ..Default::default() },
                     jpeg_quality: 90,
                     board: energy.resolve()?.detection.board,
+                    runner: runner_opts().clone(),
                 })
             })();
             options.and_then(|o| run_calibrate(config, &o, json))
@@ -458,7 +497,7 @@ fn main() -> ExitCode {
 /// Runs `classify`; returns the number of inputs that failed.
 fn classify(args: &CascadeArgs, energy: &EnergyArgs, paths: &[PathBuf], json: bool) -> Result<usize> {
     let files = dataset::collect_inputs(paths)?;
-    let mut pipeline = Pipeline::local(args.resolve()?)?;
+    let mut pipeline = Pipeline::local(args.resolve()?, runner_opts())?;
     pipeline.energy = Some(energy.start()?);
     let mut out = std::io::stdout().lock();
     let mut sink = Sink { out: &mut out, json, log: None, labels: None };
@@ -501,7 +540,8 @@ fn host_manifest(config: Option<PathBuf>, model: Option<&Path>) -> Result<PathBu
 fn serve(args: &HostArgs) -> Result<()> {
     let batching = args.batch_max > 1;
     let manifest = host_manifest(args.config.clone(), args.model.as_deref())?;
-    let model = if batching { Model::load_batched(&manifest)? } else { Model::load(&manifest)? };
+    let model =
+        if batching { Model::load_batched(&manifest, runner_opts())? } else { Model::load(&manifest, runner_opts())? };
     let mut host = Host::new(model).with_token(args.token.clone());
     if batching {
         let wait = Duration::try_from_secs_f64(args.batch_wait_ms.max(0.0) / 1e3).unwrap_or(Duration::from_millis(5));
@@ -596,7 +636,7 @@ fn device_pipeline(args: &CascadeArgs, mut remote: Box<dyn RemoteStage>) -> Resu
             Manifest::load(last).map_or_else(|_| "host".to_owned(), |m| m.name)
         }
     };
-    let pipeline = Pipeline::offloading(config, remote, name)?;
+    let pipeline = Pipeline::offloading(config, remote, name, runner_opts())?;
     if let Some(i) = info {
         let local = pipeline.models[0].classes.len();
         if i.classes != local {
@@ -661,7 +701,7 @@ fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
     // The serial link: a real pseudo-terminal pair, the host on one end, the device on the other.
     let (device_end, host_end) = serialport::TTYPort::pair().context("cannot open a pseudo-terminal pair")?;
     let pty = serialport::SerialPort::name(&host_end).unwrap_or_else(|| "pty".into());
-    let host = Host::new(Model::load(&host_manifest)?);
+    let host = Host::new(Model::load(&host_manifest, runner_opts())?);
     let stop = AtomicBool::new(false);
     let device_end = std::sync::Mutex::new(device_end);
     let addr = LinkAddr::Serial { path: PathBuf::from(&pty), baud: edgecascade::link::DEFAULT_BAUD };
@@ -742,8 +782,8 @@ fn run_eval(
     jobs: Option<usize>,
     json: bool,
 ) -> Result<usize> {
-    let cascade = Pipeline::local(args.resolve()?)?;
-    let extra = compare.iter().map(|p| Model::load(p)).collect::<Result<Vec<_>, _>>()?;
+    let cascade = Pipeline::local(args.resolve()?, runner_opts())?;
+    let extra = compare.iter().map(|p| Model::load(p, runner_opts())).collect::<Result<Vec<_>, _>>()?;
     let models: Vec<&Model> = cascade.models.iter().chain(extra.iter()).collect();
     let items = dataset::read_labels(data, models[0].classes.len())?;
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -810,7 +850,7 @@ fn run_bench(
     if options.min_top1.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
         bail!("--min-top1 is a fraction between 0 and 1");
     }
-    let mut pipeline = Pipeline::local(args.resolve()?)?;
+    let mut pipeline = Pipeline::local(args.resolve()?, runner_opts())?;
     let dir = data.map_or_else(|| PathBuf::from("photos"), Path::to_owned);
     if data.is_none() && !dir.is_dir() {
         bail!("no photos/ folder here: run from the repository's root, or pass --data DIR");

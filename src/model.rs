@@ -4,7 +4,7 @@
 
 use crate::manifest::{Manifest, ManifestError, OutputKind};
 use crate::preprocess;
-use crate::runner::{ModelRunner, RunError, TractRunner};
+use crate::runner::{ModelRunner, RunError, RunnerOptions, TractRunner};
 use crate::stage::Spans;
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -27,23 +27,23 @@ pub struct Model {
 
 impl Model {
     /// Loads the manifest at `path`, then its classes and ONNX model, and checks they agree.
-    pub fn load(path: &Path) -> Result<Model, ModelError> {
-        Self::load_as(path, false)
+    pub fn load(path: &Path, opts: &RunnerOptions) -> Result<Model, ModelError> {
+        Self::load_as(path, false, opts)
     }
 
     /// As `load`, with the model prepared to run batches in one pass (for a batching host).
-    pub fn load_batched(path: &Path) -> Result<Model, ModelError> {
-        Self::load_as(path, true)
+    pub fn load_batched(path: &Path, opts: &RunnerOptions) -> Result<Model, ModelError> {
+        Self::load_as(path, true, opts)
     }
 
-    fn load_as(path: &Path, batched: bool) -> Result<Model, ModelError> {
+    fn load_as(path: &Path, batched: bool, opts: &RunnerOptions) -> Result<Model, ModelError> {
         let manifest = Manifest::load(path)?;
         let classes = manifest.load_classes()?;
         let shape = manifest.input.shape();
         let runner = if batched {
-            TractRunner::load_batched(&manifest.onnx, &shape)?
+            TractRunner::load_batched(&manifest.onnx, &shape, opts)?
         } else {
-            TractRunner::load(&manifest.onnx, &shape)?
+            TractRunner::load(&manifest.onnx, &shape, opts)?
         };
         if runner.outputs() != classes.len() {
             return Err(ModelError::ClassCount {

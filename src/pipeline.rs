@@ -10,6 +10,7 @@ use crate::device::{LinkReport, RemoteStage};
 use crate::model::{Model, ModelError};
 use crate::policy::{Metric, StagePolicy};
 use crate::preprocess;
+use crate::runner::RunnerOptions;
 use crate::stage::Spans;
 use serde::Serialize;
 
@@ -54,8 +55,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Loads every stage's model: the whole cascade in this process.
-    pub fn local(config: CascadeConfig) -> Result<Pipeline, ModelError> {
-        Self::load(config, None)
+    pub fn local(config: CascadeConfig, opts: &RunnerOptions) -> Result<Pipeline, ModelError> {
+        Self::load(config, None, opts)
     }
 
     /// Loads the models of every stage but the last, which `remote` serves. `remote_name`
@@ -64,13 +65,19 @@ impl Pipeline {
         config: CascadeConfig,
         remote: Box<dyn RemoteStage>,
         remote_name: String,
+        opts: &RunnerOptions,
     ) -> Result<Pipeline, ModelError> {
-        Self::load(config, Some((remote, remote_name)))
+        Self::load(config, Some((remote, remote_name)), opts)
     }
 
-    fn load(config: CascadeConfig, remote: Option<(Box<dyn RemoteStage>, String)>) -> Result<Pipeline, ModelError> {
+    fn load(
+        config: CascadeConfig,
+        remote: Option<(Box<dyn RemoteStage>, String)>,
+        opts: &RunnerOptions,
+    ) -> Result<Pipeline, ModelError> {
         let local = config.stages.len() - remote.is_some() as usize;
-        let models = config.stages[..local].iter().map(|s| Model::load(&s.model)).collect::<Result<Vec<_>, _>>()?;
+        let models =
+            config.stages[..local].iter().map(|s| Model::load(&s.model, opts)).collect::<Result<Vec<_>, _>>()?;
         for m in models.iter().skip(1) {
             if m.classes.len() != models[0].classes.len() {
                 return Err(ModelError::ClassCount {

@@ -15,6 +15,7 @@ use crate::link::{self, Encoding, InferRequest, InferResponse, Message};
 use crate::model::Model;
 use crate::plot;
 use crate::policy::Metric;
+use crate::runner::RunnerOptions;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ pub struct CalibrateOptions {
     pub jpeg_quality: u8,
     /// The device's board profile: its power model and link energy price the device's side.
     pub board: Board,
+    /// How the models are loaded.
+    pub runner: RunnerOptions,
 }
 
 /// The chosen point and everything printed about it.
@@ -115,7 +118,7 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
     if config.stages.len() < 2 {
         bail!("{}: a cascade of one stage has no threshold to calibrate", config.path.display());
     }
-    let models = config.stages.iter().map(|s| Model::load(&s.model)).collect::<Result<Vec<_>, _>>()?;
+    let models = config.stages.iter().map(|s| Model::load(&s.model, &o.runner)).collect::<Result<Vec<_>, _>>()?;
     let classes = models[0].classes.len();
     if let Some(m) = models.iter().find(|m| m.classes.len() != classes) {
         bail!("{} has {} classes, {} has {classes}", m.name(), m.classes.len(), models[0].name());

@@ -48,7 +48,7 @@ fn golden_logits() -> Golden {
 /// absolute difference.
 fn compare(model_name: &str, tolerance: f32, top1_slack: f32) -> f32 {
     let golden = golden_logits();
-    let model = Model::load(&root().join(format!("models/{model_name}.toml"))).unwrap();
+    let model = Model::load(&root().join(format!("models/{model_name}.toml")), &Default::default()).unwrap();
     let mut worst = 0.0f32;
     for photo in photos() {
         let file = photo.file_name().unwrap().to_str().unwrap();

@@ -86,7 +86,7 @@ impl Drop for HostProc {
 /// The served model, in this process, to compare with.
 fn model() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
-    M.get_or_init(|| Model::load(&root().join(MODEL)).unwrap())
+    M.get_or_init(|| Model::load(&root().join(MODEL), &Default::default()).unwrap())
 }
 
 fn photo_tensor(name: &str) -> Vec<f32> {
@@ -288,7 +288,7 @@ fn run_json(o: &Output) -> Vec<serde_json::Value> {
 /// alone (the exported flatten, a fixed `Reshape [1, -1]`, is freed at load).
 #[test]
 fn batched_runner_gives_each_input_its_own_output() {
-    let batched = Model::load_batched(&root().join(MODEL)).unwrap();
+    let batched = Model::load_batched(&root().join(MODEL), &Default::default()).unwrap();
     let tensors: Vec<Vec<f32>> = PHOTOS.iter().map(|p| photo_tensor(p)).collect();
     let refs: Vec<&[f32]> = tensors.iter().map(|t| t.as_slice()).collect();
     let outs = batched.runner.run_batch(&refs).unwrap();

@@ -1,13 +1,18 @@
-//! An int8 matrix product for x86_64 CPUs with AVX2 but no VNNI, where tract-linalg's int8
-//! kernel (`avx2_mmm_i32_8x8`: bytes widened to i16, `vpmullw`, widened again to i32, added)
-//! does about half the multiply-accumulates per instruction of its float kernels. This one uses
-//! `vpmaddwd`: operands widened to i16 once, then one instruction multiplies 16 pairs and adds
-//! each pair into an i32 lane, exactly (|i8 x i8| sums of two fit an i32 with room to spare).
+//! AVX2 kernels (x86_64).
 //!
-//! Weights `[m, k]` are packed once, at rewrite time, as 4-row panels of i16 pairs along k;
-//! activations `[k, n]` are packed per call as 16-column panels of i16 pairs. The 4 x 16 tile's
-//! accumulators (8 ymm registers) get the bias and the requantization in the kernel's epilogue,
-//! and only int8 values are written.
+//! The matrix product, for CPUs with AVX2 but no VNNI, where tract-linalg's int8 kernel
+//! (`avx2_mmm_i32_8x8`: bytes widened to i16, `vpmullw`, widened again to i32, added) does
+//! about half the multiply-accumulates per instruction of its float kernels: `vpmaddwd`,
+//! operands widened to i16 once, then one instruction multiplies 16 pairs and adds each pair
+//! into an i32 lane, exactly (|i8 x i8| sums of two fit an i32 with room to spare). Weights
+//! `[m, k]` are packed once as 4-row panels of i16 pairs along k; activations `[k, n]` are
+//! packed per call as 16-column panels of i16 pairs. The 4 x 16 tile's accumulators (8 ymm
+//! registers) get the bias and the requantization in the kernel's epilogue, and only int8
+//! values are written. One column (a classifier) runs a matrix-vector product on the same
+//! packed weights.
+//!
+//! The depthwise convolution: the shared driver of [`crate::depthwise`] compiled for AVX2, its
+//! blocks of 16 (or 8) outputs as `vpmullw` products widened into i32 accumulators.
 
 use crate::Requant;
 #[cfg(target_arch = "x86_64")]
@@ -59,15 +64,6 @@ pub fn available() -> bool {
     }
 }
 
-/// `out[r][j] = requant(r, bias[r] + sum_i w[r][i] * x[i][j])` for `x` `[k, n]` (row-major
-/// int8).
-///
-/// # Panics
-/// If AVX2 is not available ([`available`] is false) or the sizes do not match.
-pub fn gemm(w: &PackedWeights, x: &[i8], n: usize, bias: &[i32], requant: &Requant, out: &mut [i8]) {
-    gemm_panels(w, 0..panels(w.m), x, n, bias, requant, out)
-}
-
 /// How many `MR`-row panels `m` rows make.
 pub fn panels(m: usize) -> usize {
     m.div_ceil(MR)
@@ -100,45 +96,67 @@ pub fn gemm_panels(
     let _ = (requant, out);
 }
 
-/// The product with a single column (`n = 1`, a classifier's Gemm): `out[r] =
-/// requant(r, bias[r] + dot(w[r], x))` over row-major int8 `weights` `[m, k]`, without the
-/// 16-column panels of [`gemm`] (15 of 16 columns would be padding).
+/// The product with a single column (`n = 1`, a classifier's Gemm) for rows `rows`, on the
+/// same packed weights as [`gemm_panels`] without its 16-column panels (15 of 16 columns would
+/// be padding): `out[r - rows.start] = requant(r, bias[r] + dot(w[r], x))`.
 ///
 /// # Panics
 /// If AVX2 is not available or the sizes do not match.
-pub fn matvec(weights: &[i8], m: usize, x: &[i8], bias: &[i32], requant: &Requant, out: &mut [i8]) {
+pub fn matvec_rows(
+    w: &PackedWeights,
+    rows: std::ops::Range<usize>,
+    x: &[i8],
+    bias: &[i32],
+    requant: &Requant,
+    out: &mut [i8],
+) {
     assert!(available(), "AVX2 is not available");
-    let k = x.len();
-    assert!(weights.len() == m * k && out.len() == m && bias.len() == m);
+    assert!(x.len() == w.k && rows.end <= w.m && out.len() == rows.len() && bias.len() == w.m);
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        matvec_avx2(weights, m, x, bias, requant, out)
+        matvec_avx2(w, rows, x, bias, requant, out)
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (requant, out);
 }
 
+/// Per panel of 4 rows, two steps of k pairs at a time: the 8 packed pairs (4 rows x 2 steps)
+/// against the input's two pairs, each repeated 4 times; the two halves summed at the end.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn matvec_avx2(weights: &[i8], m: usize, x: &[i8], bias: &[i32], requant: &Requant, out: &mut [i8]) {
-    let k = x.len();
-    for r in 0..m {
-        let w = &weights[r * k..][..k];
+unsafe fn matvec_avx2(
+    w: &PackedWeights,
+    rows: std::ops::Range<usize>,
+    x: &[i8],
+    bias: &[i32],
+    requant: &Requant,
+    out: &mut [i8],
+) {
+    let kp = w.k.div_ceil(2);
+    let xp: Vec<u32> = (0..kp).map(|q| pair(x[2 * q], x.get(2 * q + 1).copied().unwrap_or(0))).collect();
+    let mut sums = [0i32; MR];
+    for p in rows.start / MR..rows.end.div_ceil(MR) {
+        let wp = w.data.as_ptr().add(p * kp * MR);
         let mut acc = _mm256_setzero_si256();
-        let mut i = 0;
-        while i + 16 <= k {
-            let a = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(i) as *const __m128i));
-            let b = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
-            i += 16;
+        let mut q = 0;
+        while q + 2 <= kp {
+            let xv = _mm256_set_m128i(_mm_set1_epi32(xp[q + 1] as i32), _mm_set1_epi32(xp[q] as i32));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256(wp.add(q * MR) as *const __m256i), xv));
+            q += 2;
         }
-        let mut lanes = [0i32; 8];
-        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc);
-        let mut sum = bias[r].wrapping_add(lanes.iter().fold(0i32, |s, v| s.wrapping_add(*v)));
-        for j in i..k {
-            sum = sum.wrapping_add(w[j] as i32 * x[j] as i32);
+        let mut acc4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256::<1>(acc));
+        if q < kp {
+            let xv = _mm_set1_epi32(xp[q] as i32);
+            acc4 = _mm_add_epi32(acc4, _mm_madd_epi16(_mm_loadu_si128(wp.add(q * MR) as *const __m128i), xv));
         }
-        requant.row(r, &[sum], &mut out[r..r + 1]);
+        _mm_storeu_si128(sums.as_mut_ptr() as *mut __m128i, acc4);
+        for (r, s) in sums.iter().enumerate() {
+            let row = p * MR + r;
+            if rows.contains(&row) {
+                let i = row - rows.start;
+                requant.row_inline(row, &[bias[row].wrapping_add(*s)], &mut out[i..i + 1]);
+            }
+        }
     }
 }
 
@@ -231,9 +249,69 @@ unsafe fn gemm_avx2(
                     let t = tile.as_mut_ptr().add(r * NR) as *mut __m256i;
                     _mm256_storeu_si256(t, a0);
                     _mm256_storeu_si256(t.add(1), a1);
-                    requant.row(row, &tile[r * NR..][..cols], dst);
+                    requant.row_inline(row, &tile[r * NR..][..cols], dst);
                 }
             }
         }
     }
+}
+
+/// The depthwise convolution of [`crate::depthwise`] for channels `chans`, compiled for AVX2.
+///
+/// # Panics
+/// If AVX2 is not available.
+pub fn depthwise(l: &crate::depthwise::Layer, chans: std::ops::Range<usize>, x: &[i8], out: &mut [i8]) {
+    assert!(available(), "AVX2 is not available");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has AVX2, checked just above.
+    unsafe {
+        depthwise_avx2(l, chans, x, out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (l, chans, x, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn depthwise_avx2(l: &crate::depthwise::Layer, chans: std::ops::Range<usize>, x: &[i8], out: &mut [i8]) {
+    use crate::depthwise::body;
+    // SAFETY (both blocks): this function runs only where the CPU has AVX2.
+    if l.g.ow > 8 {
+        body::<16>(l, chans, x, out, |p, b, o, w, c| unsafe { block16(p, b, o, w, c) })
+    } else {
+        body::<8>(l, chans, x, out, |p, b, o, w, c| unsafe { block8(p, b, o, w, c) })
+    }
+}
+
+/// 16 outputs: 16 i16 products per `vpmullw`, widened into two registers of i32 accumulators
+/// that stay in registers across every tap.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block16(phases: &[i16], base: usize, offsets: &[usize], wts: &[i16], b: i32) -> [i32; 16] {
+    let mut lo = _mm256_set1_epi32(b);
+    let mut hi = lo;
+    for (&off, &w) in offsets.iter().zip(wts) {
+        let s = &phases[base + off..base + off + 16];
+        let p = _mm256_mullo_epi16(_mm256_loadu_si256(s.as_ptr() as *const __m256i), _mm256_set1_epi16(w));
+        lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
+        hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)));
+    }
+    let mut acc = [0i32; 16];
+    _mm256_storeu_si256(acc.as_mut_ptr() as *mut __m256i, lo);
+    _mm256_storeu_si256(acc.as_mut_ptr().add(8) as *mut __m256i, hi);
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block8(phases: &[i16], base: usize, offsets: &[usize], wts: &[i16], b: i32) -> [i32; 8] {
+    let mut acc8 = _mm256_set1_epi32(b);
+    for (&off, &w) in offsets.iter().zip(wts) {
+        let s = &phases[base + off..base + off + 8];
+        let p = _mm_mullo_epi16(_mm_loadu_si128(s.as_ptr() as *const __m128i), _mm_set1_epi16(w));
+        acc8 = _mm256_add_epi32(acc8, _mm256_cvtepi16_epi32(p));
+    }
+    let mut acc = [0i32; 8];
+    _mm256_storeu_si256(acc.as_mut_ptr() as *mut __m256i, acc8);
+    acc
 }

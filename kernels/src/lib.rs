@@ -1,10 +1,28 @@
 //! The int8 kernels of edgecascade's int8 rewrite (`src/runner/int8.rs` wires them into tract's
-//! graph): the requantization stage, a direct depthwise convolution, an int8 im2col, and an
-//! AVX2 `vpmaddwd` matrix product. A crate of their own so that they are compiled optimised in
-//! every profile (Cargo.toml: `[profile.dev.package.edgecascade-kernels]`), like tract's kernels,
-//! while edgecascade's own code stays at opt-level 1 in dev builds. Plain Rust, no tract.
+//! graph): the requantization stage, matrix products ([`gemm`]), direct depthwise convolutions
+//! ([`depthwise`]), an int8 im2col and the int8 addition, each with a portable version and
+//! versions for the instruction sets of the CPUs edgecascade runs on (AVX2, AVX-512 and
+//! AVX-VNNI on x86_64; NEON with and without the dot product on aarch64), picked at run time.
+//! Every version gives the same int8 outputs bit for bit (the tests in each module check them
+//! against a plain definition on every shape of EfficientNet-Lite0); which is fastest depends
+//! on the CPU and the shape, so the caller times them. A crate of its own so that it is
+//! compiled optimised in every profile (Cargo.toml: `[profile.dev.package.edgecascade-kernels]`),
+//! like tract's kernels, while edgecascade's own code stays at opt-level 1 in dev builds. Plain
+//! Rust (and a few lines of inline assembly where an instruction has no stable intrinsic), no
+//! tract.
 
 pub mod avx2;
+pub mod avx512;
+pub mod depthwise;
+pub mod gemm;
+pub mod neon;
+pub mod vnni;
+
+#[cfg(test)]
+mod testing;
+
+pub use depthwise::{Depthwise, DwKernel};
+pub use gemm::{Gemm, GemmKernel, Unavailable};
 
 /// `out = clamp(round_half_even(a * ka + b * kb + c) + y0, lo, hi)`, element-wise: the int8
 /// addition of a residual connection with its requantization.
@@ -78,20 +96,23 @@ impl Requant {
         (if lo.is_finite() { q(lo) } else { -128 }, if hi.is_finite() { q(hi) } else { 127 })
     }
 
-    /// The stage of channels `range` only (channel `range.start` becomes 0).
-    pub fn channels(&self, range: std::ops::Range<usize>) -> Requant {
-        Requant {
-            scale: self.scale[range.clone()].to_vec(),
-            offset: self.offset[range].to_vec(),
-            y0: self.y0,
-            lo: self.lo,
-            hi: self.hi,
+    /// Requantizes `[rows, n]` accumulators of consecutive channels from `first`.
+    pub fn rows(&self, first: usize, acc: &[i32], n: usize, out: &mut [i8]) {
+        for (c, (a, o)) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)).enumerate() {
+            self.row(first + c, a, o);
         }
     }
 
-    /// Requantizes one channel's accumulators.
-    #[inline(always)]
+    /// Requantizes one channel's accumulators. (Not inlined into other crates: it runs
+    /// compiled here, optimised, in every profile.)
     pub fn row(&self, c: usize, acc: &[i32], out: &mut [i8]) {
+        self.row_inline(c, acc, out)
+    }
+
+    /// [`Requant::row`], inlined into the kernels of this crate (and so compiled with their
+    /// instruction set).
+    #[inline(always)]
+    pub(crate) fn row_inline(&self, c: usize, acc: &[i32], out: &mut [i8]) {
         let (s, off) = (self.scale[c], self.offset[c]);
         let lo = (self.lo - self.y0) as f32;
         let hi = (self.hi - self.y0) as f32;
@@ -145,199 +166,4 @@ pub fn im2col(g: &Geometry, x0: i8, x: &[i8]) -> Vec<i8> {
         }
     }
     cols
-}
-
-/// Depthwise convolution, channel by channel: the plane padded with x0 into i16, split into
-/// `sw` column phases so that every tap reads a contiguous run, i16 products summed into a row
-/// of i32 accumulators, then requantized.
-///
-/// `weights` `[channels, kh * kw]`, `bias` per channel (with `-x0 * sum(weights)` folded in).
-pub fn depthwise(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &Requant, x: &[i8], out: &mut [i8]) {
-    // x86_64's baseline (SSE2) has no 32-bit vector multiply: compile the loops a second time
-    // for AVX2 and take that copy where the CPU has it (aarch64's baseline NEON has them).
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { depthwise_avx2(g, weights, bias, x0, requant, x, out) };
-        return;
-    }
-    depthwise_lanes(g, weights, bias, x0, requant, x, out)
-}
-
-/// Rows wider than 8 outputs take 16 accumulators at a time (two AVX2 registers), narrower
-/// ones 8 (the 7 x 7 planes of the last blocks would waste most of 16).
-#[inline(always)]
-fn depthwise_lanes(g: &Geometry, weights: &[i8], bias: &[i32], x0: i8, requant: &Requant, x: &[i8], out: &mut [i8]) {
-    if g.ow > 8 {
-        depthwise_body::<16>(g, weights, bias, x0, requant, x, out, block_plain::<16>)
-    } else {
-        depthwise_body::<8>(g, weights, bias, x0, requant, x, out, block_plain::<8>)
-    }
-}
-
-/// One block of `LANES` outputs: `bias + sum over taps of w * phases[base + offset ..]`.
-/// The last tap of the last row's last block ends at most at `phases`' end (its width covers
-/// the rounded-up row and the widest tap), so the slice checks never fail.
-#[inline(always)]
-fn block_plain<const LANES: usize>(
-    phases: &[i16],
-    base: usize,
-    offsets: &[usize],
-    wts: &[i16],
-    b: i32,
-) -> [i32; LANES] {
-    let mut acc = [b; LANES];
-    for (&off, &w) in offsets.iter().zip(wts) {
-        let s = &phases[base + off..base + off + LANES];
-        for l in 0..LANES {
-            // |w| <= 128 and |s| <= 128: the product fits an i16.
-            acc[l] = acc[l].wrapping_add(w.wrapping_mul(s[l]) as i32);
-        }
-    }
-    acc
-}
-
-/// `block_plain` in AVX2: 16 i16 products per `vpmullw`, widened into two registers of i32
-/// accumulators that stay in registers across every tap.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn block16_avx2(phases: &[i16], base: usize, offsets: &[usize], wts: &[i16], b: i32) -> [i32; 16] {
-    use std::arch::x86_64::*;
-    let mut lo = _mm256_set1_epi32(b);
-    let mut hi = lo;
-    for (&off, &w) in offsets.iter().zip(wts) {
-        let s = &phases[base + off..base + off + 16];
-        let p = _mm256_mullo_epi16(_mm256_loadu_si256(s.as_ptr() as *const __m256i), _mm256_set1_epi16(w));
-        lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
-        hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)));
-    }
-    let mut acc = [0i32; 16];
-    _mm256_storeu_si256(acc.as_mut_ptr() as *mut __m256i, lo);
-    _mm256_storeu_si256(acc.as_mut_ptr().add(8) as *mut __m256i, hi);
-    acc
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn block8_avx2(phases: &[i16], base: usize, offsets: &[usize], wts: &[i16], b: i32) -> [i32; 8] {
-    use std::arch::x86_64::*;
-    let mut acc8 = _mm256_set1_epi32(b);
-    for (&off, &w) in offsets.iter().zip(wts) {
-        let s = &phases[base + off..base + off + 8];
-        let p = _mm_mullo_epi16(_mm_loadu_si128(s.as_ptr() as *const __m128i), _mm_set1_epi16(w));
-        acc8 = _mm256_add_epi32(acc8, _mm256_cvtepi16_epi32(p));
-    }
-    let mut acc = [0i32; 8];
-    _mm256_storeu_si256(acc.as_mut_ptr() as *mut __m256i, acc8);
-    acc
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn depthwise_avx2(
-    g: &Geometry,
-    weights: &[i8],
-    bias: &[i32],
-    x0: i8,
-    requant: &Requant,
-    x: &[i8],
-    out: &mut [i8],
-) {
-    // SAFETY (both blocks): this function runs only where the CPU has AVX2.
-    if g.ow > 8 {
-        depthwise_body::<16>(g, weights, bias, x0, requant, x, out, |p, b, o, w, c| unsafe {
-            block16_avx2(p, b, o, w, c)
-        })
-    } else {
-        depthwise_body::<8>(g, weights, bias, x0, requant, x, out, |p, b, o, w, c| unsafe {
-            block8_avx2(p, b, o, w, c)
-        })
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn depthwise_body<const LANES: usize>(
-    g: &Geometry,
-    weights: &[i8],
-    bias: &[i32],
-    x0: i8,
-    requant: &Requant,
-    x: &[i8],
-    out: &mut [i8],
-    block: impl Fn(&[i16], usize, &[usize], &[i16], i32) -> [i32; LANES],
-) {
-    let g = *g;
-    let taps = g.kh * g.kw;
-    let (hp, wp) = ((g.oh - 1) * g.sh + g.kh, (g.ow - 1) * g.sw + g.kw);
-    // Output rows are computed LANES at a time (accumulators in registers across every tap);
-    // the phases are wide enough for the last block's reads past the row's end.
-    let ow_blocks = g.ow.div_ceil(LANES) * LANES;
-    // Phase `f` holds padded columns f, f + sw, f + 2 sw, ...: `pw` of them.
-    let pw = wp.div_ceil(g.sw).max(ow_blocks + (g.kw - 1) / g.sw);
-    let mut phases = vec![x0 as i16; g.sw * hp * pw];
-    // Each tap's offset in `phases` for output row 0, column 0.
-    let offsets: Vec<usize> = (0..taps).map(|t| ((t % g.kw % g.sw) * hp + t / g.kw) * pw + (t % g.kw) / g.sw).collect();
-    let mut wts = vec![0i16; taps];
-    let mut row_acc = vec![0i32; ow_blocks];
-    for c in 0..g.cin {
-        let plane = &x[c * g.h * g.w..][..g.h * g.w];
-        phases.fill(x0 as i16);
-        for iy in 0..g.h {
-            let py = iy + g.pt;
-            if py >= hp {
-                break;
-            }
-            let src = &plane[iy * g.w..][..g.w];
-            if g.sw == 1 {
-                // One phase: the row as it is, after the left pad.
-                let dst = &mut phases[py * pw + g.pl..][..g.w.min(pw - g.pl.min(pw))];
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = v as i16;
-                }
-                continue;
-            }
-            for f in 0..g.sw {
-                // The first input column landing in phase f, then every sw-th.
-                let ix0 = (f + g.sw - g.pl % g.sw) % g.sw;
-                if ix0 >= g.w {
-                    continue;
-                }
-                // Bounded by the phase row: columns past it are never read.
-                let start = (ix0 + g.pl) / g.sw;
-                let dst = &mut phases[(f * hp + py) * pw + start..][..pw.saturating_sub(start)];
-                if g.sw == 2 {
-                    // Every other input column: pairs, without the strided iterator's
-                    // per-element bookkeeping.
-                    let pairs = src[ix0..].chunks_exact(2);
-                    let last = pairs.remainder().first().copied();
-                    let n = pairs.len();
-                    for (d, p) in dst.iter_mut().zip(pairs) {
-                        *d = p[0] as i16;
-                    }
-                    if let (Some(v), Some(d)) = (last, dst.get_mut(n)) {
-                        *d = v as i16;
-                    }
-                    continue;
-                }
-                for (d, &v) in dst.iter_mut().zip(src[ix0..].iter().step_by(g.sw)) {
-                    *d = v as i16;
-                }
-            }
-        }
-        for (t, w) in wts.iter_mut().enumerate() {
-            *w = weights[c * taps + t] as i16;
-        }
-        let b = bias[c];
-        for oy in 0..g.oh {
-            let row = oy * g.sh * pw;
-            let out_row = &mut out[(c * g.oh + oy) * g.ow..][..g.ow];
-            for ox in (0..g.ow).step_by(LANES) {
-                row_acc[ox..ox + LANES].copy_from_slice(&block(&phases, row + ox, &offsets, &wts, b));
-            }
-            // One requantization pass over the whole row (long, vectorised) rather than one
-            // call per block.
-            requant.row(c, &row_acc[..g.ow], out_row);
-        }
-    }
 }

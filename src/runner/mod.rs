@@ -1,9 +1,16 @@
 //! The model-runner seam: `ModelRunner` runs one input tensor through a model and returns
-//! its output vector. `TractRunner` is the implementation over tract, and this module (with
-//! its `int8` rewrite of QDQ graphs) is the only one that names tract. `ScriptedRunner`
+//! its output vector. `TractRunner` is the implementation over tract; with its submodules (the
+//! int8 rewrite of QDQ graphs in `rewrite`, its integer ops in `ops`, the kernel choice in
+//! `dispatch`, the CPU probe in `cpu`) it is the only code that names tract. `ScriptedRunner`
 //! answers from a table, for tests and dry runs.
 
-pub mod int8;
+pub mod cpu;
+pub mod dispatch;
+pub mod ops;
+pub mod rewrite;
+
+pub use cpu::cpu_features;
+pub use dispatch::{ForcedKernels, KernelNameError, KernelOptions};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,64 +44,6 @@ pub fn set_threads(n: usize) -> usize {
     n
 }
 
-/// The CPU features that decide which of tract's kernels run here (NEON, dot product and
-/// i8mm matrix instructions on arm64; AVX2, FMA, AVX-512 and VNNI on x86_64), then the
-/// instruction sets tract itself found and the matrix-product kernels it picks with them, e.g.
-/// why a Pi 5 (Cortex-A76: dot product) and a Pi 4 (Cortex-A72: NEON only) differ:
-/// `aarch64: neon yes, dotprod no, i8mm no, fp16 no; tract isa aarch64: float products
-/// arm64simd_mmm_f32_8x8_gen, int8 products arm64simd_mmm_i32_8x8` on a Pi 4, `dotprod yes` and
-/// the SDOT kernel `arm64simd_mmm_i32_8x8_dot` on a Pi 5.
-pub fn cpu_features() -> String {
-    let found = probe_features();
-    let list: Vec<String> = found.iter().map(|(n, on)| format!("{n} {}", if *on { "yes" } else { "no" })).collect();
-    let list = if list.is_empty() { "no kernel features probed".to_owned() } else { list.join(", ") };
-    format!("{}: {list}; {}", std::env::consts::ARCH, tract_kernels())
-}
-
-/// The instruction sets tract-linalg probed (its own detection, which `TRACT_CPU_ISA` can edit)
-/// and the kernels its dispatch prefers for a float (f32 accumulator) and an integer (i32
-/// accumulator: int8 operands) matrix product of a convolution's shape. The int8 rewrite
-/// (`int8`) runs a QDQ model's pointwise convolutions on the integer kernel (on x86 CPUs whose
-/// best one is plain AVX2, on its own `vpmaddwd` kernel instead); with `EDGECASCADE_INT8=float`
-/// tract runs them in float, on the float kernel.
-fn tract_kernels() -> String {
-    use tract_linalg::{isa, MmmDispatch};
-    let isa = isa::native();
-    let dispatch = MmmDispatch::native();
-    // A pointwise convolution of Lite0's middle blocks: 80 x 480 weights over 14 x 14 pixels.
-    let kernel = |acc: DatumType| {
-        dispatch
-            .preferred_kernel(acc, Some(80), Some(480), Some(196))
-            .map_or_else(|| "tract's generic one".to_owned(), |k| k.name().to_owned())
-    };
-    format!("tract isa {isa:?}: float products {}, int8 products {}", kernel(DatumType::F32), kernel(DatumType::I32))
-}
-
-#[cfg(target_arch = "aarch64")]
-fn probe_features() -> Vec<(&'static str, bool)> {
-    use std::arch::is_aarch64_feature_detected as has;
-    vec![("neon", has!("neon")), ("dotprod", has!("dotprod")), ("i8mm", has!("i8mm")), ("fp16", has!("fp16"))]
-}
-
-#[cfg(target_arch = "x86_64")]
-fn probe_features() -> Vec<(&'static str, bool)> {
-    use std::arch::is_x86_feature_detected as has;
-    vec![("avx2", has!("avx2")), ("fma", has!("fma")), ("avx512f", has!("avx512f")), ("avx512vnni", has!("avx512vnni"))]
-}
-
-#[cfg(target_arch = "arm")]
-fn probe_features() -> Vec<(&'static str, bool)> {
-    // The armv7 target does not assume NEON at compile time and std cannot probe it on stable:
-    // ask tract, which reads /proc/cpuinfo at run time (under qemu-user, the host's: "no").
-    use tract_linalg::isa::{native, Isa};
-    vec![("neon", native().has(Isa::ArmNeon))]
-}
-
-#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64", target_arch = "arm")))]
-fn probe_features() -> Vec<(&'static str, bool)> {
-    Vec::new()
-}
-
 /// Runs a model on one input, or on a batch of inputs.
 pub trait ModelRunner: Send + Sync {
     /// Runs one input (flat, in the shape given at load) and returns the flat first output.
@@ -113,10 +62,11 @@ pub trait ModelRunner: Send + Sync {
     }
     /// Multiply-accumulates per inference.
     fn macs(&self) -> u64;
-    /// Where one inference's time goes: per kind of op, its name, how many nodes of that kind
-    /// ran and their mean time per inference in ms over `runs` runs of `input` (after one
-    /// warm-up), slowest first. Empty for runners that cannot tell.
-    fn profile(&self, _input: &[f32], _runs: usize) -> Result<Vec<OpTime>, RunError> {
+    /// Where one inference's time goes: per kind of op (or, with `per_node`, per node: its op
+    /// and name), how many nodes of that kind ran and their mean time per inference in ms over
+    /// `runs` runs of `input` (after one warm-up), slowest first. Empty for runners that cannot
+    /// tell.
+    fn profile(&self, _input: &[f32], _runs: usize, _per_node: bool) -> Result<Vec<OpTime>, RunError> {
         Ok(vec![])
     }
 }
@@ -144,6 +94,7 @@ pub struct TractRunner {
 /// (or by `warm_batches`), and runs a batch as power-of-two chunks.
 struct Batches {
     path: PathBuf,
+    opts: RunnerOptions,
     plans: std::sync::Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
     /// The largest batch size whose plan, measured by `warm_batches`, runs an input faster
     /// than single runs do; 1 when none does (then batches run one input at a time).
@@ -161,21 +112,38 @@ fn inference(e: TractError) -> RunError {
     RunError::Inference(format!("{e:#}"))
 }
 
+/// How a model is loaded and run: options that arrive as values from the command line (or a
+/// test), never read from the environment here.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// QDQ models run on the int8 rewrite (true, the default) or on tract's own path (float
+    /// products between quantize and dequantize steps: for comparison).
+    pub int8_rewrite: bool,
+    /// How the int8 rewrite's kernels are chosen.
+    pub kernels: KernelOptions,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions { int8_rewrite: true, kernels: KernelOptions::default() }
+    }
+}
+
 impl TractRunner {
     /// Loads `path`, fixes its input to `shape` (failing if the graph declares another), counts
     /// its multiply-accumulates and optimises it.
-    pub fn load(path: &Path, shape: &[usize]) -> Result<TractRunner, RunError> {
-        Self::load_as(path, shape, false)
+    pub fn load(path: &Path, shape: &[usize], opts: &RunnerOptions) -> Result<TractRunner, RunError> {
+        Self::load_as(path, shape, false, opts)
     }
 
     /// As `load`, but ready to run batches (the first axis of `shape` free): for a host that
     /// batches requests.
-    pub fn load_batched(path: &Path, shape: &[usize]) -> Result<TractRunner, RunError> {
-        Self::load_as(path, shape, true)
+    pub fn load_batched(path: &Path, shape: &[usize], opts: &RunnerOptions) -> Result<TractRunner, RunError> {
+        Self::load_as(path, shape, true, opts)
     }
 
-    fn load_as(path: &Path, shape: &[usize], batched: bool) -> Result<TractRunner, RunError> {
-        let typed = typed_model(path, shape, batched)?;
+    fn load_as(path: &Path, shape: &[usize], batched: bool, opts: &RunnerOptions) -> Result<TractRunner, RunError> {
+        let typed = typed_model(path, shape, batched, opts)?;
         let prepare = |e: TractError| RunError::Prepare { path: path.to_owned(), msg: format!("{e:#}") };
         let macs = count_macs(&typed).map_err(prepare)?;
         let outputs =
@@ -185,6 +153,7 @@ impl TractRunner {
         let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(prepare)?;
         let batches = batched.then(|| Batches {
             path: path.to_owned(),
+            opts: opts.clone(),
             plans: std::sync::Mutex::new(HashMap::from([(1, plan.clone())])),
             best: std::sync::atomic::AtomicUsize::new(usize::MAX),
         });
@@ -201,7 +170,7 @@ impl TractRunner {
         let mut shape = self.shape.clone();
         shape[0] = n;
         let started = std::time::Instant::now();
-        let plan = typed_model(&b.path, &shape, true)?
+        let plan = typed_model(&b.path, &shape, true, &b.opts)?
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|e| RunError::Prepare { path: b.path.clone(), msg: format!("{e:#}") })?;
@@ -235,16 +204,17 @@ fn release_freed_memory() {
 /// Parses `path`, checks its declared input against `shape`, fixes the input to `shape` and
 /// declutters. With `free_batch`, the first axis of `shape` may differ from the graph's
 /// declared batch (its output's declared shape and any fixed flatten are freed).
-fn typed_model(path: &Path, shape: &[usize], free_batch: bool) -> Result<TypedModel, RunError> {
+fn typed_model(path: &Path, shape: &[usize], free_batch: bool, opts: &RunnerOptions) -> Result<TypedModel, RunError> {
     if !path.is_file() {
         return Err(RunError::Missing { path: path.to_owned() });
     }
     let not_onnx = |e: TractError| RunError::NotOnnx { path: path.to_owned(), msg: format!("{e:#}") };
     let bad_shape = |msg: String| RunError::Shape { path: path.to_owned(), msg };
-    // The file is decoded once: the graph is built from this proto, and the int8 rewrite reads
-    // the QDQ weights from the same proto's initializers.
+    // The file is read and decoded once: its checksum keys the kernel choices, the graph is
+    // built from this proto, and the int8 rewrite reads the QDQ weights from its initializers.
+    let bytes = std::fs::read(path).map_err(|e| not_onnx(e.into()))?;
     let onnx = tract_onnx::onnx();
-    let proto = onnx.proto_model_for_path(path).map_err(not_onnx)?;
+    let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(not_onnx)?;
     let dir = path.parent().and_then(|d| d.to_str());
     let parsed = onnx.parse(&proto, dir).map_err(not_onnx)?;
     if !parsed.unresolved_inputs.is_empty() {
@@ -270,35 +240,62 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool) -> Result<TypedMo
         free_batch_in_reshapes(&mut model).map_err(prepare)?;
     }
     let mut typed = model.into_typed().map_err(prepare)?;
-    if int8_enabled() && int8::is_qdq(&typed) {
-        let dq = int8::DqTable::from_proto(&proto, dir).map_err(not_onnx)?;
-        let report = int8::rewrite(&mut typed, &dq).map_err(prepare)?;
+    if opts.int8_rewrite && rewrite::is_qdq(&typed) {
+        let dq = rewrite::DqTable::from_proto(&proto, dir).map_err(not_onnx)?;
+        drop(proto);
+        let sha = {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        drop(bytes);
+        let (report, choices) = int8_rewrite(&mut typed, &dq, &sha, &opts.kernels)
+            .map_err(|msg| RunError::Prepare { path: path.to_owned(), msg })?;
         log::info!(
-            "{}: int8 rewrite: {} chains on integer kernels ({} depthwise, {} matrix, {} im2col convolutions, {} additions), {} products left in float",
+            "{}: int8 rewrite: {} chains on integer kernels ({} depthwise, {} matrix, {} im2col convolutions, {} additions), {} products left in float; kernels: {}",
             path.display(),
             report.rewritten(),
             report.depthwise,
             report.matmul,
             report.im2col,
             report.add,
-            report.skipped.len()
+            report.skipped.len(),
+            choices.summary()
         );
     }
     typed.into_decluttered().map_err(prepare)
 }
 
-/// Whether QDQ models get the int8 rewrite: yes unless `EDGECASCADE_INT8=float` (tract's own
-/// path, float products between quantize and dequantize steps, kept for comparison).
-pub fn int8_enabled() -> bool {
-    match std::env::var("EDGECASCADE_INT8") {
-        Ok(v) if v.eq_ignore_ascii_case("float") => false,
-        Ok(v) if v.is_empty() || v.eq_ignore_ascii_case("int8") => true,
-        Ok(v) => {
-            log::warn!("EDGECASCADE_INT8={v:?} is neither \"int8\" nor \"float\"; using int8");
-            true
-        }
-        Err(_) => true,
-    }
+/// Rewrites every matching chain of `model` (typed, before decluttering, when the QDQ nodes are
+/// still apart) into integer ops, each product on the kernel `dispatch` chooses for it.
+fn int8_rewrite(
+    model: &mut TypedModel,
+    dq: &rewrite::DqTable,
+    model_sha256: &str,
+    kernels: &KernelOptions,
+) -> Result<(rewrite::Rewrite, dispatch::Choices), String> {
+    let (chains, skipped) = rewrite::find_chains(model, dq).map_err(|e| format!("{e:#}"))?;
+    let specs: Vec<Arc<ops::ProductSpec>> = chains
+        .iter()
+        .filter_map(|c| match &c.op {
+            rewrite::ChainOp::Product(p) => Some(p.clone()),
+            rewrite::ChainOp::Add(_) => None,
+        })
+        .collect();
+    let (engines, choices) = dispatch::choose(&specs, model_sha256, kernels)?;
+    let mut engines = engines.into_iter();
+    let ops: Vec<Box<dyn TypedOp>> = chains
+        .iter()
+        .map(|c| -> Box<dyn TypedOp> {
+            match &c.op {
+                rewrite::ChainOp::Product(p) => {
+                    Box::new(ops::Int8Product::new(p.clone(), engines.next().expect("one engine per product")))
+                }
+                rewrite::ChainOp::Add(a) => Box::new(a.clone()),
+            }
+        })
+        .collect();
+    rewrite::apply(model, &chains, ops).map_err(|e| format!("{e:#}"))?;
+    Ok((rewrite::report(&chains, skipped), choices))
 }
 
 /// Rewrites every `Reshape` whose target shape is a constant `[1, ...]` (an exporter's
@@ -454,7 +451,7 @@ impl ModelRunner for TractRunner {
         self.macs
     }
 
-    fn profile(&self, input: &[f32], runs: usize) -> Result<Vec<OpTime>, RunError> {
+    fn profile(&self, input: &[f32], runs: usize, per_node: bool) -> Result<Vec<OpTime>, RunError> {
         use std::time::Instant;
         let want: usize = self.shape.iter().product();
         if input.len() != want {
@@ -462,8 +459,6 @@ impl ModelRunner for TractRunner {
         }
         let tensor = Tensor::from_shape(&self.shape, input).map_err(inference)?;
         let mut state = self.plan.spawn().map_err(inference)?;
-        // EDGECASCADE_PROFILE=node: one line per node (its op and name) instead of per kind.
-        let per_node = std::env::var("EDGECASCADE_PROFILE").is_ok_and(|v| v == "node");
         let mut by_op: HashMap<String, (f64, std::collections::HashSet<usize>)> = HashMap::new();
         for run in 0..=runs {
             state
@@ -508,32 +503,5 @@ impl ModelRunner for ScriptedRunner {
 
     fn macs(&self) -> u64 {
         self.macs
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cpu_features_name_the_features_and_the_kernels_tract_picks() {
-        let s = super::cpu_features();
-        assert!(s.starts_with(std::env::consts::ARCH), "{s}");
-        assert!(s.contains("; tract isa ") && s.contains("float products") && s.contains("int8 products"), "{s}");
-        #[cfg(target_arch = "aarch64")]
-        {
-            // NEON is baseline on aarch64; tract's int8 products take the NEON SDOT kernel when
-            // the CPU has the dot product (a Pi 5's Cortex-A76), never without it (a Pi 4's
-            // Cortex-A72). CPUs with SVE2 (qemu's default `max`) get SVE kernels instead.
-            use std::arch::is_aarch64_feature_detected as has;
-            assert!(s.contains("neon yes"), "{s}");
-            if std::env::var_os("TRACT_DOTPROD_DISABLE").is_none() && std::env::var_os("TRACT_CPU_ISA").is_none() {
-                let dot = has!("dotprod");
-                assert!(s.contains(if dot { "dotprod yes" } else { "dotprod no" }), "{s}");
-                if !dot {
-                    assert!(s.contains("int8 products arm64simd_mmm_i32_8x8") && !s.contains("_dot"), "{s}");
-                } else if !has!("sve2") {
-                    assert!(s.contains("int8 products arm64simd_mmm_i32_8x8_dot"), "{s}");
-                }
-            }
-        }
     }
 }
