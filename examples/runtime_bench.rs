@@ -168,6 +168,7 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = parse_args()?;
     let inputs = read_inputs(&args)?;
     let threads = set_threads(args.threads);

@@ -237,14 +237,16 @@ pub(crate) fn build(spec: &ProductSpec, name: &str) -> Result<Engine, String> {
     match spec.kind {
         Kind::Depthwise => {
             let k = DwKernel::from_name(name).ok_or_else(|| format!("no depthwise kernel '{name}'"))?;
-            Depthwise::new(k, spec.geo, spec.weights.clone(), spec.bias.clone(), spec.x0, spec.requant.clone())
+            let p = &spec.params;
+            Depthwise::new(k, spec.geo, p.weights.clone(), p.bias.clone(), p.x0, p.requant.clone())
                 .map(Engine::Depthwise)
                 .map_err(|e| e.to_string())
         }
         Kind::Matmul | Kind::Im2col => match MatrixKernel::from_name(name) {
             Some(MatrixKernel::Tract) => TractGemm::new(spec).map(Engine::Tract),
             Some(MatrixKernel::Own(k)) => {
-                Gemm::new(k, &spec.weights, spec.m, spec.k, spec.bias.clone(), spec.requant.clone())
+                let p = &spec.params;
+                Gemm::new(k, &p.weights, spec.m(), spec.k(), p.bias.clone(), p.requant.clone())
                     .map(Engine::Gemm)
                     .map_err(|e| e.to_string())
             }
@@ -260,7 +262,7 @@ fn measure(spec: &ProductSpec) -> Result<(Engine, Measured), String> {
     let names = candidates(spec.kind);
     let len = match spec.kind {
         Kind::Depthwise => spec.geo.cin * spec.geo.h * spec.geo.w,
-        Kind::Matmul | Kind::Im2col => spec.k * spec.n,
+        Kind::Matmul | Kind::Im2col => spec.k() * spec.n,
     };
     let mut s = 0x9E37_79B9u32;
     let x: Vec<i8> = (0..len)
@@ -271,7 +273,7 @@ fn measure(spec: &ProductSpec) -> Result<(Engine, Measured), String> {
             (s >> 8) as i8
         })
         .collect();
-    let mut out = vec![0i8; spec.out_shape.iter().product()];
+    let mut out = vec![0i8; spec.out_shape[1..].iter().product()];
     let mut best: Option<(f64, Engine)> = None;
     let mut ms = BTreeMap::new();
     for name in names {

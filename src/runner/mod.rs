@@ -150,7 +150,9 @@ impl TractRunner {
             typed.output_fact(0).map_err(prepare)?.shape.as_concrete().map(|s| s.iter().product()).ok_or_else(
                 || RunError::Shape { path: path.to_owned(), msg: "the output's shape is not fixed".into() },
             )?;
+        let t = std::time::Instant::now();
         let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(prepare)?;
+        log::debug!("{}: optimised in {:.1} ms", path.display(), t.elapsed().as_secs_f64() * 1e3);
         let batches = batched.then(|| Batches {
             path: path.to_owned(),
             opts: opts.clone(),
@@ -210,17 +212,39 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool, opts: &RunnerOpti
     }
     let not_onnx = |e: TractError| RunError::NotOnnx { path: path.to_owned(), msg: format!("{e:#}") };
     let bad_shape = |msg: String| RunError::Shape { path: path.to_owned(), msg };
-    // The file is read and decoded once: its checksum keys the kernel choices, the graph is
-    // built from this proto, and the int8 rewrite reads the QDQ weights from its initializers.
+    // The file is read and decoded once: its checksum keys the kernel choices, and the int8
+    // rewrite takes the QDQ weights from its initializers before tract builds its graph.
+    let t = std::time::Instant::now();
+    let phase = |what: &str, t: &mut std::time::Instant| {
+        log::debug!("{}: {what} in {:.1} ms", path.display(), t.elapsed().as_secs_f64() * 1e3);
+        *t = std::time::Instant::now();
+    };
+    let mut t = t;
     let bytes = std::fs::read(path).map_err(|e| not_onnx(e.into()))?;
     let onnx = tract_onnx::onnx();
-    let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(not_onnx)?;
+    let mut proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(not_onnx)?;
     let dir = path.parent().and_then(|d| d.to_str());
+    phase("read and decoded", &mut t);
+    let int8 = opts.int8_rewrite && rewrite::is_qdq(&proto);
+    let (chains, skipped) = if int8 {
+        rewrite::rewrite_proto(&mut proto, dir).map_err(not_onnx)?
+    } else {
+        (vec![], vec![])
+    };
+    let sha = int8.then(|| {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    });
+    drop(bytes);
+    phase("rewritten (ONNX)", &mut t);
     let parsed = onnx.parse(&proto, dir).map_err(not_onnx)?;
+    drop(proto);
     if !parsed.unresolved_inputs.is_empty() {
         return Err(not_onnx(anyhow::anyhow!("unresolved inputs at top level: {:?}", parsed.unresolved_inputs)));
     }
     let mut model = parsed.model;
+    rewrite::install(&mut model, &chains).map_err(not_onnx)?;
+    phase("parsed", &mut t);
     if model.input_outlets().map_err(not_onnx)?.len() != 1 {
         return Err(bad_shape("it does not have exactly one input".into()));
     }
@@ -240,16 +264,12 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool, opts: &RunnerOpti
         free_batch_in_reshapes(&mut model).map_err(prepare)?;
     }
     let mut typed = model.into_typed().map_err(prepare)?;
-    if opts.int8_rewrite && rewrite::is_qdq(&typed) {
-        let dq = rewrite::DqTable::from_proto(&proto, dir).map_err(not_onnx)?;
-        drop(proto);
-        let sha = {
-            use sha2::{Digest, Sha256};
-            Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>()
-        };
-        drop(bytes);
-        let (report, choices) = int8_rewrite(&mut typed, &dq, &sha, &opts.kernels)
+    phase("typed", &mut t);
+    if let Some(sha) = sha {
+        let adds = chains.iter().filter(|c| matches!(c.op, rewrite::ChainOp::Add(_))).count();
+        let (kinds, choices) = choose_kernels(&mut typed, &sha, &opts.kernels)
             .map_err(|msg| RunError::Prepare { path: path.to_owned(), msg })?;
+        let report = rewrite::report(&kinds, adds, skipped);
         log::info!(
             "{}: int8 rewrite: {} chains on integer kernels ({} depthwise, {} matrix, {} im2col convolutions, {} additions), {} products left in float; kernels: {}",
             path.display(),
@@ -261,41 +281,32 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool, opts: &RunnerOpti
             report.skipped.len(),
             choices.summary()
         );
+        phase("kernels chosen", &mut t);
     }
-    typed.into_decluttered().map_err(prepare)
+    let typed = typed.into_decluttered().map_err(prepare);
+    phase("decluttered", &mut t);
+    typed
 }
 
-/// Rewrites every matching chain of `model` (typed, before decluttering, when the QDQ nodes are
-/// still apart) into integer ops, each product on the kernel `dispatch` chooses for it.
-fn int8_rewrite(
+/// Chooses the kernel of every int8 product of `model` (typed: every shape known) and puts
+/// each product on it. Returns the products' kinds, in graph order, and how they were chosen.
+fn choose_kernels(
     model: &mut TypedModel,
-    dq: &rewrite::DqTable,
     model_sha256: &str,
     kernels: &KernelOptions,
-) -> Result<(rewrite::Rewrite, dispatch::Choices), String> {
-    let (chains, skipped) = rewrite::find_chains(model, dq).map_err(|e| format!("{e:#}"))?;
-    let specs: Vec<Arc<ops::ProductSpec>> = chains
-        .iter()
-        .filter_map(|c| match &c.op {
-            rewrite::ChainOp::Product(p) => Some(p.clone()),
-            rewrite::ChainOp::Add(_) => None,
-        })
+) -> Result<(Vec<ops::Kind>, dispatch::Choices), String> {
+    let pending: Vec<(usize, Arc<ops::ProductSpec>)> = model
+        .eval_order()
+        .map_err(|e| format!("{e:#}"))?
+        .into_iter()
+        .filter_map(|id| model.node(id).op_as::<ops::PendingProduct>().map(|p| (id, p.0.clone())))
         .collect();
+    let specs: Vec<Arc<ops::ProductSpec>> = pending.iter().map(|(_, s)| s.clone()).collect();
     let (engines, choices) = dispatch::choose(&specs, model_sha256, kernels)?;
-    let mut engines = engines.into_iter();
-    let ops: Vec<Box<dyn TypedOp>> = chains
-        .iter()
-        .map(|c| -> Box<dyn TypedOp> {
-            match &c.op {
-                rewrite::ChainOp::Product(p) => {
-                    Box::new(ops::Int8Product::new(p.clone(), engines.next().expect("one engine per product")))
-                }
-                rewrite::ChainOp::Add(a) => Box::new(a.clone()),
-            }
-        })
-        .collect();
-    rewrite::apply(model, &chains, ops).map_err(|e| format!("{e:#}"))?;
-    Ok((rewrite::report(&chains, skipped), choices))
+    for ((id, spec), engine) in pending.into_iter().zip(engines) {
+        model.node_mut(id).op = Box::new(ops::Int8Product::new(spec, engine));
+    }
+    Ok((specs.iter().map(|s| s.kind).collect(), choices))
 }
 
 /// Rewrites every `Reshape` whose target shape is a constant `[1, ...]` (an exporter's

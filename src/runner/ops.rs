@@ -6,13 +6,17 @@
 use edgecascade_kernels::{Depthwise, Gemm, Geometry, Requant};
 use std::fmt;
 use std::sync::Arc;
+use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_hir::infer::*;
+use tract_onnx::tract_hir::internal::{check_input_arity, check_output_arity, Expansion};
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
 use tract_linalg::multithread::{current_tract_executor, Executor};
 use tract_linalg::BinOp;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-/// What kind of product a chain is.
+/// What kind of product a chain is, once its input's shape is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// One filter per channel (group = channels): a direct kernel.
@@ -24,56 +28,70 @@ pub enum Kind {
     Im2col,
 }
 
-/// A product as the rewrite found it, before a kernel is chosen: shapes, geometry, int8
-/// weights, the i32 bias with the input's zero point folded in, the requantization.
-pub struct ProductSpec {
-    pub kind: Kind,
-    pub geo: Geometry,
-    pub in_shape: TVec<usize>,
-    pub out_shape: TVec<usize>,
-    /// Output channels (rows of the product).
+/// The product of a chain as the ONNX graph gives it, before shapes are known.
+#[derive(Debug, Clone)]
+pub enum ProductOp {
+    /// A 2D NCHW convolution (OIHW weights, no dilation; group 1 or depthwise).
+    Conv { kernel: [usize; 2], strides: [usize; 2], padding: PaddingSpec, group: usize, cin: usize },
+    /// `[batch, k] x [k, m]`: Gemm or MatMul with constant weights.
+    Gemm { k: usize },
+}
+
+impl ProductOp {
+    pub fn conv(kernel: [usize; 2], strides: [usize; 2], padding: PaddingSpec, group: usize, cin: usize) -> ProductOp {
+        ProductOp::Conv { kernel, strides, padding, group, cin }
+    }
+}
+
+/// The chain's requantization: QuantizeLinear's `1 / scale` and zero point, and the clip bounds
+/// before it, in float (infinite: none).
+#[derive(Debug, Clone, Copy)]
+pub struct OutputStage {
+    pub inv_scale: f32,
+    pub zero_point: i32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+/// A product as the rewrite found it in the ONNX graph: int8 weights `[m, k]` (row-major, one
+/// row per output channel), the i32 bias with the input's zero point folded in, the
+/// requantization. Its geometry waits for the input's shape ([`ProductParams::spec`]).
+pub struct ProductParams {
+    pub op: ProductOp,
     pub m: usize,
-    /// Weights per output channel (the product's depth).
-    pub k: usize,
-    /// Columns of the product (output pixels); 0 for depthwise convolutions.
-    pub n: usize,
-    /// `[m, k]`, row-major.
     pub weights: Vec<i8>,
-    /// Per output channel: the model's bias minus `x0 * sum(weights)`.
     pub bias: Vec<i32>,
     pub x0: i8,
     pub requant: Requant,
 }
 
-impl fmt::Debug for ProductSpec {
+impl fmt::Debug for ProductParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} m={} k={} {:?}->{:?}", self.kind, self.m, self.k, self.in_shape, self.out_shape)
+        write!(f, "{:?} m={} k={}", self.op, self.m, self.weights.len() / self.m.max(1))
     }
 }
 
-impl ProductSpec {
+impl ProductParams {
     /// Folds the input's zero point into the bias (`acc = sum(w * x) - x0 * sum(w) + bias`;
     /// padding is filled with `x0`, so this holds at the borders too). A bias too large for the
     /// accumulators (QDQ exporters saturate the int32 bias of channels whose weights are all
     /// but zero) goes into the requantization as a float offset instead, computed in f64: the
     /// same value, without overflowing i32.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        kind: Kind,
-        geo: Geometry,
-        in_shape: TVec<usize>,
-        out_shape: TVec<usize>,
+        op: ProductOp,
         m: usize,
-        k: usize,
         weights: Vec<i8>,
         bias: Vec<i32>,
         x0: i32,
-        mut requant: Requant,
-    ) -> Result<ProductSpec, String> {
+        acc_scale: &[f32],
+        out: &OutputStage,
+    ) -> Result<ProductParams, String> {
         let x0 = i8::try_from(x0).map_err(|_| format!("input zero point {x0} is not an i8"))?;
-        if weights.len() != m * k || bias.len() != m {
+        if m == 0 || weights.len() % m != 0 || bias.len() != m || acc_scale.len() != m {
             return Err("weights or bias do not match the channels".into());
         }
+        let k = weights.len() / m;
+        let mut requant = Requant::new(acc_scale, out.inv_scale, out.zero_point, out.lo, out.hi);
         let (bias, offset): (Vec<i32>, Vec<f32>) = bias
             .iter()
             .enumerate()
@@ -86,12 +104,105 @@ impl ProductSpec {
             })
             .unzip();
         requant.offset = offset;
-        let n = match kind {
-            Kind::Depthwise => 0,
-            Kind::Matmul => in_shape.iter().product::<usize>() / k,
-            Kind::Im2col => geo.oh * geo.ow,
-        };
-        Ok(ProductSpec { kind, geo, in_shape, out_shape, m, k, n, weights, bias, x0, requant })
+        Ok(ProductParams { op, m, weights, bias, x0, requant })
+    }
+
+    /// The output's shape for an input of shape `input`, or why this product cannot take it.
+    pub fn output_shape(&self, input: &[usize]) -> Result<TVec<usize>, String> {
+        Ok(self.geometry(input)?.1)
+    }
+
+    /// The product's geometry on an input of shape `input`: its kind, the output shape, the
+    /// convolution's geometry (per batch item) and the columns of its matrix product.
+    fn geometry(&self, input: &[usize]) -> Result<(Kind, TVec<usize>, Geometry, usize), String> {
+        let k = self.weights.len() / self.m;
+        match &self.op {
+            ProductOp::Gemm { k: depth } => {
+                if input.len() != 2 || input[1] != *depth {
+                    return Err(format!("input shaped {input:?}, the weights take [batch, {depth}]"));
+                }
+                let geo = Geometry { cin: k, h: 1, w: 1, kh: 1, kw: 1, sh: 1, sw: 1, pt: 0, pl: 0, oh: 1, ow: 1 };
+                Ok((Kind::Matmul, tvec!(input[0], self.m), geo, 1))
+            }
+            ProductOp::Conv { kernel, strides, padding, group, cin } => {
+                if input.len() != 4 || input[1] != *cin {
+                    return Err(format!("input shaped {input:?}, the weights take [batch, {cin}, h, w]"));
+                }
+                let ps = PoolSpec {
+                    data_format: DataFormat::NCHW,
+                    kernel_shape: tvec!(kernel[0], kernel[1]),
+                    padding: padding.clone(),
+                    dilations: None,
+                    strides: Some(tvec!(strides[0], strides[1])),
+                    input_channels: *cin,
+                    output_channels: self.m,
+                };
+                let pads = ps.computed_padding(&input[2..]);
+                let (oh, ow) = (pads[0].convoluted, pads[1].convoluted);
+                let geo = Geometry {
+                    cin: *cin,
+                    h: input[2],
+                    w: input[3],
+                    kh: kernel[0],
+                    kw: kernel[1],
+                    sh: strides[0],
+                    sw: strides[1],
+                    pt: pads[0].pad_before,
+                    pl: pads[1].pad_before,
+                    oh,
+                    ow,
+                };
+                let pointwise = kernel == &[1, 1]
+                    && strides == &[1, 1]
+                    && pads.iter().all(|p| p.pad_before == 0 && p.pad_after == 0);
+                let kind = if *group > 1 {
+                    Kind::Depthwise
+                } else if pointwise {
+                    Kind::Matmul
+                } else {
+                    Kind::Im2col
+                };
+                let n = if kind == Kind::Depthwise { 0 } else { oh * ow };
+                Ok((kind, tvec!(input[0], self.m, oh, ow), geo, n))
+            }
+        }
+    }
+
+    /// The product on an input of shape `input`.
+    pub fn spec(self: &Arc<Self>, input: &[usize]) -> Result<ProductSpec, String> {
+        let (kind, out_shape, geo, n) = self.geometry(input)?;
+        Ok(ProductSpec { params: self.clone(), kind, geo, in_shape: input.into(), out_shape, n })
+    }
+}
+
+/// A product with its shapes: what a kernel is chosen for.
+#[derive(Clone)]
+pub struct ProductSpec {
+    pub params: Arc<ProductParams>,
+    pub kind: Kind,
+    /// The convolution's geometry for one batch item.
+    pub geo: Geometry,
+    pub in_shape: TVec<usize>,
+    pub out_shape: TVec<usize>,
+    /// Columns of the matrix product per batch item (output pixels); 0 for depthwise.
+    pub n: usize,
+}
+
+impl fmt::Debug for ProductSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} m={} k={} {:?}->{:?}", self.kind, self.m(), self.k(), self.in_shape, self.out_shape)
+    }
+}
+
+impl ProductSpec {
+    /// Output channels (rows of the product).
+    pub fn m(&self) -> usize {
+        self.params.m
+    }
+
+    /// Weights per output channel (the product's depth).
+    pub fn k(&self) -> usize {
+        self.params.weights.len() / self.params.m
     }
 
     /// The shape as the kernel choice sees it: products of equal signatures run alike.
@@ -102,8 +213,148 @@ impl ProductSpec {
                 "depthwise c={} {}x{} k={}x{} s={}x{} p={},{} -> {}x{}",
                 g.cin, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.oh, g.ow
             ),
-            Kind::Matmul | Kind::Im2col => format!("matrix m={} k={} n={}", self.m, self.k, self.n),
+            Kind::Matmul | Kind::Im2col => format!("matrix m={} k={} n={}", self.m(), self.k(), self.n),
         }
+    }
+
+    /// Values of one batch item's input and output.
+    fn item_sizes(&self) -> (usize, usize) {
+        (self.in_shape[1..].iter().product(), self.out_shape[1..].iter().product())
+    }
+}
+
+/// The shape-free parameters of an addition of two int8 tensors: both dequantizations and the
+/// requantization folded into two scales and an offset, and the output's clip bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddParams {
+    ka: f32,
+    kb: f32,
+    c: f32,
+    y0: i32,
+    lo: i32,
+    hi: i32,
+}
+
+impl AddParams {
+    /// From the inputs' scales and zero points and the output's quantization and clip bounds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(sa: f32, a0: i32, sb: f32, b0: i32, inv_y: f32, y0: i32, lo: f32, hi: f32) -> AddParams {
+        let (lo, hi) = Requant::bounds(inv_y, y0, lo, hi);
+        let (ka, kb) = (sa * inv_y, sb * inv_y);
+        AddParams { ka, kb, c: -(a0 as f32 * ka + b0 as f32 * kb), y0, lo, hi }
+    }
+}
+
+/// The integer product as tract's parser sees it: it types the output from the input's shape,
+/// then wires a [`PendingProduct`] (its kernel is chosen once every product's shape is known).
+#[derive(Debug, Clone)]
+pub struct Int8ProductExpansion(pub Arc<ProductParams>);
+
+impl Expansion for Int8ProductExpansion {
+    fn name(&self) -> StaticName {
+        "Int8Product".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> TractResult<()> {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, DatumType::I8)?;
+        s.equals(&outputs[0].datum_type, DatumType::I8)?;
+        s.equals(&inputs[0].rank, &outputs[0].rank)?;
+        let params = self.0.clone();
+        s.given(&inputs[0].shape, move |s, shape| {
+            let Some(dims) = shape.iter().map(|d| d.to_usize().ok()).collect::<Option<Vec<usize>>>() else {
+                return Ok(());
+            };
+            let out = params.output_shape(&dims).map_err(|e| anyhow::anyhow!(e))?;
+            let out: TVec<TDim> = out.iter().map(|d| d.to_dim()).collect();
+            s.equals(&outputs[0].shape, ShapeFactoid::from(out))
+        })
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let fact = model.outlet_fact(inputs[0])?;
+        let shape = fact.shape.as_concrete().with_context(|| format!("{prefix}: the input's shape is not fixed"))?;
+        let spec = self.0.spec(shape).map_err(|e| anyhow::anyhow!("{prefix}: {e}"))?;
+        model.wire_node(prefix, PendingProduct(Arc::new(spec)), inputs)
+    }
+}
+
+/// A product whose kernel is not chosen yet: the typed graph holds it between typing and the
+/// kernel choice, which replaces it by an [`Int8Product`].
+#[derive(Debug, Clone)]
+pub struct PendingProduct(pub Arc<ProductSpec>);
+
+impl PartialEq for PendingProduct {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for PendingProduct {}
+
+impl Op for PendingProduct {
+    fn name(&self) -> StaticName {
+        "Int8Product (no kernel yet)".into()
+    }
+
+    tract_onnx::tract_core::op_as_typed_op!();
+}
+
+impl EvalOp for PendingProduct {
+    fn eval(&self, _ctx: &EvalContext, _inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        bail!("int8 product {:?}: no kernel was chosen", self.0)
+    }
+
+    tract_onnx::tract_core::op_out_of_plan!();
+}
+
+impl TypedOp for PendingProduct {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(DatumType::I8.fact(&*self.0.out_shape)))
+    }
+
+    tract_onnx::tract_core::as_op!();
+}
+
+/// The integer addition as tract's parser sees it: both inputs and the output share one shape.
+#[derive(Debug, Clone)]
+pub struct Int8AddExpansion(pub AddParams);
+
+impl Expansion for Int8AddExpansion {
+    fn name(&self) -> StaticName {
+        "Int8Add".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> TractResult<()> {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        for t in [&inputs[0], &inputs[1], &outputs[0]] {
+            s.equals(&t.datum_type, DatumType::I8)?;
+        }
+        s.equals(&inputs[0].shape, &inputs[1].shape)?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let (a, b) = (model.outlet_fact(inputs[0])?, model.outlet_fact(inputs[1])?);
+        let shape = a.shape.as_concrete().with_context(|| format!("{prefix}: the input's shape is not fixed"))?;
+        ensure!(
+            b.shape.as_concrete() == Some(shape),
+            "{prefix}: an int8 addition of differently shaped tensors ({:?} and {:?}); load the model with --qdq float",
+            a.shape,
+            b.shape
+        );
+        model.wire_node(prefix, Int8Add::new(self.0.clone(), shape.into()), inputs)
     }
 }
 
@@ -206,7 +457,7 @@ impl TractGemm {
     /// tract-linalg's preferred i32-accumulator kernel for this shape.
     pub fn new(spec: &ProductSpec) -> Result<TractGemm, String> {
         let err = |e: TractError| format!("{e:#}");
-        let (m, k) = (spec.m, spec.k);
+        let (m, k) = (spec.m(), spec.k());
         let mmm = tract_linalg::MmmDispatch::native()
             .preferred_kernel(DatumType::I32, Some(m), Some(k), Some(spec.n.max(1)))
             .ok_or("tract-linalg has no i32 matrix kernel here")?;
@@ -217,10 +468,10 @@ impl TractGemm {
             .iter()
             .position(|(a, b)| i8_fmt(&**a) && i8_fmt(&**b))
             .ok_or_else(|| format!("kernel {} has no i8 x i8 packing", mmm.name()))?;
-        let w = Tensor::from_shape(&[m, k], &spec.weights).map_err(err)?;
+        let w = Tensor::from_shape(&[m, k], &spec.params.weights).map_err(err)?;
         let packed = mmm.packings()[packing].0.prepare_one(&w, 1, 0).map_err(err)?;
-        let bias = Tensor::from_shape(&[m], &spec.bias).map_err(err)?;
-        Ok(TractGemm { mmm, packing, packed, bias, m, k, requant: spec.requant.clone() })
+        let bias = Tensor::from_shape(&[m], &spec.params.bias).map_err(err)?;
+        Ok(TractGemm { mmm, packing, packed, bias, m, k, requant: spec.params.requant.clone() })
     }
 
     /// tract's name for its kernel.
@@ -297,14 +548,14 @@ impl Op for Int8Product {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let p = &self.spec;
+        let (p, q) = (&self.spec, &self.spec.params);
         let kernel = match &*self.engine {
             Engine::Tract(t) => format!("tract {}", t.kernel_name()),
             e => e.name().to_owned(),
         };
         Ok(vec![format!(
             "{p:?} kernel {kernel} x0={} y0={} clamp [{}, {}]",
-            p.x0, p.requant.y0, p.requant.lo, p.requant.hi
+            q.x0, q.requant.y0, q.requant.lo, q.requant.hi
         )])
     }
 
@@ -317,9 +568,18 @@ impl EvalOp for Int8Product {
         let x = &inputs[0];
         ensure!(x.datum_type() == DatumType::I8 && x.shape() == &*p.in_shape, "int8 product: bad input {x:?}");
         let xs = x.try_as_plain_ram()?.as_slice::<i8>()?;
-        let t = int8_output(&p.out_shape, |out| match p.kind {
-            Kind::Depthwise | Kind::Matmul => self.engine.run(xs, p.n, out),
-            Kind::Im2col => self.engine.run(&edgecascade_kernels::im2col(&p.geo, p.x0, xs), p.n, out),
+        let (item_in, item_out) = p.item_sizes();
+        let t = int8_output(&p.out_shape, |out| {
+            // Batch items one after the other (a batch of 1 is the usual case).
+            for (x, out) in xs.chunks_exact(item_in).zip(out.chunks_exact_mut(item_out)) {
+                match p.kind {
+                    Kind::Depthwise | Kind::Matmul => self.engine.run(x, p.n, out)?,
+                    Kind::Im2col => {
+                        self.engine.run(&edgecascade_kernels::im2col(&p.geo, p.params.x0, x), p.n, out)?
+                    }
+                }
+            }
+            Ok(())
         })?;
         Ok(tvec!(t.into_tvalue()))
     }
@@ -334,7 +594,7 @@ impl TypedOp for Int8Product {
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let p = &self.spec;
-        let per_out = if p.kind == Kind::Depthwise { p.geo.kh * p.geo.kw } else { p.k };
+        let per_out = if p.kind == Kind::Depthwise { p.geo.kh * p.geo.kw } else { p.k() };
         let outs: usize = p.out_shape.iter().product();
         Ok(tvec!((Cost::FMA(DatumType::I32), (outs * per_out).to_dim())))
     }
@@ -343,22 +603,17 @@ impl TypedOp for Int8Product {
 }
 
 /// `clamp(round_half_even(a * ka + b * kb + c) + y0, lo, hi)` element-wise over two int8
-/// tensors: a residual addition with both dequantizations and the requantization folded into
-/// two scales and an offset.
+/// tensors of one shape: a residual addition with both dequantizations and the requantization
+/// folded into two scales and an offset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Int8Add {
-    ka: f32,
-    kb: f32,
-    c: f32,
-    y0: i32,
-    lo: i32,
-    hi: i32,
+    p: AddParams,
     shape: TVec<usize>,
 }
 
 impl Int8Add {
-    pub fn new(ka: f32, kb: f32, c: f32, y0: i32, lo: i32, hi: i32, shape: TVec<usize>) -> Int8Add {
-        Int8Add { ka, kb, c, y0, lo, hi, shape }
+    pub fn new(p: AddParams, shape: TVec<usize>) -> Int8Add {
+        Int8Add { p, shape }
     }
 }
 
@@ -372,7 +627,7 @@ impl Op for Int8Add {
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
             "a x {} + b x {} + {}, y0={} clamp [{}, {}]",
-            self.ka, self.kb, self.c, self.y0, self.lo, self.hi
+            self.p.ka, self.p.kb, self.p.c, self.p.y0, self.p.lo, self.p.hi
         )])
     }
 
@@ -392,11 +647,13 @@ impl EvalOp for Int8Add {
         let (a, b) = (a.try_as_plain_ram()?, b.try_as_plain_ram()?);
         let (a, b) = (a.as_slice::<i8>()?, b.as_slice::<i8>()?);
         let t = int8_output(&self.shape, |out| {
-            edgecascade_kernels::add(a, b, self.ka, self.kb, self.c, self.y0, self.lo, self.hi, out);
+            let p = &self.p;
+            edgecascade_kernels::add(a, b, p.ka, p.kb, p.c, p.y0, p.lo, p.hi, out);
             Ok(())
         })?;
         Ok(tvec!(t.into_tvalue()))
     }
+
 
     tract_onnx::tract_core::op_out_of_plan!();
 }

@@ -1,33 +1,28 @@
-//! The int8 rewrite of QDQ graphs: finds, in tract's typed graph, every
-//! `DequantizeLinear -> Conv/Gemm -> [Clip] -> QuantizeLinear` chain (a product) and every
-//! `DequantizeLinear + DequantizeLinear -> Add -> QuantizeLinear` (a residual addition), and
-//! replaces each by one integer op (`ops`) that takes the int8 tensor the chain started from
-//! and gives the int8 tensor it ended with. Weights stay int8 (read from the ONNX initializers
-//! behind the float constants tract folds them into, which go with the chain), the bias and the
-//! activations' zero point are folded into one i32 bias per output channel, and the
-//! requantization (per-channel scale, output zero point, clip bounds) becomes the product's
-//! output stage. Which kernel runs each product is `dispatch`'s choice.
+//! The int8 rewrite of QDQ models, on the ONNX graph itself, before tract builds its own:
+//! every `DequantizeLinear -> Conv/Gemm/MatMul -> [Clip/Relu] -> QuantizeLinear` chain (a
+//! product) and every `DequantizeLinear + DequantizeLinear -> Add -> QuantizeLinear` (a residual
+//! addition) becomes one node that takes the int8 tensor the chain started from and gives the
+//! int8 tensor it ended with; the weights' and biases' DequantizeLinear nodes go with it. tract
+//! then never sees (nor types, nor copies into float) the quantized weights: they go from the
+//! ONNX initializers straight into the integer ops (`ops`), with the bias and the input's zero
+//! point folded into one i32 per output channel and the requantization (per-channel scale,
+//! output zero point, clip bounds) as the product's output stage. Which kernel runs each
+//! product is `dispatch`'s choice, once the shapes are known.
 //!
 //! A chain that does not match exactly (weights not int8 and symmetric, a bias that is not the
-//! int32 one QDQ exporters write, dilations, groups other than 1 or depthwise, more than one
-//! consumer, ...) is left as tract runs it, with the reason logged.
+//! int32 one QDQ exporters write, dilations, groups other than 1 or depthwise, an output with
+//! more than one consumer, ...) is left as tract runs it, with the reason logged.
 
-use super::ops::{Int8Add, Kind, ProductSpec};
-use edgecascade_kernels::{Geometry, Requant};
-use std::collections::HashMap;
+use super::ops::{AddParams, Kind, ProductOp, ProductParams};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::cast::Cast;
-use tract_onnx::tract_core::ops::change_axes::AxisOp;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
-use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
-use tract_onnx::tract_core::ops::konst::Const;
-use tract_onnx::tract_core::ops::math::{Add, Max, Min, Mul, Sub};
-use tract_onnx::tract_core::ops::nn::DataFormat;
-use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearI8};
+use tract_onnx::tract_core::ops::cnn::PaddingSpec;
+
+/// The op type of the nodes that replace chains. tract does not know it (it parses them as
+/// placeholders); [`install`] puts the integer ops in their place.
+pub const OP_TYPE: &str = "EdgecascadeInt8";
 
 /// What the rewrite did to a model.
 #[derive(Debug, Default, Clone)]
@@ -56,266 +51,464 @@ impl Rewrite {
     }
 }
 
-/// The names of the new nodes end with this, after the name of the product they replace.
-pub const SUFFIX: &str = ".int8";
-
-/// A chain of the unrewritten model that matched: where it starts (the int8 tensors its
-/// DequantizeLinear nodes read), where it ends (its QuantizeLinear's output) and what replaces
-/// it.
-#[derive(Debug, Clone)]
-pub struct Chain {
-    pub name: String,
-    /// The int8 inputs (one for products, two for additions).
-    pub x: TVec<OutletId>,
-    pub y: OutletId,
-    pub op: ChainOp,
-}
-
-/// What replaces a chain: a product (its kernel still to be chosen) or an addition.
-#[derive(Debug, Clone)]
-pub enum ChainOp {
-    Product(Arc<ProductSpec>),
-    Add(Int8Add),
-}
-
 /// Candidate products left in float: each one's name and why.
 pub type Skipped = Vec<(String, String)>;
 
-/// Every chain of `model` that matches, and every candidate product that does not, with the
-/// reason (logged as a warning: that product stays in float).
-pub fn find_chains(model: &TypedModel, dq: &DqTable) -> TractResult<(Vec<Chain>, Skipped)> {
-    let mut chains = vec![];
-    let mut skipped = vec![];
-    for id in model.eval_order()? {
-        let node = model.node(id);
-        if let Some(chain) = plan_add(model, node) {
-            chains.push(chain);
-            continue;
-        }
-        if !(node.op_is::<Conv>() || node.op_is::<EinSum>()) {
-            continue;
-        }
-        match plan(model, dq, id) {
-            Ok(p) => chains.push(Chain {
-                name: node.name.clone(),
-                x: tvec!(p.x),
-                y: p.y,
-                op: ChainOp::Product(Arc::new(p.spec)),
-            }),
-            Err(why) => {
-                log::warn!("int8 rewrite: {} stays in float: {why}", node.name);
-                skipped.push((node.name.clone(), why));
+/// A chain of the ONNX graph that matched: the int8 tensors it starts from, the int8 tensor it
+/// ends with, and what replaces it.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// The name of the node that replaces it (the product's or the addition's).
+    pub name: String,
+    /// The int8 inputs (one for products, two for additions), by tensor name.
+    pub x: Vec<String>,
+    pub y: String,
+    pub op: ChainOp,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChainOp {
+    Product(Arc<ProductParams>),
+    Add(AddParams),
+}
+
+/// Whether the ONNX graph dequantizes something (a QDQ model).
+pub fn is_qdq(proto: &ModelProto) -> bool {
+    proto.graph.as_ref().is_some_and(|g| g.node.iter().any(|n| n.op_type == "DequantizeLinear"))
+}
+
+/// Finds every chain of `proto` that matches and replaces it by one `OP_TYPE` node; removes the
+/// nodes and initializers nothing reads any more. `dir` is the model's folder (for tensors
+/// stored beside the file). Returns the chains, in graph order, and the products left in float.
+pub fn rewrite_proto(proto: &mut ModelProto, dir: Option<&str>) -> TractResult<(Vec<Chain>, Skipped)> {
+    let Some(graph) = proto.graph.as_mut() else { return Ok((vec![], vec![])) };
+    let (chains, removed, skipped) = {
+        let g = Graph::new(graph, dir);
+        let mut chains = vec![];
+        let mut removed: HashSet<usize> = HashSet::new();
+        let mut skipped = vec![];
+        for (i, node) in graph.node.iter().enumerate() {
+            let name = node_name(node);
+            let found = match node.op_type.as_str() {
+                "Conv" | "Gemm" | "MatMul" => Some(g.product(i)),
+                "Add" => g.addition(i).map(Ok),
+                _ => None,
+            };
+            match found {
+                Some(Ok((chain, nodes))) => {
+                    removed.extend(nodes);
+                    chains.push(chain);
+                }
+                Some(Err(why)) => {
+                    log::warn!("int8 rewrite: {name} stays in float: {why}");
+                    skipped.push((name, why));
+                }
+                None => {}
             }
         }
+        (chains, removed, skipped)
+    };
+    // The chains' nodes make way for one node each, where the chain's last node was (its
+    // inputs are all computed before that).
+    let mut nodes = std::mem::take(&mut graph.node);
+    let mut by_y: HashMap<&str, &Chain> = chains.iter().map(|c| (c.y.as_str(), c)).collect();
+    let mut kept = Vec::with_capacity(nodes.len());
+    for (i, node) in nodes.drain(..).enumerate() {
+        if let Some(chain) = node.output.first().and_then(|o| by_y.remove(o.as_str())) {
+            kept.push(NodeProto {
+                name: chain.name.clone(),
+                op_type: OP_TYPE.into(),
+                input: chain.x.clone(),
+                output: vec![chain.y.clone()],
+                ..NodeProto::default()
+            });
+        } else if !removed.contains(&i) {
+            kept.push(node);
+        }
     }
+    graph.node = kept;
+    drop_unused(graph);
     Ok((chains, skipped))
 }
 
-/// Counts what `chains` rewrite, beside what was `skipped`.
-pub fn report(chains: &[Chain], skipped: Skipped) -> Rewrite {
-    let mut report = Rewrite { skipped, ..Rewrite::default() };
-    for chain in chains {
-        match &chain.op {
-            ChainOp::Product(p) => match p.kind {
-                Kind::Depthwise => report.depthwise += 1,
-                Kind::Matmul => report.matmul += 1,
-                Kind::Im2col => report.im2col += 1,
-            },
-            ChainOp::Add(_) => report.add += 1,
+/// Removes, until none is left, the nodes none of whose outputs is read (by a node or as a
+/// graph output), then the initializers no node reads.
+fn drop_unused(graph: &mut tract_onnx::pb::GraphProto) {
+    loop {
+        let read: HashSet<String> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().cloned())
+            .chain(graph.output.iter().map(|o| o.name.clone()))
+            .collect();
+        let before = graph.node.len();
+        graph.node.retain(|n| n.output.iter().any(|o| read.contains(o)));
+        if graph.node.len() == before {
+            let read: HashSet<&str> = graph.node.iter().flat_map(|n| n.input.iter().map(|s| s.as_str())).collect();
+            graph.initializer.retain(|t| read.contains(t.name.as_str()));
+            return;
         }
     }
-    report
 }
 
-/// Replaces each chain by its op (`ops[i]` for `chains[i]`), one `TypedModelPatch` each: the
-/// op taps the chain's int8 input (or the op that replaced the chain producing it) and takes
-/// over every consumer of the chain's QuantizeLinear. The float nodes left without consumers
-/// go at the next declutter.
-pub fn apply(model: &mut TypedModel, chains: &[Chain], ops: Vec<Box<dyn TypedOp>>) -> TractResult<()> {
-    ensure!(chains.len() == ops.len(), "{} chains, {} ops", chains.len(), ops.len());
-    let mut replaced: HashMap<OutletId, OutletId> = HashMap::new();
-    for (chain, op) in chains.iter().zip(ops) {
-        let name = format!("{}{SUFFIX}", chain.name);
-        let mut patch = TypedModelPatch::new(format!("int8 {}", chain.name));
-        let mut tapped = tvec!();
-        for x in &chain.x {
-            tapped.push(patch.tap_model(model, replaced.get(x).copied().unwrap_or(*x))?);
-        }
-        let y = patch.wire_node(&name, op, &tapped)?;
-        patch.shunt_outside(model, chain.y, y[0])?;
-        patch.apply(model)?;
-        let id = model.node_by_name(&name)?.id;
-        replaced.insert(chain.y, OutletId::new(id, 0));
+/// Puts the integer ops in place of the `OP_TYPE` placeholders tract parsed.
+pub fn install(model: &mut InferenceModel, chains: &[Chain]) -> TractResult<()> {
+    use super::ops::{Int8AddExpansion, Int8ProductExpansion};
+    use tract_onnx::tract_hir::internal::expand;
+    for chain in chains {
+        let id = model.node_by_name(&chain.name)?.id;
+        model.node_mut(id).op = match &chain.op {
+            ChainOp::Product(p) => expand(Int8ProductExpansion(p.clone())),
+            ChainOp::Add(a) => expand(Int8AddExpansion(a.clone())),
+        };
     }
     Ok(())
 }
 
-/// A matched product: the int8 outlet it starts from, the int8 outlet it ends with, the product.
-struct Plan {
-    x: OutletId,
-    y: OutletId,
-    spec: ProductSpec,
-}
-
-/// The ONNX graph's DequantizeLinear nodes, by name: their inputs (tensor, scale, zero point)
-/// and axis. tract folds a DequantizeLinear of a constant into a float constant named after
-/// the node (`NAME.0`) when it types the graph; this is how the rewrite finds the int8 tensor
-/// and the scales behind such a constant (tract keeps them, unused, as `INPUT.0` constants).
-#[derive(Default, Clone)]
-pub struct DqTable(HashMap<String, QConst>);
-
-impl DqTable {
-    /// Reads the DequantizeLinear nodes of constant initializers from the ONNX model
-    /// (`dir`: the model's folder, for tensors stored outside the file).
-    pub fn from_proto(proto: &tract_onnx::pb::ModelProto, dir: Option<&str>) -> TractResult<DqTable> {
-        let mut t = HashMap::new();
-        let Some(g) = &proto.graph else { return Ok(DqTable(t)) };
-        let inits: HashMap<&str, &tract_onnx::pb::TensorProto> =
-            g.initializer.iter().map(|i| (i.name.as_str(), i)).collect();
-        let resolver = tract_onnx::data_resolver::default();
-        let load = |name: &str| -> TractResult<Option<Tensor>> {
-            inits.get(name).map(|i| tract_onnx::tensor::load_tensor(&*resolver, i, dir)).transpose()
-        };
-        for n in g.node.iter().filter(|n| n.op_type == "DequantizeLinear") {
-            let axis = n.get_attr_opt::<i64>("axis")?.unwrap_or(1);
-            let (Some(Some(values)), Some(Some(scales))) =
-                (n.input.first().map(|x| load(x)).transpose()?, n.input.get(1).map(|x| load(x)).transpose()?)
-            else {
-                continue;
-            };
-            let zero_points = match n.input.get(2).filter(|z| !z.is_empty()) {
-                Some(z) => match load(z)? {
-                    Some(z) => i32s(&z),
-                    None => continue,
-                },
-                None => Some(vec![0]),
-            };
-            let (Some(scales), Some(zero_points)) = (f32s(&scales), zero_points) else { continue };
-            if !matches!(values.datum_type(), DatumType::I8 | DatumType::I32) {
-                continue;
-            }
-            // Per-axis parameters must run along axis 0 (output channels).
-            let rank = values.rank() as i64;
-            if (scales.len() > 1 || zero_points.len() > 1) && axis != 0 && axis != -rank {
-                continue;
-            }
-            t.insert(n.name.clone(), QConst { values: values.into_arc_tensor(), scales, zero_points });
+/// Counts what `chains` rewrite (products by the kind their shapes make them, known once typed:
+/// `kinds`), beside what was skipped.
+pub fn report(kinds: &[Kind], adds: usize, skipped: Skipped) -> Rewrite {
+    let mut r = Rewrite { add: adds, skipped, ..Rewrite::default() };
+    for k in kinds {
+        match k {
+            Kind::Depthwise => r.depthwise += 1,
+            Kind::Matmul => r.matmul += 1,
+            Kind::Im2col => r.im2col += 1,
         }
-        Ok(DqTable(t))
     }
+    r
+}
 
-    /// The quantized constant behind a folded DequantizeLinear constant node.
-    fn behind(&self, model: &TypedModel, node: &TypedNode) -> Option<QConst> {
-        node.op_as::<Const>()?;
-        let q = self.0.get(node.name.strip_suffix(".0")?)?;
-        let fact = model.outlet_fact(OutletId::new(node.id, 0)).ok()?;
-        (fact.shape.as_concrete()? == q.values.shape()).then(|| q.clone())
+fn node_name(node: &NodeProto) -> String {
+    if !node.name.is_empty() {
+        node.name.clone()
+    } else {
+        node.output.first().cloned().unwrap_or_else(|| node.op_type.clone())
     }
 }
 
-/// Whether `model` is a QDQ graph: it dequantizes something.
-pub fn is_qdq(model: &TypedModel) -> bool {
-    model.nodes().iter().any(|n| n.op_is::<DequantizeLinearF32>())
-}
-
-/// `DequantizeLinear(a) + DequantizeLinear(b) -> QuantizeLinear`, both int8 and the same
-/// shape (a residual connection): one `Int8Add`. Anything else is not a QDQ addition and is
-/// left alone without a word.
-fn plan_add(model: &TypedModel, node: &TypedNode) -> Option<Chain> {
-    if !node.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Add>()) || node.inputs.len() != 2 {
-        return None;
-    }
-    let (a, sa, a0) = trace_input(model, node.inputs[0]).ok()?;
-    let (b, sb, b0) = trace_input(model, node.inputs[1]).ok()?;
-    let shape = shape_of(model, a).ok()?;
-    if shape_of(model, b).ok()? != shape || shape_of(model, OutletId::new(node.id, 0)).ok()? != shape {
-        return None;
-    }
-    let q = match trace_requant(model, OutletId::new(node.id, 0)) {
-        Ok(r) => r,
-        Err(why) => {
-            log::warn!("int8 rewrite: {} stays in float: {why}", node.name);
-            return None;
-        }
-    };
-    let (lo, hi) = Requant::bounds(q.inv_scale, q.zero_point, q.lo, q.hi);
-    let (ka, kb) = (sa * q.inv_scale, sb * q.inv_scale);
-    let op = Int8Add::new(ka, kb, -(a0 as f32 * ka + b0 as f32 * kb), q.zero_point, lo, hi, shape);
-    Some(Chain { name: node.name.clone(), x: tvec!(a, b), y: q.y, op: ChainOp::Add(op) })
+/// The ONNX graph, indexed: who produces and who reads each tensor, the initializers.
+struct Graph<'a> {
+    nodes: &'a [NodeProto],
+    producer: HashMap<&'a str, usize>,
+    readers: HashMap<&'a str, usize>,
+    outputs: HashSet<&'a str>,
+    inits: HashMap<&'a str, &'a TensorProto>,
+    dir: Option<&'a str>,
 }
 
 /// A constant that is the dequantization of an integer tensor: `(values - zero point) * scale`
 /// with one scale and zero point, or one per element of axis 0.
-#[derive(Clone)]
 struct QConst {
-    values: Arc<Tensor>,
+    values: Tensor,
     scales: Vec<f32>,
     zero_points: Vec<i32>,
 }
 
-fn konst(model: &TypedModel, o: OutletId) -> Option<Arc<Tensor>> {
-    model.outlet_fact(o).ok()?.konst.clone()
+/// Where a chain ends: the QuantizeLinear after the product (and its clip).
+struct Quantizer {
+    /// The QuantizeLinear's output.
+    y: String,
+    inv_scale: f32,
+    zero_point: i32,
+    /// The clip bounds in float, before quantization (infinite: none).
+    lo: f32,
+    hi: f32,
+    /// The nodes from the product's output to the QuantizeLinear.
+    nodes: Vec<usize>,
 }
 
-fn f32s(t: &Tensor) -> Option<Vec<f32>> {
-    let t = t.cast_to::<f32>().ok()?;
-    Some(t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec())
+impl<'a> Graph<'a> {
+    fn new(graph: &'a tract_onnx::pb::GraphProto, dir: Option<&'a str>) -> Graph<'a> {
+        let mut producer = HashMap::new();
+        let mut readers: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in graph.node.iter().enumerate() {
+            for o in &n.output {
+                producer.insert(o.as_str(), i);
+            }
+            for x in n.input.iter().filter(|x| !x.is_empty()) {
+                *readers.entry(x.as_str()).or_default() += 1;
+            }
+        }
+        Graph {
+            nodes: &graph.node,
+            producer,
+            readers,
+            outputs: graph.output.iter().map(|o| o.name.as_str()).collect(),
+            inits: graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect(),
+            dir,
+        }
+    }
+
+    fn init(&self, name: &str) -> Result<Option<Tensor>, String> {
+        let Some(t) = self.inits.get(name) else { return Ok(None) };
+        let resolver = tract_onnx::data_resolver::default();
+        tract_onnx::tensor::load_tensor(&*resolver, t, self.dir).map(Some).map_err(|e| format!("{name}: {e:#}"))
+    }
+
+    fn producer(&self, tensor: &str) -> Option<&'a NodeProto> {
+        self.producer.get(tensor).map(|&i| &self.nodes[i])
+    }
+
+    /// The only node reading `tensor`, when it is not also a graph output.
+    fn sole_reader(&self, tensor: &str) -> Result<usize, String> {
+        if self.outputs.contains(tensor) {
+            return Err(format!("{tensor} is a model output"));
+        }
+        let n = self.readers.get(tensor).copied().unwrap_or(0);
+        if n != 1 {
+            return Err(format!("{tensor} has {n} consumers, not one"));
+        }
+        self.nodes.iter().position(|node| node.input.iter().any(|x| x == tensor)).ok_or("no consumer".into())
+    }
+
+    /// The input of a product or addition: a per-tensor DequantizeLinear of an int8 tensor that
+    /// is not a constant. Returns that tensor's name, the scale and the zero point.
+    fn activation(&self, tensor: &str) -> Result<(String, f32, i32), String> {
+        let dq = self.producer(tensor).filter(|n| n.op_type == "DequantizeLinear");
+        let dq = dq.ok_or_else(|| format!("input {tensor} is not dequantized"))?;
+        let x = dq.input.first().ok_or("DequantizeLinear without input")?;
+        if self.inits.contains_key(x.as_str()) {
+            return Err(format!("input {tensor} is a constant"));
+        }
+        let scale = self.scalar_f32(dq.input.get(1))?;
+        let zp = match dq.input.get(2).filter(|z| !z.is_empty()) {
+            Some(z) => self.init(z)?.ok_or_else(|| format!("zero point {z} is not a constant"))?,
+            None => return Err(format!("input {x} is quantized as u8 (no zero point), not i8")),
+        };
+        if zp.datum_type() != DatumType::I8 || zp.len() != 1 {
+            return Err(format!("input {x} is quantized as {:?}, not one i8 zero point", zp.datum_type()));
+        }
+        Ok((x.clone(), scale, i32s(&zp)?[0]))
+    }
+
+    fn scalar_f32(&self, name: Option<&String>) -> Result<f32, String> {
+        let name = name.ok_or("missing scale")?;
+        let t = self.init(name)?.ok_or_else(|| format!("{name} is not a constant"))?;
+        let v = f32s(&t)?;
+        if v.len() != 1 {
+            return Err(format!("{name} has {} values, not one", v.len()));
+        }
+        Ok(v[0])
+    }
+
+    /// A DequantizeLinear of a constant integer tensor, per tensor or along axis 0.
+    fn qconst(&self, tensor: &str) -> Result<QConst, String> {
+        let dq = self.producer(tensor).filter(|n| n.op_type == "DequantizeLinear");
+        let dq = dq.ok_or_else(|| format!("{tensor} is not a dequantized constant"))?;
+        let values = dq.input.first().ok_or("DequantizeLinear without input")?;
+        let values = self.init(values)?.ok_or_else(|| format!("{tensor} is not a dequantized constant"))?;
+        let scale_name = dq.input.get(1).ok_or("missing scale")?;
+        let scales = f32s(&self.init(scale_name)?.ok_or_else(|| format!("{scale_name} is not a constant"))?)?;
+        let zero_points = match dq.input.get(2).filter(|z| !z.is_empty()) {
+            Some(z) => i32s(&self.init(z)?.ok_or_else(|| format!("{z} is not a constant"))?)?,
+            None => vec![0],
+        };
+        let axis = dq.attribute.iter().find(|a| a.name == "axis").map_or(1, |a| a.i);
+        let rank = values.rank() as i64;
+        if (scales.len() > 1 || zero_points.len() > 1) && axis != 0 && axis != -rank {
+            return Err(format!("{tensor} is quantized along axis {axis}, not the output channels"));
+        }
+        Ok(QConst { values, scales, zero_points })
+    }
+
+    /// The requantization after the product: the single consumer of `tensor`, through Clip or
+    /// Relu with constant bounds, must be a QuantizeLinear to int8 with one scale and zero point.
+    fn quantizer(&self, tensor: &str) -> Result<Quantizer, String> {
+        let (mut lo, mut hi) = (f32::NEG_INFINITY, f32::INFINITY);
+        let mut nodes = vec![];
+        let mut t = tensor.to_owned();
+        loop {
+            let i = self.sole_reader(&t)?;
+            let next = &self.nodes[i];
+            nodes.push(i);
+            match next.op_type.as_str() {
+                "QuantizeLinear" => {
+                    let inv_scale = 1.0 / self.scalar_f32(next.input.get(1))?;
+                    let zp = next.input.get(2).filter(|z| !z.is_empty()).ok_or("QuantizeLinear to u8, not i8")?;
+                    let zp = self.init(zp)?.ok_or("the output zero point is not a constant")?;
+                    if zp.datum_type() != DatumType::I8 || zp.len() != 1 {
+                        return Err(format!("quantized as {:?}, not one i8 zero point", zp.datum_type()));
+                    }
+                    let y = next.output.first().ok_or("QuantizeLinear without output")?.clone();
+                    return Ok(Quantizer { y, inv_scale, zero_point: i32s(&zp)?[0], lo, hi, nodes });
+                }
+                "Relu" => lo = lo.max(0.0),
+                "Clip" => {
+                    // Bounds as inputs (opset 11 and later) or attributes (before).
+                    let bound = |ix: usize, attr: &str| -> Result<Option<f32>, String> {
+                        match next.input.get(ix).filter(|s| !s.is_empty()) {
+                            Some(_) => self.scalar_f32(next.input.get(ix)).map(Some),
+                            None => Ok(next.attribute.iter().find(|a| a.name == attr).map(|a| a.f)),
+                        }
+                    };
+                    if let Some(b) = bound(1, "min")? {
+                        lo = lo.max(b);
+                    }
+                    if let Some(b) = bound(2, "max")? {
+                        hi = hi.min(b);
+                    }
+                }
+                other => return Err(format!("followed by {other}, not QuantizeLinear")),
+            }
+            t = next.output.first().ok_or("a node without output")?.clone();
+        }
+    }
+
+    /// `DequantizeLinear(a) + DequantizeLinear(b) -> QuantizeLinear` of two int8 activations:
+    /// one addition. Anything else is not a QDQ addition and is left alone without a word.
+    fn addition(&self, i: usize) -> Option<(Chain, Vec<usize>)> {
+        let node = &self.nodes[i];
+        if node.input.len() != 2 {
+            return None;
+        }
+        let (a, sa, a0) = self.activation(&node.input[0]).ok()?;
+        let (b, sb, b0) = self.activation(&node.input[1]).ok()?;
+        let q = match self.quantizer(node.output.first()?) {
+            Ok(q) => q,
+            Err(why) => {
+                log::warn!("int8 rewrite: {} stays in float: {why}", node_name(node));
+                return None;
+            }
+        };
+        let params = AddParams::new(sa, a0, sb, b0, q.inv_scale, q.zero_point, q.lo, q.hi);
+        let mut nodes = q.nodes;
+        nodes.push(i);
+        Some((Chain { name: node_name(node), x: vec![a, b], y: q.y, op: ChainOp::Add(params) }, nodes))
+    }
+
+    /// A Conv, Gemm or MatMul between a dequantized int8 activation, dequantized int8 weights
+    /// (symmetric, per tensor or per output channel), an optional int32 bias dequantized with
+    /// the product's scale, and a QuantizeLinear to int8.
+    fn product(&self, i: usize) -> Result<(Chain, Vec<usize>), String> {
+        let node = &self.nodes[i];
+        let attr_i = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.i);
+        let attr_ints = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.ints.clone());
+        let (x, x_scale, x0) = self.activation(node.input.first().ok_or("no input")?)?;
+        let w = self.qconst(node.input.get(1).ok_or("no weights")?)?;
+        if w.values.datum_type() != DatumType::I8 {
+            return Err(format!("weights are {:?}, not i8", w.values.datum_type()));
+        }
+        if w.zero_points.iter().any(|&z| z != 0) {
+            return Err("weights have a non-zero zero point".into());
+        }
+        let ws = w.values.shape().to_vec();
+        let values = i8s(&w.values)?;
+        let (kind, m, weights) = match node.op_type.as_str() {
+            "Conv" => {
+                if ws.len() != 4 {
+                    return Err(format!("weights shaped {ws:?}: only 2D convolutions"));
+                }
+                if attr_ints("dilations").is_some_and(|d| d.iter().any(|&d| d != 1)) {
+                    return Err("dilated".into());
+                }
+                let group = attr_i("group").unwrap_or(1).max(1) as usize;
+                let kernel = [ws[2], ws[3]];
+                if attr_ints("kernel_shape").is_some_and(|k| k.iter().map(|&k| k as usize).ne(kernel)) {
+                    return Err("kernel_shape does not match the weights".into());
+                }
+                let strides = attr_ints("strides").map_or([1, 1], |s| [s[0] as usize, s[1] as usize]);
+                let auto_pad = node.attribute.iter().find(|a| a.name == "auto_pad").map(|a| a.s.clone());
+                let padding = match (attr_ints("pads"), auto_pad.as_deref()) {
+                    (Some(p), _) if p.len() == 4 => PaddingSpec::Explicit(
+                        tvec!(p[0] as usize, p[1] as usize),
+                        tvec!(p[2] as usize, p[3] as usize),
+                    ),
+                    (Some(p), _) => return Err(format!("pads {p:?}")),
+                    (None, None | Some(b"NOTSET")) => PaddingSpec::Explicit(tvec!(0, 0), tvec!(0, 0)),
+                    (None, Some(b"VALID")) => PaddingSpec::Valid,
+                    (None, Some(b"SAME_UPPER")) => PaddingSpec::SameUpper,
+                    (None, Some(b"SAME_LOWER")) => PaddingSpec::SameLower,
+                    (None, Some(other)) => return Err(format!("auto_pad {}", String::from_utf8_lossy(other))),
+                };
+                let cout = ws[0];
+                let cin = ws[1] * group;
+                if group != 1 && !(group == cin && group == cout) {
+                    return Err(format!("group {group} is neither 1 nor depthwise"));
+                }
+                (ProductOp::conv(kernel, strides, padding, group, cin), cout, values)
+            }
+            "Gemm" | "MatMul" => {
+                if ws.len() != 2 {
+                    return Err(format!("weights shaped {ws:?}"));
+                }
+                let gemm = node.op_type == "Gemm";
+                let f = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.f);
+                if gemm && (f("alpha").is_some_and(|a| a != 1.0) || f("beta").is_some_and(|b| b != 1.0)) {
+                    return Err("alpha or beta is not 1".into());
+                }
+                if gemm && attr_i("transA").is_some_and(|t| t != 0) {
+                    return Err("transA".into());
+                }
+                // Gemm with transB holds [m, k]; MatMul and Gemm without it, [k, m].
+                let transposed = gemm && attr_i("transB").is_some_and(|t| t != 0);
+                let (m, k) = if transposed { (ws[0], ws[1]) } else { (ws[1], ws[0]) };
+                if w.scales.len() > 1 && !transposed {
+                    return Err("weight scales are not per output".into());
+                }
+                let weights = if transposed {
+                    values
+                } else {
+                    (0..m).flat_map(|j| (0..k).map(move |i| (i, j))).map(|(i, j)| values[i * m + j]).collect()
+                };
+                (ProductOp::Gemm { k }, m, weights)
+            }
+            other => return Err(format!("{other} is not a product")),
+        };
+        let w_scales = (0..m)
+            .map(|c| per_channel(&w.scales, c, m).ok_or("weight scales are neither per tensor nor per output channel"))
+            .collect::<Result<Vec<f32>, _>>()?;
+        let acc_scale: Vec<f32> = w_scales.iter().map(|s| s * x_scale).collect();
+        let bias_name = node.input.get(2).filter(|b| !b.is_empty());
+        let bias = self.bias(bias_name.map(|s| s.as_str()), &acc_scale)?;
+        let q = self.quantizer(node.output.first().ok_or("no output")?)?;
+        let params = ProductParams::new(kind, m, weights, bias, x0, &acc_scale, &q_params(&q))?;
+        let mut nodes = q.nodes;
+        nodes.push(i);
+        Ok((Chain { name: node_name(node), x: vec![x], y: q.y, op: ChainOp::Product(Arc::new(params)) }, nodes))
+    }
+
+    /// The i32 bias of each output channel, from a bias that dequantizes with scale
+    /// `x_scale * w_scale[c]` (what QDQ exporters write), or from a float constant that is
+    /// exactly such a bias.
+    fn bias(&self, tensor: Option<&str>, acc_scale: &[f32]) -> Result<Vec<i32>, String> {
+        let cout = acc_scale.len();
+        let Some(tensor) = tensor else { return Ok(vec![0; cout]) };
+        if let Ok(q) = self.qconst(tensor) {
+            if q.values.len() != cout && q.values.len() != 1 {
+                return Err(format!("bias has {} values for {cout} channels", q.values.len()));
+            }
+            if !matches!(q.values.datum_type(), DatumType::I32 | DatumType::I8) {
+                return Err(format!("bias is {:?}, not integer", q.values.datum_type()));
+            }
+            let v = i32s(&q.values)?;
+            let mut out = Vec::with_capacity(cout);
+            for (c, want) in acc_scale.iter().enumerate() {
+                let s = per_channel(&q.scales, c, cout).ok_or("bias scales do not match the channels")?;
+                let z = per_channel(&q.zero_points, c, cout).ok_or("bias zero points do not match the channels")?;
+                if ((s - want) / want).abs() > 1e-5 {
+                    return Err(format!("bias scale {s} is not input scale x weight scale {want}"));
+                }
+                out.push(per_channel(&v, c, cout).unwrap_or(0) - z);
+            }
+            return Ok(out);
+        }
+        let b = f32s(&self.init(tensor)?.ok_or("bias is neither a quantized nor a float constant")?)?;
+        let mut out = Vec::with_capacity(cout);
+        for (c, s) in acc_scale.iter().enumerate() {
+            let f = per_channel(&b, c, cout).ok_or("bias length does not match the channels")?;
+            let q = (f / s).round();
+            if (q * s - f).abs() > 1e-6 * f.abs().max(1e-3) || q.abs() > 2e9 {
+                return Err("float bias is not a multiple of input scale x weight scale".into());
+            }
+            out.push(q as i32);
+        }
+        Ok(out)
+    }
 }
 
-/// An int8 tensor's values (weights, which `weight_scales` has checked are int8).
-fn i8s(t: &Tensor) -> Result<Vec<i8>, String> {
-    Ok(t.try_as_plain_ram().map_err(|e| e.to_string())?.as_slice::<i8>().map_err(|_| "weights are not i8")?.to_vec())
-}
-
-fn i32s(t: &Tensor) -> Option<Vec<i32>> {
-    let t = t.cast_to::<i32>().ok()?;
-    Some(t.try_as_plain_ram().ok()?.as_slice::<i32>().ok()?.to_vec())
-}
-
-/// Follows `o` back through the ops tract wires for a DequantizeLinear of a constant (per
-/// tensor: `DequantizeLinearF32`; per axis: cast, sub, mul) and through casts to f32 and
-/// removed unit axes.
-fn trace_qconst(model: &TypedModel, dq: &DqTable, o: OutletId) -> Option<QConst> {
-    let node = model.node(o.node);
-    if let Some(q) = dq.behind(model, node) {
-        return Some(q);
-    }
-    let int = |t: &Arc<Tensor>| matches!(t.datum_type(), DatumType::I8 | DatumType::I32);
-    if let Some(c) = node.op_as::<Cast>() {
-        let from = model.outlet_fact(node.inputs[0]).ok()?.datum_type;
-        return (c.to == DatumType::F32 && from == DatumType::F32).then(|| trace_qconst(model, dq, node.inputs[0]))?;
-    }
-    if let Some(AxisOp::Rm(_) | AxisOp::Add(_)) = node.op_as::<AxisOp>() {
-        return trace_qconst(model, dq, node.inputs[0]);
-    }
-    if let Some(dq) = node.op_as::<DequantizeLinearF32>() {
-        let values = konst(model, node.inputs[0]).filter(int)?;
-        return Some(QConst { values, scales: vec![dq.scale], zero_points: vec![dq.zero_point] });
-    }
-    let bin = node.op_as::<TypedBinOp>()?;
-    if !bin.0.is::<Mul>() || node.inputs.len() != 2 {
-        return None;
-    }
-    // A product by a constant 1 (ONNX Gemm's beta) passes the other side through.
-    let one = |i: usize| konst(model, node.inputs[i]).is_some_and(|t| t.len() == 1 && f32s(&t) == Some(vec![1.0]));
-    if one(0) || one(1) {
-        return trace_qconst(model, dq, node.inputs[if one(0) { 1 } else { 0 }]);
-    }
-    let scales = f32s(&*konst(model, node.inputs[1])?)?;
-    let sub = model.node(node.inputs[0].node);
-    if !sub.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Sub>()) || sub.inputs.len() != 2 {
-        return None;
-    }
-    let zp = f32s(&*konst(model, sub.inputs[1])?)?;
-    if zp.iter().any(|z| z.fract() != 0.0) {
-        return None;
-    }
-    let cast = model.node(sub.inputs[0].node);
-    if cast.op_as::<Cast>().is_none_or(|c| c.to != DatumType::F32) {
-        return None;
-    }
-    let values = konst(model, cast.inputs[0]).filter(int)?;
-    Some(QConst { values, scales, zero_points: zp.iter().map(|&z| z as i32).collect() })
+fn q_params(q: &Quantizer) -> super::ops::OutputStage {
+    super::ops::OutputStage { inv_scale: q.inv_scale, zero_point: q.zero_point, lo: q.lo, hi: q.hi }
 }
 
 /// The per-output-channel value of a parameter given once or per channel.
@@ -327,329 +520,59 @@ fn per_channel<T: Copy>(v: &[T], c: usize, channels: usize) -> Option<T> {
     }
 }
 
-/// Where a chain ends: the QuantizeLinear after the product (and its clip), and what it does.
-struct Quantizer {
-    /// The QuantizeLinear's output.
-    y: OutletId,
-    inv_scale: f32,
-    zero_point: i32,
-    /// The clip bounds in float, before quantization (infinite: none).
-    lo: f32,
-    hi: f32,
+fn f32s(t: &Tensor) -> Result<Vec<f32>, String> {
+    let t = t.cast_to::<f32>().map_err(|e| e.to_string())?;
+    Ok(t.try_as_plain_ram().map_err(|e| e.to_string())?.as_slice::<f32>().map_err(|e| e.to_string())?.to_vec())
 }
 
-/// The requantization after the product: the single consumer of `o`, through scalar
-/// Max/Min (Clip, ReLU6), must be a QuantizeLinear to i8.
-fn trace_requant(model: &TypedModel, mut o: OutletId) -> Result<Quantizer, String> {
-    let (mut lo, mut hi) = (f32::NEG_INFINITY, f32::INFINITY);
-    loop {
-        if model.outputs.contains(&o) {
-            return Err("the product's float output is a model output".into());
-        }
-        let succs = &model.outlet_successors(o);
-        if succs.len() != 1 {
-            return Err(format!("the product's output has {} consumers, not one QuantizeLinear", succs.len()));
-        }
-        let next = model.node(succs[0].node);
-        if let Some(ew) = next.op_as::<ElementWiseOp>() {
-            if let Some(q) = ew.0.downcast_ref::<QuantizeLinearI8>() {
-                return Ok(Quantizer {
-                    y: OutletId::new(next.id, 0),
-                    inv_scale: q.scale,
-                    zero_point: q.zero_point as i32,
-                    lo,
-                    hi,
-                });
-            }
-            return Err(format!("followed by {}, not QuantizeLinear to int8", next.op.name()));
-        }
-        if let Some(bin) = next.op_as::<TypedBinOp>() {
-            let other = next.inputs.iter().find(|i| **i != o).copied();
-            let bound =
-                other.and_then(|i| konst(model, i)).filter(|t| t.len() == 1).and_then(|t| f32s(&t)).map(|v| v[0]);
-            match bound {
-                Some(b) if bin.0.is::<Max>() => lo = lo.max(b),
-                Some(b) if bin.0.is::<Min>() => hi = hi.min(b),
-                _ => return Err(format!("followed by {}, not a clip or QuantizeLinear", next.op.name())),
-            }
-            o = OutletId::new(next.id, 0);
-            continue;
-        }
-        return Err(format!("followed by {}, not QuantizeLinear", next.op.name()));
-    }
+fn i32s(t: &Tensor) -> Result<Vec<i32>, String> {
+    let t = t.cast_to::<i32>().map_err(|e| e.to_string())?;
+    Ok(t.try_as_plain_ram().map_err(|e| e.to_string())?.as_slice::<i32>().map_err(|e| e.to_string())?.to_vec())
 }
 
-/// The int8 input of a product: its input must be a per-tensor DequantizeLinear of an i8
-/// tensor. Returns that tensor's outlet, the scale and the zero point.
-fn trace_input(model: &TypedModel, o: OutletId) -> Result<(OutletId, f32, i32), String> {
-    let node = model.node(o.node);
-    let dq = node
-        .op_as::<DequantizeLinearF32>()
-        .ok_or_else(|| format!("input from {}, not DequantizeLinear", node.op.name()))?;
-    let from = node.inputs[0];
-    let dt = model.outlet_fact(from).map_err(|e| e.to_string())?.datum_type;
-    if dt != DatumType::I8 {
-        return Err(format!("input quantized as {dt:?}, not i8"));
-    }
-    Ok((from, dq.scale, dq.zero_point))
-}
-
-/// Per output channel: the scale of the weights, and the check that they are int8 and
-/// symmetric.
-fn weight_scales(w: &QConst, cout: usize) -> Result<Vec<f32>, String> {
-    if w.values.datum_type() != DatumType::I8 {
-        return Err(format!("weights are {:?}, not i8", w.values.datum_type()));
-    }
-    if w.zero_points.iter().any(|&z| z != 0) {
-        return Err("weights have a non-zero zero point".into());
-    }
-    (0..cout)
-        .map(|c| {
-            per_channel(&w.scales, c, cout)
-                .ok_or_else(|| "weight scales are neither per tensor nor per output channel".into())
-        })
-        .collect()
-}
-
-/// The i32 bias of each output channel, from a bias that dequantizes with scale
-/// `x_scale * w_scale[c]` (what QDQ exporters write), or from a float constant that is exactly
-/// such a bias (when tract folded a short one).
-fn int_bias(model: &TypedModel, dq: &DqTable, o: Option<OutletId>, acc_scale: &[f32]) -> Result<Vec<i32>, String> {
-    let cout = acc_scale.len();
-    let Some(o) = o else { return Ok(vec![0; cout]) };
-    if let Some(q) = trace_qconst(model, dq, o) {
-        if q.values.len() != cout && q.values.len() != 1 {
-            return Err(format!("bias has {} values for {cout} channels", q.values.len()));
-        }
-        let v = i32s(&q.values).ok_or("bias is not integer")?;
-        let mut out = Vec::with_capacity(cout);
-        for (c, want) in acc_scale.iter().enumerate() {
-            let s = per_channel(&q.scales, c, cout).ok_or("bias scales do not match the channels")?;
-            let z = per_channel(&q.zero_points, c, cout).ok_or("bias zero points do not match the channels")?;
-            if ((s - want) / want).abs() > 1e-5 {
-                return Err(format!("bias scale {s} is not input scale x weight scale {want}"));
-            }
-            out.push(per_channel(&v, c, cout).unwrap_or(0) - z);
-        }
-        return Ok(out);
-    }
-    let b = konst(model, o).and_then(|t| f32s(&t)).ok_or("bias is neither a quantized nor a float constant")?;
-    let mut out = Vec::with_capacity(cout);
-    for (c, s) in acc_scale.iter().enumerate() {
-        let f = per_channel(&b, c, cout).ok_or("bias length does not match the channels")?;
-        let q = (f / s).round();
-        if (q * s - f).abs() > 1e-6 * f.abs().max(1e-3) || q.abs() > 2e9 {
-            return Err("float bias is not a multiple of input scale x weight scale".into());
-        }
-        out.push(q as i32);
-    }
-    Ok(out)
-}
-
-fn shape_of(model: &TypedModel, o: OutletId) -> Result<TVec<usize>, String> {
-    let fact = model.outlet_fact(o).map_err(|e| e.to_string())?;
-    fact.shape.as_concrete().map(|s| s.into()).ok_or_else(|| "shape is not fixed".into())
-}
-
-fn plan(model: &TypedModel, dq: &DqTable, id: usize) -> Result<Plan, String> {
-    let node = model.node(id);
-    if let Some(conv) = node.op_as::<Conv>() {
-        plan_conv(model, dq, node, conv)
-    } else if let Some(einsum) = node.op_as::<EinSum>() {
-        plan_gemm(model, dq, node, einsum)
-    } else {
-        Err("not a product".into())
-    }
-}
-
-fn plan_conv(model: &TypedModel, dq: &DqTable, node: &TypedNode, conv: &Conv) -> Result<Plan, String> {
-    if conv.q_params.is_some() || node.inputs.len() != 3 {
-        return Err("already a quantized convolution".into());
-    }
-    let ps = &conv.pool_spec;
-    if ps.data_format != DataFormat::NCHW || conv.kernel_fmt != KernelFormat::OIHW || ps.kernel_shape.len() != 2 {
-        return Err("not a 2D NCHW/OIHW convolution".into());
-    }
-    if ps.dilations().iter().any(|&d| d != 1) {
-        return Err("dilated".into());
-    }
-    let (x, x_scale, x0) = trace_input(model, node.inputs[0])?;
-    let in_shape = shape_of(model, x)?;
-    let out_shape = shape_of(model, OutletId::new(node.id, 0))?;
-    if in_shape.len() != 4 || in_shape[0] != 1 || out_shape.len() != 4 {
-        return Err(format!("input shape {in_shape:?}: only batch 1 NCHW"));
-    }
-    let (cin, cout, group) = (ps.input_channels, ps.output_channels, conv.group);
-    let depthwise = group > 1 && group == cin && group == cout;
-    if group != 1 && !depthwise {
-        return Err(format!("group {group} is neither 1 nor depthwise"));
-    }
-    let w = trace_qconst(model, dq, node.inputs[1]).ok_or("weights are not a dequantized int8 constant")?;
-    let (kh, kw) = (ps.kernel_shape[0], ps.kernel_shape[1]);
-    let per_c = cin / group * kh * kw;
-    if w.values.shape() != [cout, cin / group, kh, kw] {
-        return Err(format!("weights shaped {:?}", w.values.shape()));
-    }
-    let w_scales = weight_scales(&w, cout)?;
-    let acc_scale: Vec<f32> = w_scales.iter().map(|s| s * x_scale).collect();
-    let bias = int_bias(model, dq, Some(node.inputs[2]), &acc_scale)?;
-    let q = trace_requant(model, OutletId::new(node.id, 0))?;
-    let pads = ps.computed_padding(&in_shape[2..]);
-    let strides = ps.strides();
-    let (h, wd) = (in_shape[2], in_shape[3]);
-    let (oh, ow) = (pads[0].convoluted, pads[1].convoluted);
-    if out_shape.as_slice() != [1, cout, oh, ow] {
-        return Err(format!("output shape {out_shape:?} is not [1, {cout}, {oh}, {ow}]"));
-    }
-    let weights = i8s(&w.values)?;
-    let pointwise = kh == 1
-        && kw == 1
-        && strides.iter().all(|&s| s == 1)
-        && pads.iter().all(|p| p.pad_before == 0 && p.pad_after == 0);
-    let kind = if depthwise {
-        Kind::Depthwise
-    } else if pointwise {
-        Kind::Matmul
-    } else {
-        Kind::Im2col
-    };
-    let geo = Geometry {
-        cin,
-        h,
-        w: wd,
-        kh,
-        kw,
-        sh: strides[0],
-        sw: strides[1],
-        pt: pads[0].pad_before,
-        pl: pads[1].pad_before,
-        oh,
-        ow,
-    };
-    let spec = ProductSpec::new(
-        kind,
-        geo,
-        in_shape,
-        out_shape,
-        cout,
-        per_c,
-        weights,
-        bias,
-        x0,
-        Requant::new(&acc_scale, q.inv_scale, q.zero_point, q.lo, q.hi),
-    )?;
-    Ok(Plan { x, y: q.y, spec })
-}
-
-/// ONNX Gemm and MatMul with a constant right-hand side, as tract types them: an EinSum
-/// `mk,nk->mn` (or `mk,kn->mn`) of a `[1, k]` input, then an optional bias Add.
-fn plan_gemm(model: &TypedModel, dq: &DqTable, node: &TypedNode, einsum: &EinSum) -> Result<Plan, String> {
-    if einsum.q_params.is_some() || node.inputs.len() != 2 {
-        return Err("already a quantized product".into());
-    }
-    let (x, x_scale, x0) = trace_input(model, node.inputs[0])?;
-    let in_shape = shape_of(model, x)?;
-    let w = trace_qconst(model, dq, node.inputs[1]).ok_or("weights are not a dequantized int8 constant")?;
-    let ws = w.values.shape().to_vec();
-    if in_shape.len() != 2 || in_shape[0] != 1 || ws.len() != 2 {
-        return Err(format!("input {in_shape:?} and weights {ws:?}: only [1, k] x 2D weights"));
-    }
-    let k = in_shape[1];
-    // Where the input's k axis sits in the weights: axis 1 for Gemm with transB ([m, k]),
-    // axis 0 for MatMul ([k, m]).
-    let k_in_w = einsum
-        .axes
-        .axis((InOut::In(0), 1))
-        .ok()
-        .map(|a| a.inputs[1].clone())
-        .filter(|p| p.len() == 1 && ws[p[0]] == k)
-        .ok_or_else(|| format!("einsum {} does not contract the input's k with the weights", einsum.axes))?;
-    let transposed = k_in_w[0] == 1;
-    let m = if transposed { ws[0] } else { ws[1] };
-    let out_shape = shape_of(model, OutletId::new(node.id, 0))?;
-    if out_shape.as_slice() != [1, m] {
-        return Err(format!("output {out_shape:?} is not [1, {m}]"));
-    }
-    let values = i8s(&w.values)?;
-    // Per output channel along the output axis: the quantization axis must be the m axis.
-    let w_scales = if w.scales.len() == 1 || (w.scales.len() == m && transposed) {
-        weight_scales(&w, m)?
-    } else {
-        return Err("weight scales are not per output".into());
-    };
-    let weights: Vec<i8> = if transposed {
-        values
-    } else {
-        (0..m).flat_map(|j| (0..k).map(move |i| (i, j))).map(|(i, j)| values[i * m + j]).collect()
-    };
-    let acc_scale: Vec<f32> = w_scales.iter().map(|s| s * x_scale).collect();
-    // An Add of a constant after the product is the Gemm's bias.
-    let mut after = OutletId::new(node.id, 0);
-    let mut bias_outlet = None;
-    let succs = model.outlet_successors(after);
-    if succs.len() == 1 {
-        let next = model.node(succs[0].node);
-        if next.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Add>()) {
-            let other = next.inputs.iter().copied().find(|&i| i != after);
-            if let Some(b) = other.filter(|&b| konst(model, b).is_some() || trace_qconst(model, dq, b).is_some()) {
-                bias_outlet = Some(b);
-                after = OutletId::new(next.id, 0);
-            }
-        }
-    }
-    let bias = int_bias(model, dq, bias_outlet, &acc_scale)?;
-    let q = trace_requant(model, after)?;
-    let geo = Geometry { cin: k, h: 1, w: 1, kh: 1, kw: 1, sh: 1, sw: 1, pt: 0, pl: 0, oh: 1, ow: 1 };
-    let spec = ProductSpec::new(
-        Kind::Matmul,
-        geo,
-        in_shape,
-        out_shape,
-        m,
-        k,
-        weights,
-        bias,
-        x0,
-        Requant::new(&acc_scale, q.inv_scale, q.zero_point, q.lo, q.hi),
-    )?;
-    Ok(Plan { x, y: q.y, spec })
+/// An int8 tensor's values.
+pub(crate) fn i8s(t: &Tensor) -> Result<Vec<i8>, String> {
+    Ok(t.try_as_plain_ram().map_err(|e| e.to_string())?.as_slice::<i8>().map_err(|_| "not i8")?.to_vec())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::ops::Int8Product;
-    use super::super::{dispatch, int8_rewrite, KernelOptions};
+    use super::super::ops::{Int8Add, Int8Product};
+    use super::super::{dispatch, KernelOptions, RunnerOptions, TractRunner};
     use super::*;
     use crate::manifest::Manifest;
     use crate::policy::argmax;
     use crate::preprocess;
+    use crate::runner::ModelRunner;
     use std::path::PathBuf;
 
     fn root() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
     }
 
-    fn typed(name: &str) -> TypedModel {
-        let mut m = tract_onnx::onnx().model_for_path(root().join("models").join(name)).unwrap();
+    const LITE0: &str = "models/efficientnet-lite0-int8.onnx";
+
+    fn proto(name: &str) -> ModelProto {
+        tract_onnx::onnx().proto_model_for_path(root().join(name)).unwrap()
+    }
+
+    fn dir() -> String {
+        root().join("models").to_string_lossy().into_owned()
+    }
+
+    /// Lite0 int8 as tract runs it without the rewrite, typed.
+    fn unrewritten() -> TypedModel {
+        let mut m = tract_onnx::onnx().model_for_path(root().join(LITE0)).unwrap();
         m.set_input_fact(0, f32::fact([1, 3, 224, 224]).into()).unwrap();
         m.into_typed().unwrap()
     }
 
-    fn dq_table(name: &str) -> DqTable {
-        let proto = tract_onnx::onnx().proto_model_for_path(root().join("models").join(name)).unwrap();
-        DqTable::from_proto(&proto, root().join("models").to_str()).unwrap()
-    }
-
-    /// Lite0 int8 rewritten with `kernels` (no cache).
-    fn rewritten(kernels: KernelOptions) -> (TypedModel, Rewrite) {
-        let mut model = typed("efficientnet-lite0-int8.onnx");
-        let (report, _) =
-            int8_rewrite(&mut model, &dq_table("efficientnet-lite0-int8.onnx"), "test", &kernels).unwrap();
-        (model, report)
+    fn runner(opts: &RunnerOptions) -> TractRunner {
+        TractRunner::load(&root().join(LITE0), &[1, 3, 224, 224], opts).unwrap()
     }
 
     /// The demo photos (photos/, in the repository), preprocessed for Lite0.
-    fn photo_inputs() -> Vec<(String, Tensor)> {
+    fn photo_inputs() -> Vec<(String, Vec<f32>)> {
         let manifest = Manifest::load(&root().join("models/efficientnet-lite0-int8.toml")).unwrap();
         let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("photos"))
             .unwrap()
@@ -662,59 +585,73 @@ mod tests {
             .iter()
             .map(|f| {
                 let img = preprocess::decode(&std::fs::read(f).unwrap()).unwrap();
-                let input = preprocess::to_tensor(&img, &manifest.input);
-                (
-                    f.file_name().unwrap().to_string_lossy().into_owned(),
-                    Tensor::from_shape(&[1, 3, 224, 224], &input).unwrap(),
-                )
+                (f.file_name().unwrap().to_string_lossy().into_owned(), preprocess::to_tensor(&img, &manifest.input))
             })
             .collect()
     }
 
-    /// Every rewritten layer, fed the int8 tensor the unrewritten graph computed at its input,
-    /// on every kernel this CPU can run for it: all kernels give the same int8 outputs, bit for
-    /// bit, and those equal what the unrewritten chain (DequantizeLinear, float product,
-    /// QuantizeLinear) gave at its output, to one quantization step, on every photo.
+    fn tensor(input: &[f32]) -> TValue {
+        Tensor::from_shape(&[1, 3, 224, 224], input).unwrap().into_tvalue()
+    }
+
+    /// Every rewritten layer, fed the int8 tensor tract's own (unrewritten) run of the model
+    /// computed at its input, on every kernel this CPU can run for it: all kernels give the same
+    /// int8 outputs, bit for bit, and those equal what the unrewritten chain (DequantizeLinear,
+    /// float product, QuantizeLinear) gave at its output, to one quantization step, on every
+    /// photo.
     #[test]
     fn every_rewritten_layer_matches_its_float_chain_on_every_kernel() {
-        let model = typed("efficientnet-lite0-int8.onnx");
-        let (chains, skipped) = find_chains(&model, &dq_table("efficientnet-lite0-int8.onnx")).unwrap();
+        let (chains, skipped) = rewrite_proto(&mut proto(LITE0), Some(&dir())).unwrap();
         assert!(skipped.is_empty(), "left in float: {skipped:?}");
-        let r = report(&chains, vec![]);
-        // Lite0: 16 depthwise convolutions; 32 pointwise ones and the classifier; the stem;
-        // 9 residual additions.
-        assert_eq!((r.depthwise, r.matmul, r.im2col, r.add), (16, 33, 1, 9));
-        let mut probe = model.clone();
-        let mut outlets: Vec<OutletId> = chains.iter().flat_map(|c| c.x.iter().copied().chain([c.y])).collect();
-        outlets.sort();
-        outlets.dedup();
+        let mut probe = unrewritten();
+        let outlet = |name: &str| probe.find_outlet_label(name).unwrap_or_else(|| panic!("no tensor {name}"));
+        let mut names: Vec<&str> =
+            chains.iter().flat_map(|c| c.x.iter().map(|s| s.as_str()).chain([c.y.as_str()])).collect();
+        names.sort();
+        names.dedup();
+        let outlets: Vec<OutletId> = names.iter().map(|n| outlet(n)).collect();
+        let shapes: Vec<TVec<usize>> =
+            outlets.iter().map(|&o| probe.outlet_fact(o).unwrap().shape.as_concrete().unwrap().into()).collect();
         probe.select_output_outlets(&outlets).unwrap();
         let plan = probe.into_runnable().unwrap();
-        // Every chain's op on every kernel (built once).
+        let at_name = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        // Every chain's op on every kernel (built once); the kinds as the shapes make them.
+        let mut kinds = vec![];
         let ops: Vec<Vec<(String, Box<dyn TypedOp>)>> = chains
             .iter()
             .map(|c| match &c.op {
-                ChainOp::Product(p) => dispatch::candidates(p.kind)
-                    .into_iter()
-                    .map(|k| {
-                        let e = dispatch::build(p, k).unwrap();
-                        (k.to_owned(), Box::new(Int8Product::new(p.clone(), e)) as Box<dyn TypedOp>)
-                    })
-                    .collect(),
-                ChainOp::Add(a) => vec![("add".to_owned(), Box::new(a.clone()) as Box<dyn TypedOp>)],
+                ChainOp::Product(p) => {
+                    let spec = Arc::new(p.spec(&shapes[at_name(&c.x[0])]).unwrap());
+                    kinds.push(spec.kind);
+                    dispatch::candidates(spec.kind)
+                        .into_iter()
+                        .map(|k| {
+                            let e = dispatch::build(&spec, k).unwrap();
+                            (k.to_owned(), Box::new(Int8Product::new(spec.clone(), e)) as Box<dyn TypedOp>)
+                        })
+                        .collect()
+                }
+                ChainOp::Add(a) => {
+                    let op = Int8Add::new(a.clone(), shapes[at_name(&c.x[0])].clone());
+                    vec![("add".to_owned(), Box::new(op) as Box<dyn TypedOp>)]
+                }
             })
             .collect();
+        // Lite0: 16 depthwise convolutions; 32 pointwise ones and the classifier; the stem;
+        // 9 residual additions.
+        let r = report(&kinds, chains.len() - kinds.len(), vec![]);
+        assert_eq!((r.depthwise, r.matmul, r.im2col, r.add), (16, 33, 1, 9));
         let kernels: std::collections::BTreeSet<&str> = ops.iter().flatten().map(|(k, _)| k.as_str()).collect();
         eprintln!("kernels compared on every layer: {kernels:?}");
         let (mut values, mut off_by_one, mut worst_layer) = (0usize, 0usize, (0usize, String::new()));
         for (file, input) in photo_inputs() {
-            let outs = plan.run(tvec!(input.into_tvalue())).unwrap();
-            let at = |o: OutletId| outs[outlets.iter().position(|x| *x == o).unwrap()].clone();
+            let outs = plan.run(tvec!(tensor(&input))).unwrap();
+            let at = |n: &str| outs[at_name(n)].clone();
             for (chain, ops) in chains.iter().zip(&ops) {
-                let want = i8s(&at(chain.y)).unwrap();
+                let want = i8s(&at(&chain.y)).unwrap();
                 let mut first: Option<(&str, Vec<i8>)> = None;
                 for (kernel, op) in ops {
-                    let got = op.eval_out_of_plan(chain.x.iter().map(|&x| at(x)).collect()).unwrap().unwrap();
+                    let got = op.eval_out_of_plan(chain.x.iter().map(|x| at(x)).collect()).unwrap().unwrap();
                     let got = i8s(&got[0]).unwrap();
                     match &first {
                         Some((k0, g0)) => {
@@ -750,30 +687,25 @@ mod tests {
         assert!((off_by_one as f64) < 0.01 * values as f64, "{off_by_one} of {values} values off by one");
     }
 
-    /// The whole rewritten model against the unrewritten one: the same class on every photo,
-    /// logits a few output steps apart at most (per-layer steps compound over 50 layers).
+    /// The whole rewritten model against tract's own run of it: the same class on every photo,
+    /// logits a few output steps apart at most (per-layer steps compound over 50 layers), and
+    /// no float product left.
     #[test]
     fn rewritten_model_agrees_with_the_unrewritten_one() {
-        let original = typed("efficientnet-lite0-int8.onnx");
-        let (rewritten, report) = rewritten(KernelOptions::default());
-        assert_eq!((report.products(), report.add), (50, 9));
-        let names: Vec<String> = rewritten.nodes().iter().map(|n| n.op.name().to_string()).collect();
-        let a = original.into_optimized().unwrap().into_runnable().unwrap();
-        let b = rewritten.into_optimized().unwrap();
-        let names_after: Vec<String> = b.nodes().iter().map(|n| n.op.name().to_string()).collect();
-        assert_eq!(names_after.iter().filter(|n| n.starts_with("Int8")).count(), 59, "{names:?}");
-        // No float convolution or matrix product is left.
-        assert!(!names_after.iter().any(|n| n.contains("Conv") && !n.starts_with("Int8")), "{names_after:?}");
-        let b = b.into_runnable().unwrap();
+        let a = unrewritten().into_optimized().unwrap().into_runnable().unwrap();
+        let b = runner(&RunnerOptions::default());
+        let ops: Vec<String> = b.plan.model().nodes().iter().map(|n| n.op.name().to_string()).collect();
+        assert_eq!(ops.iter().filter(|n| n.starts_with("Int8")).count(), 59, "{ops:?}");
+        assert!(!ops.iter().any(|n| (n.contains("Conv") || n.contains("MatMul")) && !n.starts_with("Int8")), "{ops:?}");
         const STEP: f32 = 0.0737;
         let mut worst = 0f32;
         for (file, input) in photo_inputs() {
-            let x = a.run(tvec!(input.clone().into_tvalue())).unwrap();
-            let y = b.run(tvec!(input.into_tvalue())).unwrap();
-            let (x, y) = (x[0].try_as_plain_ram().unwrap(), y[0].try_as_plain_ram().unwrap());
-            let (x, y) = (x.as_slice::<f32>().unwrap(), y.as_slice::<f32>().unwrap());
-            assert!(x[argmax(y)] >= x[argmax(x)] - 1.01 * STEP, "{file}: class {} against {}", argmax(y), argmax(x));
-            let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+            let x = a.run(tvec!(tensor(&input))).unwrap();
+            let x = x[0].try_as_plain_ram().unwrap();
+            let x = x.as_slice::<f32>().unwrap();
+            let y = b.run(&input).unwrap();
+            assert!(x[argmax(&y)] >= x[argmax(x)] - 1.01 * STEP, "{file}: class {} against {}", argmax(&y), argmax(x));
+            let d = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
             worst = worst.max(d);
         }
         eprintln!(
@@ -785,28 +717,28 @@ mod tests {
 
     /// A chain that does not match exactly stays in float, with its reason, and the rest of
     /// the model is rewritten and still runs: here one convolution's output gets a second
-    /// consumer.
+    /// consumer (a graph output).
     #[test]
     fn a_chain_that_does_not_match_stays_in_float() {
-        let mut model = typed("efficientnet-lite0-int8.onnx");
-        let conv = model.nodes().iter().find(|n| n.op_is::<Conv>()).unwrap().id;
-        let name = model.node(conv).name.clone();
-        let extra = model
-            .wire_node("extra consumer", tract_onnx::tract_core::ops::math::abs(), &[OutletId::new(conv, 0)])
-            .unwrap();
-        let mut outputs = model.output_outlets().unwrap().to_vec();
-        outputs.push(extra[0]);
-        model.select_output_outlets(&outputs).unwrap();
-        let (report, _) =
-            int8_rewrite(&mut model, &dq_table("efficientnet-lite0-int8.onnx"), "test", &KernelOptions::default())
-                .unwrap();
-        assert_eq!(report.products(), 49);
-        assert_eq!(report.skipped.len(), 1);
-        assert_eq!(report.skipped[0].0, name);
-        assert!(report.skipped[0].1.contains("2 consumers"), "{:?}", report.skipped);
-        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        let mut p = proto(LITE0);
+        let g = p.graph.as_mut().unwrap();
+        let conv = g.node.iter().find(|n| n.op_type == "Conv").unwrap().clone();
+        let mut extra = g.output[0].clone();
+        extra.name = conv.output[0].clone();
+        g.output.push(extra);
+        let (chains, skipped) = rewrite_proto(&mut p, Some(&dir())).unwrap();
+        assert_eq!(chains.iter().filter(|c| matches!(c.op, ChainOp::Product(_))).count(), 49);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].0, conv.name);
+        assert!(skipped[0].1.contains("model output"), "{skipped:?}");
+        let mut model = tract_onnx::onnx().parse(&p, Some(&dir())).unwrap().model;
+        install(&mut model, &chains).unwrap();
+        model.set_input_fact(0, f32::fact([1, 3, 224, 224]).into()).unwrap();
+        let mut typed = model.into_typed().unwrap();
+        super::super::choose_kernels(&mut typed, "test", &KernelOptions::default()).unwrap();
+        let plan = typed.into_optimized().unwrap().into_runnable().unwrap();
         let (_, input) = photo_inputs().remove(0);
-        assert_eq!(plan.run(tvec!(input.into_tvalue())).unwrap().len(), 2);
+        assert_eq!(plan.run(tvec!(tensor(&input))).unwrap().len(), 2);
     }
 
     /// With tract's pool of two threads (channels and rows split between them) the rewritten
@@ -817,18 +749,11 @@ mod tests {
         use tract_linalg::multithread::{multithread_tract_scope, Executor};
         let plain = KernelOptions { forced: dispatch::ForcedKernels::parse("plain").unwrap(), cache_dir: None };
         for kernels in [plain, KernelOptions::default()] {
-            let (model, _) = rewritten(kernels.clone());
-            let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+            let r = runner(&RunnerOptions { kernels: kernels.clone(), ..RunnerOptions::default() });
             for (file, input) in photo_inputs().into_iter().take(2) {
-                let one = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
-                let two =
-                    multithread_tract_scope(Executor::multithread(2), || plan.run(tvec!(input.into_tvalue()))).unwrap();
-                assert_eq!(
-                    one[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(),
-                    two[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(),
-                    "{file} ({:?})",
-                    kernels.forced
-                );
+                let one = r.run(&input).unwrap();
+                let two = multithread_tract_scope(Executor::multithread(2), || r.run(&input)).unwrap();
+                assert_eq!(one, two, "{file} ({:?})", kernels.forced);
             }
         }
     }
@@ -836,21 +761,36 @@ mod tests {
     /// A float model has nothing to rewrite.
     #[test]
     fn float_models_are_not_qdq() {
-        assert!(!is_qdq(&typed("efficientnet-lite0-fp32.onnx")));
-        assert!(is_qdq(&typed("efficientnet-lite0-int8.onnx")));
+        assert!(!is_qdq(&proto("models/efficientnet-lite0-fp32.onnx")));
+        assert!(is_qdq(&proto(LITE0)));
     }
 
-    /// The products run on the kernels that were forced, and every one of them is a kernel
-    /// this CPU can run.
+    /// The products run on the kernels that were forced.
     #[test]
     fn forced_kernels_are_used() {
         let forced = dispatch::ForcedKernels::parse("matrix=tract,depthwise=plain").unwrap();
-        let (model, _) = rewritten(KernelOptions { forced, cache_dir: None });
-        for n in model.nodes() {
+        let r = runner(&RunnerOptions { kernels: KernelOptions { forced, cache_dir: None }, ..Default::default() });
+        let mut seen = 0;
+        for n in r.plan.model().nodes() {
             if let Some(p) = n.op_as::<Int8Product>() {
                 let want = if n.op.name() == "Int8Depthwise" { "plain" } else { "tract" };
                 assert_eq!(p.kernel(), want, "{}", n.name);
+                seen += 1;
             }
         }
+        assert_eq!(seen, 50);
+    }
+
+    /// A batch of two runs each item as a batch of one does.
+    #[test]
+    fn a_batch_runs_each_item_alike() {
+        let one = runner(&RunnerOptions::default());
+        let batched = TractRunner::load_batched(&root().join(LITE0), &[1, 3, 224, 224], &RunnerOptions::default())
+            .unwrap();
+        let inputs = photo_inputs();
+        assert_eq!(batched.warm_batches(2, false).unwrap(), 2);
+        let outs = batched.run_batch(&[&inputs[0].1, &inputs[1].1]).unwrap();
+        assert_eq!(outs[0], one.run(&inputs[0].1).unwrap());
+        assert_eq!(outs[1], one.run(&inputs[1].1).unwrap());
     }
 }
