@@ -177,6 +177,7 @@ fn main() -> anyhow::Result<()> {
     let model = Model::load(Path::new(&args.model), &args.runner)?;
     let load_ms = ms_since(t);
     let rss_after_load_kb = status_kb("VmRSS");
+    let hwm_after_load_kb = status_kb("VmHWM");
     let tensors = inputs
         .iter()
         .take(TENSORS)
@@ -188,6 +189,7 @@ fn main() -> anyhow::Result<()> {
     let ready = json!({
         "event": "ready", "runtime": "tract", "model": model.name(), "threads": threads, "load_ms": load_ms,
         "rss_before_load_kb": rss_before_load_kb, "rss_after_load_kb": rss_after_load_kb,
+        "hwm_after_load_kb": hwm_after_load_kb,
         "macs": model.runner.macs(), "inputs": inputs.len(),
     });
     let policy = StagePolicy { metric: Metric::MaxSoftmax, threshold: Some(0.5), temperature: 1.0 };

@@ -226,16 +226,19 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool, opts: &RunnerOpti
     let dir = path.parent().and_then(|d| d.to_str());
     phase("read and decoded", &mut t);
     let int8 = opts.int8_rewrite && rewrite::is_qdq(&proto);
-    let (chains, skipped) = if int8 {
-        rewrite::rewrite_proto(&mut proto, dir).map_err(not_onnx)?
-    } else {
-        (vec![], vec![])
-    };
+    let (chains, skipped) =
+        if int8 { rewrite::rewrite_proto(&mut proto, dir).map_err(not_onnx)? } else { (vec![], vec![]) };
     let sha = int8.then(|| {
         use sha2::{Digest, Sha256};
         Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>()
     });
     drop(bytes);
+    if free_batch {
+        // Shapes recorded in the file (an exporter's value_info) hold the batch it was traced at.
+        if let Some(g) = proto.graph.as_mut() {
+            g.value_info.clear();
+        }
+    }
     phase("rewritten (ONNX)", &mut t);
     let parsed = onnx.parse(&proto, dir).map_err(not_onnx)?;
     drop(proto);
@@ -244,6 +247,8 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool, opts: &RunnerOpti
     }
     let mut model = parsed.model;
     rewrite::install(&mut model, &chains).map_err(not_onnx)?;
+    let adds = chains.iter().filter(|c| matches!(c.op, rewrite::ChainOp::Add(_))).count();
+    drop(chains);
     phase("parsed", &mut t);
     if model.input_outlets().map_err(not_onnx)?.len() != 1 {
         return Err(bad_shape("it does not have exactly one input".into()));
@@ -266,7 +271,6 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool, opts: &RunnerOpti
     let mut typed = model.into_typed().map_err(prepare)?;
     phase("typed", &mut t);
     if let Some(sha) = sha {
-        let adds = chains.iter().filter(|c| matches!(c.op, rewrite::ChainOp::Add(_))).count();
         let (kinds, choices) = choose_kernels(&mut typed, &sha, &opts.kernels)
             .map_err(|msg| RunError::Prepare { path: path.to_owned(), msg })?;
         let report = rewrite::report(&kinds, adds, skipped);
@@ -304,7 +308,7 @@ fn choose_kernels(
     let specs: Vec<Arc<ops::ProductSpec>> = pending.iter().map(|(_, s)| s.clone()).collect();
     let (engines, choices) = dispatch::choose(&specs, model_sha256, kernels)?;
     for ((id, spec), engine) in pending.into_iter().zip(engines) {
-        model.node_mut(id).op = Box::new(ops::Int8Product::new(spec, engine));
+        model.node_mut(id).op = Box::new(ops::Int8Product::new(Arc::new(spec.without_weights()), engine));
     }
     Ok((specs.iter().map(|s| s.kind).collect(), choices))
 }

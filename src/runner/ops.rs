@@ -6,15 +6,15 @@
 use edgecascade_kernels::{Depthwise, Gemm, Geometry, Requant};
 use std::fmt;
 use std::sync::Arc;
-use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
-use tract_onnx::tract_core::ops::nn::DataFormat;
-use tract_onnx::tract_hir::infer::*;
-use tract_onnx::tract_hir::internal::{check_input_arity, check_output_arity, Expansion};
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
 use tract_linalg::multithread::{current_tract_executor, Executor};
 use tract_linalg::BinOp;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_hir::infer::*;
+use tract_onnx::tract_hir::internal::{check_input_arity, check_output_arity, Expansion};
 
 /// What kind of product a chain is, once its input's shape is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +59,9 @@ pub struct OutputStage {
 pub struct ProductParams {
     pub op: ProductOp,
     pub m: usize,
+    /// Weights per output channel.
+    pub k: usize,
+    /// `[m, k]`; empty once the kernel has its own copy ([`ProductSpec::without_weights`]).
     pub weights: Vec<i8>,
     pub bias: Vec<i32>,
     pub x0: i8,
@@ -67,7 +70,7 @@ pub struct ProductParams {
 
 impl fmt::Debug for ProductParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} m={} k={}", self.op, self.m, self.weights.len() / self.m.max(1))
+        write!(f, "{:?} m={} k={}", self.op, self.m, self.k)
     }
 }
 
@@ -87,7 +90,7 @@ impl ProductParams {
         out: &OutputStage,
     ) -> Result<ProductParams, String> {
         let x0 = i8::try_from(x0).map_err(|_| format!("input zero point {x0} is not an i8"))?;
-        if m == 0 || weights.len() % m != 0 || bias.len() != m || acc_scale.len() != m {
+        if m == 0 || !weights.len().is_multiple_of(m) || bias.len() != m || acc_scale.len() != m {
             return Err("weights or bias do not match the channels".into());
         }
         let k = weights.len() / m;
@@ -104,7 +107,7 @@ impl ProductParams {
             })
             .unzip();
         requant.offset = offset;
-        Ok(ProductParams { op, m, weights, bias, x0, requant })
+        Ok(ProductParams { op, m, k, weights, bias, x0, requant })
     }
 
     /// The output's shape for an input of shape `input`, or why this product cannot take it.
@@ -115,7 +118,7 @@ impl ProductParams {
     /// The product's geometry on an input of shape `input`: its kind, the output shape, the
     /// convolution's geometry (per batch item) and the columns of its matrix product.
     fn geometry(&self, input: &[usize]) -> Result<(Kind, TVec<usize>, Geometry, usize), String> {
-        let k = self.weights.len() / self.m;
+        let k = self.k;
         match &self.op {
             ProductOp::Gemm { k: depth } => {
                 if input.len() != 2 || input[1] != *depth {
@@ -202,7 +205,23 @@ impl ProductSpec {
 
     /// Weights per output channel (the product's depth).
     pub fn k(&self) -> usize {
-        self.params.weights.len() / self.params.m
+        self.params.k
+    }
+
+    /// The same product without its weights, for when its kernel holds them (packed its own
+    /// way): they are not kept twice.
+    pub fn without_weights(&self) -> ProductSpec {
+        let p = &self.params;
+        let params = ProductParams {
+            op: p.op.clone(),
+            m: p.m,
+            k: p.k,
+            weights: Vec::new(),
+            bias: p.bias.clone(),
+            x0: p.x0,
+            requant: p.requant.clone(),
+        };
+        ProductSpec { params: Arc::new(params), ..self.clone() }
     }
 
     /// The shape as the kernel choice sees it: products of equal signatures run alike.
@@ -574,9 +593,7 @@ impl EvalOp for Int8Product {
             for (x, out) in xs.chunks_exact(item_in).zip(out.chunks_exact_mut(item_out)) {
                 match p.kind {
                     Kind::Depthwise | Kind::Matmul => self.engine.run(x, p.n, out)?,
-                    Kind::Im2col => {
-                        self.engine.run(&edgecascade_kernels::im2col(&p.geo, p.params.x0, x), p.n, out)?
-                    }
+                    Kind::Im2col => self.engine.run(&edgecascade_kernels::im2col(&p.geo, p.params.x0, x), p.n, out)?,
                 }
             }
             Ok(())
@@ -653,7 +670,6 @@ impl EvalOp for Int8Add {
         })?;
         Ok(tvec!(t.into_tvalue()))
     }
-
 
     tract_onnx::tract_core::op_out_of_plan!();
 }

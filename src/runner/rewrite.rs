@@ -410,10 +410,9 @@ impl<'a> Graph<'a> {
                 let strides = attr_ints("strides").map_or([1, 1], |s| [s[0] as usize, s[1] as usize]);
                 let auto_pad = node.attribute.iter().find(|a| a.name == "auto_pad").map(|a| a.s.clone());
                 let padding = match (attr_ints("pads"), auto_pad.as_deref()) {
-                    (Some(p), _) if p.len() == 4 => PaddingSpec::Explicit(
-                        tvec!(p[0] as usize, p[1] as usize),
-                        tvec!(p[2] as usize, p[3] as usize),
-                    ),
+                    (Some(p), _) if p.len() == 4 => {
+                        PaddingSpec::Explicit(tvec!(p[0] as usize, p[1] as usize), tvec!(p[2] as usize, p[3] as usize))
+                    }
                     (Some(p), _) => return Err(format!("pads {p:?}")),
                     (None, None | Some(b"NOTSET")) => PaddingSpec::Explicit(tvec!(0, 0), tvec!(0, 0)),
                     (None, Some(b"VALID")) => PaddingSpec::Valid,
@@ -785,8 +784,8 @@ mod tests {
     #[test]
     fn a_batch_runs_each_item_alike() {
         let one = runner(&RunnerOptions::default());
-        let batched = TractRunner::load_batched(&root().join(LITE0), &[1, 3, 224, 224], &RunnerOptions::default())
-            .unwrap();
+        let batched =
+            TractRunner::load_batched(&root().join(LITE0), &[1, 3, 224, 224], &RunnerOptions::default()).unwrap();
         let inputs = photo_inputs();
         assert_eq!(batched.warm_batches(2, false).unwrap(), 2);
         let outs = batched.run_batch(&[&inputs[0].1, &inputs[1].1]).unwrap();
