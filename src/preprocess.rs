@@ -3,6 +3,7 @@
 //! normalise into the tensor a model's manifest asks for. No file I/O: callers pass bytes.
 
 use crate::manifest::{InputSpec, Layout};
+use edgecascade_kernels::pixels;
 use image::RgbImage;
 
 /// Why an image could not become a tensor.
@@ -82,136 +83,22 @@ pub fn crop_resize(img: &RgbImage, size: u32, crop_fraction: f64) -> RgbImage {
     resize_region(img, (left, top, side, side), size, size)
 }
 
-/// Pillow's fixed-point precision for 8-bit resampling.
-const PRECISION_BITS: u32 = 32 - 8 - 2;
-
-/// Pillow's bicubic kernel (a = -0.5), support 2.
-fn bicubic(x: f64) -> f64 {
-    const A: f64 = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * A
-    } else {
-        0.0
-    }
-}
-
-/// Per output pixel: the first input pixel used and the fixed-point weights of the pixels
-/// from there on, as Pillow's `precompute_coeffs` and `normalize_coeffs_8bpc` make them.
-struct Coeffs {
-    bounds: Vec<(usize, usize)>,
-    weights: Vec<Vec<i32>>,
-}
-
-fn coeffs(in_size: u32, out_size: u32) -> Coeffs {
-    let scale = in_size as f64 / out_size as f64;
-    let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
-    let mut bounds = Vec::with_capacity(out_size as usize);
-    let mut weights = Vec::with_capacity(out_size as usize);
-    for xx in 0..out_size {
-        let center = (xx as f64 + 0.5) * scale;
-        let ss = 1.0 / filterscale;
-        // C's (int) cast truncates towards zero; clamped below at 0 either way.
-        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-        let n = xmax.saturating_sub(xmin);
-        let mut k: Vec<f64> = (0..n).map(|x| bicubic((x as f64 + xmin as f64 - center + 0.5) * ss)).collect();
-        let ww: f64 = k.iter().sum();
-        if ww != 0.0 {
-            k.iter_mut().for_each(|w| *w /= ww);
-        }
-        let one = (1u32 << PRECISION_BITS) as f64;
-        let fixed = k.iter().map(|&w| if w < 0.0 { (-0.5 + w * one) as i32 } else { (0.5 + w * one) as i32 }).collect();
-        bounds.push((xmin, n));
-        weights.push(fixed);
-    }
-    Coeffs { bounds, weights }
-}
-
-fn clip8(v: i32) -> u8 {
-    (v >> PRECISION_BITS).clamp(0, 255) as u8
-}
-
 /// Resizes with Pillow's two-pass (horizontal, then vertical) bicubic resampling, rounding
 /// to 8 bits between the passes as Pillow does. A pass whose size does not change is skipped.
 pub fn resize_bicubic(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
     resize_region(img, (0, 0, img.width(), img.height()), out_w, out_h)
 }
 
-/// `resize_bicubic` of the `(left, top, width, height)` region of `img`, read in place. Works
-/// on rows of bytes: each output value is the same sum of the same products, taken in the same
-/// order, as pixel by pixel (integer sums, no overflow: the partial sums stay under
-/// 255 * 1.2 * 2^22), so the pixels are Pillow's still; the vertical pass adds whole rows at a
-/// time, which the compiler vectorises.
-fn resize_region(img: &RgbImage, (left, top, in_w, in_h): (u32, u32, u32, u32), out_w: u32, out_h: u32) -> RgbImage {
-    let stride = img.width() as usize * 3;
-    let (left, top, in_w, in_h) = (left as usize, top as usize, in_w as usize, in_h as usize);
-    let src = img.as_raw();
-    let row = |y: usize| &src[(top + y) * stride + left * 3..][..in_w * 3];
-    let half = 1i32 << (PRECISION_BITS - 1);
-    // Horizontal pass: in_h rows of `width` pixels.
-    let (width, rows) = if out_w as usize != in_w {
-        let c = coeffs(in_w as u32, out_w);
-        let row_len = out_w as usize * 3;
-        let mut out = vec![0u8; row_len * in_h];
-        for (y, orow) in out.chunks_exact_mut(row_len).enumerate() {
-            let irow = row(y);
-            for (o, (&(xmin, n), k)) in orow.chunks_exact_mut(3).zip(c.bounds.iter().zip(&c.weights)) {
-                let mut ss = [half; 3];
-                for (p, &w) in irow[xmin * 3..(xmin + n) * 3].chunks_exact(3).zip(k) {
-                    ss[0] += p[0] as i32 * w;
-                    ss[1] += p[1] as i32 * w;
-                    ss[2] += p[2] as i32 * w;
-                }
-                o.copy_from_slice(&[clip8(ss[0]), clip8(ss[1]), clip8(ss[2])]);
-            }
-        }
-        (out_w as usize, out)
-    } else {
-        (in_w, (0..in_h).flat_map(row).copied().collect())
-    };
-    let row_len = width * 3;
-    // Vertical pass: each output row is a weighted sum of whole input rows.
-    let (height, pixels) = if out_h as usize != in_h {
-        let c = coeffs(in_h as u32, out_h);
-        let mut out = vec![0u8; row_len * out_h as usize];
-        let mut acc = vec![0i32; row_len];
-        for (orow, (&(ymin, n), k)) in out.chunks_exact_mut(row_len).zip(c.bounds.iter().zip(&c.weights)) {
-            acc.fill(half);
-            for (irow, &w) in rows[ymin * row_len..(ymin + n) * row_len].chunks_exact(row_len).zip(k) {
-                for (a, &p) in acc.iter_mut().zip(irow) {
-                    *a += p as i32 * w;
-                }
-            }
-            for (o, &a) in orow.iter_mut().zip(&acc) {
-                *o = clip8(a);
-            }
-        }
-        (out_h, out)
-    } else {
-        (in_h as u32, rows)
-    };
-    RgbImage::from_raw(width as u32, height, pixels).expect("rows of whole pixels")
+/// `resize_bicubic` of the `(left, top, width, height)` region of `img`, read in place (the
+/// loops: `edgecascade_kernels::pixels`).
+fn resize_region(img: &RgbImage, region: (u32, u32, u32, u32), out_w: u32, out_h: u32) -> RgbImage {
+    let (w, h, pixels) = pixels::resize_region(img.as_raw(), img.width() as usize * 3, region, out_w, out_h);
+    RgbImage::from_raw(w, h, pixels).expect("rows of whole pixels")
 }
 
 /// `(pixel - mean) / std` per channel, in the layout the model takes, batch 1.
 pub fn normalise(img: &RgbImage, mean: [f32; 3], std: [f32; 3], layout: Layout) -> Vec<f32> {
-    let (w, h) = img.dimensions();
-    let plane = (w * h) as usize;
-    let mut out = vec![0.0f32; plane * 3];
-    for (i, p) in img.pixels().enumerate() {
-        for ch in 0..3 {
-            let v = (p[ch] as f32 - mean[ch]) / std[ch];
-            match layout {
-                Layout::Nchw => out[ch * plane + i] = v,
-                Layout::Nhwc => out[i * 3 + ch] = v,
-            }
-        }
-    }
-    out
+    pixels::normalise(img.as_raw(), mean, std, layout == Layout::Nchw)
 }
 
 /// The whole path from a decoded image to a model's input tensor.
@@ -223,6 +110,7 @@ pub fn to_tensor(img: &RgbImage, spec: &InputSpec) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgecascade_kernels::pixels::{bicubic, clip8, coeffs, PRECISION_BITS};
 
     #[test]
     fn bicubic_kernel_values() {

@@ -16,6 +16,7 @@ pub mod avx512;
 pub mod depthwise;
 pub mod gemm;
 pub mod neon;
+pub mod pixels;
 pub mod vnni;
 
 #[cfg(test)]
