@@ -9,14 +9,17 @@ forward and backward order, so a steady drift of the machine's speed weighs on e
 configuration alike), and computes every ratio within a round, from neighbouring
 measurements: this machine's speed drifts by 1.5x within minutes. Measured:
 
-- load time (tract: `Model::load`, parse + optimise; ORT: `InferenceSession(...)`);
+- load time (tract: `Model::load`, parse, int8 rewrite, optimise, with the int8 kernel choices
+  already in the kernel cache, as on a board after its first start; the first load, which
+  times every kernel on every layer shape, is reported apart; ORT: `InferenceSession(...)`);
 - per inference, batch 1, after one warm-up per round: median and p95, and the ratio
   tract / ORT (median of the per-round ratios of medians, with their range);
 - the device path per input, from encoded bytes in memory: decode, preprocess, infer,
   decide (softmax and a max-softmax exit at 0.5). ORT's path is Pillow + refprep + session
   + softmax (numpy), what scripts/accuracy.py does;
 - peak memory: max RSS of each worker process (os.wait4's rusage, the same for both), and
-  its RSS before the model was loaded (the interpreter or binary and its libraries);
+  its RSS before the model was loaded (the interpreter or binary and its libraries); for tract
+  also the peak while loading (VmHWM right after the load);
 - top-1 agreement of the path's answers between tract and each ORT mode.
 
 ONNX Runtime sessions: intra_op_num_threads = threads, inter_op_num_threads = 1, sequential
@@ -188,6 +191,24 @@ class Worker:
         self.maxrss_kb = usage.ru_maxrss  # kB on Linux
 
 
+def kernel_choices(cache: Path) -> str:
+    """The kernel cache's content as a table: per int8 layer shape, the kernel kept and every
+    candidate's time."""
+    L = []
+    for f in sorted(cache.glob("kernels-*.json")):
+        c = json.loads(f.read_text())
+        names = sorted({k for m in c["choices"].values() for k in m["ms"]})
+        L.append(f"### int8 kernel choice per layer shape ({f.name}; ms per call, single thread)")
+        L.append("")
+        L.append("| layer shape | chosen | " + " | ".join(names) + " |")
+        L.append("|---|---|" + "---:|" * len(names))
+        for sig, m in sorted(c["choices"].items()):
+            cells = [f"{m['ms'][n]:.3f}" if n in m["ms"] else "-" for n in names]
+            L.append(f"| {sig} | {m['kernel']} | " + " | ".join(cells) + " |")
+        L.append("")
+    return "\n".join(L)
+
+
 def pct(values, q):
     v = sorted(values)
     if not v:
@@ -195,6 +216,19 @@ def pct(values, q):
     k = (len(v) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(v) - 1)
     return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def cpu_flags() -> str:
+    """The flags of /proc/cpuinfo that decide the kernels."""
+    want = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm"]
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return ", ".join(f for f in want if f in have) or "none of " + ", ".join(want)
+    except OSError:
+        pass
+    return "?"
 
 
 def cpu_name() -> str:
@@ -225,6 +259,19 @@ def configs(models):
     return out
 
 
+def first_loads(args, inputs_file: str, log) -> dict[str, dict]:
+    """Each tract model loaded once into an empty kernel cache: the load that times every
+    kernel on every int8 layer shape (and fills the cache the workers then use)."""
+    out = {}
+    for m in args.models:
+        cmd = [args.bin, "--model", str(REPO / "models" / f"{m}.toml"), "--inputs", inputs_file, "--limit", "1",
+               "--iters", "1", "--kernel-cache", args.kernel_cache]
+        r = json.loads(subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout)
+        out[m] = r["ready"]
+        log(f"first load of {m} (kernels measured): {r['ready']['load_ms']:.0f} ms")
+    return out
+
+
 def run_all(args, thread_counts: list[int], inputs_file: str, n_inputs: int, log) -> dict[int, list[Worker]]:
     """Every configuration at every thread count, alive at once and visited in turn, so that
     tract / ORT, int8 / float and 2 threads / 1 thread are all compared within a round. The
@@ -235,7 +282,8 @@ def run_all(args, thread_counts: list[int], inputs_file: str, n_inputs: int, log
         for t in thread_counts:
             toml = str(REPO / "models" / f"{model}.toml")
             if runtime == "tract":
-                cmd = [args.bin, "--serve", "--model", toml, "--threads", str(t), "--inputs", inputs_file]
+                cmd = [args.bin, "--serve", "--model", toml, "--threads", str(t), "--inputs", inputs_file,
+                       "--kernel-cache", args.kernel_cache]
             else:
                 cmd = [args.python, str(Path(__file__).resolve()), "--worker", "ort", "--model", toml,
                        "--threads", str(t), "--opt", opt, "--inputs", inputs_file]
@@ -271,10 +319,11 @@ def fmt_ratio(st) -> str:
     return f"{st[0]:.2f} ({st[1]:.2f}-{st[2]:.2f})"
 
 
-def report(args, results: dict[int, list[Worker]], n_inputs: int, started: str, elapsed: float) -> str:
+def report(args, results: dict[int, list[Worker]], first: dict[str, dict], n_inputs: int, started: str,
+           elapsed: float) -> str:
     L = []
-    first = next(iter(results.values()))
-    ort_version = next((w.ready.get("ort_version") for w in first if w.runtime == "ort"), "?")
+    ws0 = next(iter(results.values()))
+    ort_version = next((w.ready.get("ort_version") for w in ws0 if w.runtime == "ort"), "?")
     L.append(f"# edgecascade (tract) against ONNX Runtime {ort_version}")
     L.append("")
     L.append(f"Machine: {platform.machine()}, {cpu_name()}, {os.cpu_count()} cores. Started {started}, took "
@@ -283,10 +332,11 @@ def report(args, results: dict[int, list[Worker]], n_inputs: int, started: str, 
              f"(plus one warm-up each), {args.path_rounds} device-path round(s) over every input.")
     L.append("")
     L.append("Build: tract through `examples/runtime_bench.rs` in the dev profile, where every dependency (tract "
-             "and its kernels, image, mozjpeg) is at opt-level 3 and edgecascade itself at opt-level 1. "
-             "Inference time is tract's own code and barely depends on it; the crate's own preprocessing "
-             "(crop, Pillow-exact resize, normalisation) and decision do, so their figures are an upper bound "
-             "for a release build.")
+             "and its kernels, image, mozjpeg) and `kernels/` (the int8 kernels and the preprocessing loops) are "
+             "at opt-level 3, edgecascade's own code at opt-level 1 (it holds no per-element loop of the "
+             "device path).")
+    L.append("")
+    L.append("CPU flags: " + cpu_flags())
     L.append("")
     L.append("### Per inference (ms), and tract / ORT")
     L.append("")
@@ -364,17 +414,23 @@ def report(args, results: dict[int, list[Worker]], n_inputs: int, started: str, 
              "Before load: its RSS just before loading the model (the Rust binary; or the Python "
              "interpreter with numpy, Pillow and onnxruntime imported).")
     L.append("")
-    L.append("| model | threads | runtime | load (ms) | RSS before load (MB) | RSS after load (MB) | peak RSS (MB) | peak - before load (MB) |")
-    L.append("|---|---:|---|---:|---:|---:|---:|---:|")
+    L.append("| model | threads | runtime | load (ms) | RSS before load (MB) | RSS after load (MB) | peak while loading (MB) | peak RSS (MB) | peak - before load (MB) |")
+    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    mb = lambda kb: kb / 1024  # noqa: E731
     for t, ws in results.items():
         for w in ws:
             r = w.ready
             name = "tract" if w.runtime == "tract" else f"ORT {w.opt}"
-            mb = lambda kb: kb / 1024  # noqa: E731
-            L.append(f"| {w.model} | {t} | {name} | {r['load_ms']:.0f} | {mb(r['rss_before_load_kb']):.0f} | "
-                     f"{mb(r['rss_after_load_kb']):.0f} | {mb(w.maxrss_kb):.0f} | "
+            hwm = f"{mb(r['hwm_after_load_kb']):.1f}" if "hwm_after_load_kb" in r else "-"
+            L.append(f"| {w.model} | {t} | {name} | {r['load_ms']:.0f} | {mb(r['rss_before_load_kb']):.1f} | "
+                     f"{mb(r['rss_after_load_kb']):.1f} | {hwm} | {mb(w.maxrss_kb):.0f} | "
                      f"{mb(w.maxrss_kb - r['rss_before_load_kb']):.0f} |")
     L.append("")
+    if first:
+        L.append("tract's first load on this machine, which times every kernel on every int8 layer shape and writes "
+                 "the choices to the kernel cache (every load above found them there): " +
+                 ", ".join(f"{m} {r['load_ms']:.0f} ms" for m, r in first.items()) + ".")
+        L.append("")
     return "\n".join(L)
 
 
@@ -417,12 +473,17 @@ def main() -> None:
         inputs_file = f.name
     try:
         thread_counts = [int(x) for x in args.threads.split(",")]
-        log(f"starting {len(configs(args.models)) * len(thread_counts)} workers")
-        results = run_all(args, thread_counts, inputs_file, len(inputs), log)
+        with tempfile.TemporaryDirectory() as cache:
+            args.kernel_cache = cache
+            first = first_loads(args, inputs_file, log)
+            log(f"starting {len(configs(args.models)) * len(thread_counts)} workers")
+            results = run_all(args, thread_counts, inputs_file, len(inputs), log)
+            choices = kernel_choices(Path(cache))
     finally:
         os.unlink(inputs_file)
     elapsed = time.monotonic() - t0
-    print(report(args, results, len(inputs), started, elapsed))
+    print(report(args, results, first, len(inputs), started, elapsed))
+    print(choices)
     if args.json:
         raw = {str(t): [{"label": w.label, "ready": w.ready, "infer": w.infer, "path": w.path,
                          "maxrss_kb": w.maxrss_kb} for w in ws] for t, ws in results.items()}

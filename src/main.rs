@@ -873,9 +873,11 @@ fn run_bench(
         inputs.len(),
         dir.display()
     );
-    let report = energy::bench::run(&mut pipeline, &ctx, &inputs, options, &mut |r| {
+    let mut report = energy::bench::run(&mut pipeline, &ctx, &inputs, options, &mut |r| {
         log::info!("bench run {}: {} inferences, {:.1} mJ per inference", r.run, r.inferences, r.mj_per_inference)
     });
+    report.cpu = edgecascade::runner::cpu_features();
+    report.threads = edgecascade::runner::threads();
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -75,6 +75,13 @@ pub struct StageStats {
 pub struct BenchReport {
     pub bench: bool,
     pub board: String,
+    /// The CPU: its architecture, the features that pick the kernels, the int8 kernels that can
+    /// run on it and tract's own choice (`runner::cpu_features`).
+    pub cpu: String,
+    /// Threads of each model's products.
+    pub threads: usize,
+    /// Per model run here: its name and the kernels its int8 products run on.
+    pub kernels: Vec<(String, String)>,
     pub source: String,
     pub baseline_w: f64,
     pub runs: Vec<RunReport>,
@@ -211,6 +218,13 @@ pub fn run(
     BenchReport {
         bench: true,
         board: energy.board.clone(),
+        cpu: String::new(),
+        threads: 1,
+        kernels: pipeline
+            .models
+            .iter()
+            .filter_map(|m| Some((m.name().to_owned(), m.runner.kernels()?.to_owned())))
+            .collect(),
         source: runs.last().map_or_else(|| energy.source(), |r| r.source.clone()),
         baseline_w: energy.baseline_w(),
         inferences: runs.iter().map(|r| r.inferences).sum(),
@@ -229,6 +243,12 @@ pub fn run(
 /// The report as text.
 pub fn report_text(r: &BenchReport) -> String {
     let mut t = format!("board {}; energy from {} (idle baseline {:.2} W)\n", r.board, r.source, r.baseline_w);
+    if !r.cpu.is_empty() {
+        t += &format!("CPU {}; {} thread(s)\n", r.cpu, r.threads);
+    }
+    for (model, kernels) in &r.kernels {
+        t += &format!("{model}: int8 kernels {kernels}\n");
+    }
     for run in &r.runs {
         t += &format!(
             "run {}: {} inferences in {:.1} s, {:.1} mJ per inference ({:.1} above idle){}\n",

@@ -41,7 +41,15 @@ pub fn set_threads(n: usize) -> usize {
     use tract_linalg::multithread::{set_default_executor, Executor};
     let n = n.max(1);
     set_default_executor(if n == 1 { Executor::SingleThread } else { Executor::multithread(n) });
+    THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
     n
+}
+
+static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// The number of threads `set_threads` put in force (1 before it is called).
+pub fn threads() -> usize {
+    THREADS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Runs a model on one input, or on a batch of inputs.
@@ -62,6 +70,10 @@ pub trait ModelRunner: Send + Sync {
     }
     /// Multiply-accumulates per inference.
     fn macs(&self) -> u64;
+    /// Which kernels run the model's int8 products and how they were chosen, where that applies.
+    fn kernels(&self) -> Option<&str> {
+        None
+    }
     /// Where one inference's time goes: per kind of op (or, with `per_node`, per node: its op
     /// and name), how many nodes of that kind ran and their mean time per inference in ms over
     /// `runs` runs of `input` (after one warm-up), slowest first. Empty for runners that cannot
@@ -83,6 +95,8 @@ pub struct OpTime {
 pub struct TractRunner {
     plan: Arc<TypedRunnableModel>,
     shape: Vec<usize>,
+    /// How the int8 products' kernels were chosen (none for models without them).
+    kernels: Option<String>,
     macs: u64,
     outputs: usize,
     /// Loaded for batches: a plan per batch size.
@@ -143,7 +157,7 @@ impl TractRunner {
     }
 
     fn load_as(path: &Path, shape: &[usize], batched: bool, opts: &RunnerOptions) -> Result<TractRunner, RunError> {
-        let typed = typed_model(path, shape, batched, opts)?;
+        let (typed, kernels) = typed_model(path, shape, batched, opts)?;
         let prepare = |e: TractError| RunError::Prepare { path: path.to_owned(), msg: format!("{e:#}") };
         let macs = count_macs(&typed).map_err(prepare)?;
         let outputs =
@@ -160,7 +174,7 @@ impl TractRunner {
             best: std::sync::atomic::AtomicUsize::new(usize::MAX),
         });
         release_freed_memory();
-        Ok(TractRunner { plan, shape: shape.to_vec(), macs, outputs, batches })
+        Ok(TractRunner { plan, shape: shape.to_vec(), kernels, macs, outputs, batches })
     }
 
     /// The plan for batches of `n` (built on first use, then kept).
@@ -173,6 +187,7 @@ impl TractRunner {
         shape[0] = n;
         let started = std::time::Instant::now();
         let plan = typed_model(&b.path, &shape, true, &b.opts)?
+            .0
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|e| RunError::Prepare { path: b.path.clone(), msg: format!("{e:#}") })?;
@@ -206,7 +221,13 @@ fn release_freed_memory() {
 /// Parses `path`, checks its declared input against `shape`, fixes the input to `shape` and
 /// declutters. With `free_batch`, the first axis of `shape` may differ from the graph's
 /// declared batch (its output's declared shape and any fixed flatten are freed).
-fn typed_model(path: &Path, shape: &[usize], free_batch: bool, opts: &RunnerOptions) -> Result<TypedModel, RunError> {
+/// Also returns how the int8 kernels were chosen, for a QDQ model on the int8 rewrite.
+fn typed_model(
+    path: &Path,
+    shape: &[usize],
+    free_batch: bool,
+    opts: &RunnerOptions,
+) -> Result<(TypedModel, Option<String>), RunError> {
     if !path.is_file() {
         return Err(RunError::Missing { path: path.to_owned() });
     }
@@ -270,6 +291,7 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool, opts: &RunnerOpti
     }
     let mut typed = model.into_typed().map_err(prepare)?;
     phase("typed", &mut t);
+    let mut kernels = None;
     if let Some(sha) = sha {
         let (kinds, choices) = choose_kernels(&mut typed, &sha, &opts.kernels)
             .map_err(|msg| RunError::Prepare { path: path.to_owned(), msg })?;
@@ -286,10 +308,11 @@ fn typed_model(path: &Path, shape: &[usize], free_batch: bool, opts: &RunnerOpti
             choices.summary()
         );
         phase("kernels chosen", &mut t);
+        kernels = Some(choices.summary());
     }
-    let typed = typed.into_decluttered().map_err(prepare);
+    let typed = typed.into_decluttered().map_err(prepare)?;
     phase("decluttered", &mut t);
-    typed
+    Ok((typed, kernels))
 }
 
 /// Chooses the kernel of every int8 product of `model` (typed: every shape known) and puts
@@ -464,6 +487,10 @@ impl ModelRunner for TractRunner {
 
     fn macs(&self) -> u64 {
         self.macs
+    }
+
+    fn kernels(&self) -> Option<&str> {
+        self.kernels.as_deref()
     }
 
     fn profile(&self, input: &[f32], runs: usize, per_node: bool) -> Result<Vec<OpTime>, RunError> {
