@@ -30,52 +30,144 @@ impl Iterator for Files {
     }
 }
 
-/// New image files appearing in a folder. A file is taken once its size has stopped changing
-/// between two polls (the writer is done). Files present at start are taken too, in name
-/// order. Ends after `max` inputs, or after `idle` with nothing new, when those are set.
+/// A source of inputs, told when each one has its answer (or error) written and logged.
+pub trait Source: Iterator<Item = Input> {
+    /// `name` has its one line of output and its log line: a watched folder files the input
+    /// away (answered or failed), so that a restart does not take it again.
+    fn done(&mut self, _name: &str, _answered: bool) {}
+}
+
+impl Source for Files {}
+
+impl Source for std::vec::IntoIter<Input> {}
+
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn done(&mut self, name: &str, answered: bool) {
+        (**self).done(name, answered)
+    }
+}
+
+impl<R: Read> Source for Mjpeg<R> {}
+
+/// How a watched folder decides a new file is complete.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchOptions {
+    /// Stop after this many inputs.
+    pub max: Option<usize>,
+    /// Stop after this long without a new input.
+    pub idle: Option<Duration>,
+    /// A file no writer is known to have closed is taken once its size and modification time
+    /// have not changed for this long (files present at start; everywhere without inotify).
+    pub settle: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions { max: None, idle: None, settle: Duration::from_secs(2) }
+    }
+}
+
+/// New image files appearing in a folder, each taken once its writer is done with it: on
+/// Linux when inotify reports it closed after writing or moved in (a camera tool writing in
+/// place, or writing elsewhere and renaming), otherwise once its size and modification time
+/// have settled. Files present at start are taken too, in name order, once settled (or closed).
+/// Each input, once answered and logged (`Source::done`), moves to `DIR/done/` (`DIR/failed/`
+/// when it could not be answered), so a restart takes only what is left.
 pub struct Watch {
     dir: PathBuf,
-    seen: HashSet<PathBuf>,
-    sizes: std::collections::HashMap<PathBuf, u64>,
+    opts: WatchOptions,
+    /// Files seen but not taken yet: their size and modification time, and since when.
+    pending: std::collections::HashMap<PathBuf, (u64, Option<std::time::SystemTime>, Instant)>,
     ready: std::collections::VecDeque<PathBuf>,
+    /// Taken, not yet done, by input name.
+    taken_paths: std::collections::HashMap<String, PathBuf>,
+    notify: Option<Inotify>,
+    /// Files there at start: with inotify, the only ones taken by settling (they may have
+    /// been closed before it watched); later ones are taken when inotify reports them.
+    initial: HashSet<PathBuf>,
     poll: Duration,
-    max: Option<usize>,
-    idle: Option<Duration>,
     taken: usize,
     last_new: Instant,
 }
 
 impl Watch {
-    pub fn new(dir: PathBuf, max: Option<usize>, idle: Option<Duration>) -> Result<Watch, dataset::DatasetError> {
+    pub fn new(dir: PathBuf, opts: WatchOptions) -> Result<Watch, dataset::DatasetError> {
         if !dir.is_dir() {
             return Err(dataset::DatasetError::Missing { path: dir });
         }
-        Ok(Watch {
+        let notify = Inotify::watch(&dir)
+            .map_err(|e| log::warn!("{}: no inotify ({e}); files are taken once settled", dir.display()))
+            .ok();
+        let mut w = Watch {
             dir,
-            seen: HashSet::new(),
-            sizes: Default::default(),
+            opts,
+            pending: Default::default(),
             ready: Default::default(),
-            poll: Duration::from_millis(100),
-            max,
-            idle,
+            taken_paths: Default::default(),
+            notify,
+            initial: HashSet::new(),
+            poll: Duration::from_millis(50),
             taken: 0,
             last_new: Instant::now(),
-        })
+        };
+        w.initial = dataset::list_images(&w.dir).unwrap_or_default().into_iter().collect();
+        w.look();
+        Ok(w)
     }
 
-    fn scan(&mut self) {
+    /// Moves an input already answered (in the results log, by a run that stopped before
+    /// filing it away) to `done/`.
+    pub fn already_done(&mut self, path: &std::path::Path) {
+        self.pending.remove(path);
+        self.ready.retain(|p| p != path);
+        self.file_away(path, "done");
+    }
+
+    fn file_away(&self, path: &std::path::Path, to: &str) {
+        let folder = self.dir.join(to);
+        let moved = std::fs::create_dir_all(&folder)
+            .and_then(|_| std::fs::rename(path, folder.join(path.file_name().unwrap_or_default())));
+        if let Err(e) = moved {
+            log::warn!("cannot move {} to {}: {e}", path.display(), folder.display());
+        }
+    }
+
+    fn look(&mut self) {
+        // Closed after writing, or moved in: complete.
+        if let Some(n) = &mut self.notify {
+            for name in n.complete() {
+                let p = self.dir.join(name);
+                if dataset::is_image(&p) && !self.ready.contains(&p) && p.is_file() {
+                    self.pending.remove(&p);
+                    self.ready.push_back(p);
+                }
+            }
+        }
         let Ok(found) = dataset::list_images(&self.dir) else { return };
         for p in found {
-            if self.seen.contains(&p) {
+            if self.ready.contains(&p) || self.taken_paths.values().any(|t| t == &p) {
                 continue;
             }
-            let Ok(len) = std::fs::metadata(&p).map(|m| m.len()) else { continue };
-            if len > 0 && self.sizes.get(&p) == Some(&len) {
-                self.seen.insert(p.clone());
-                self.sizes.remove(&p);
-                self.ready.push_back(p);
-            } else {
-                self.sizes.insert(p, len);
+            if self.notify.is_some() && !self.initial.contains(&p) {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&p) else { continue };
+            let (len, mtime) = (meta.len(), meta.modified().ok());
+            match self.pending.get(&p) {
+                Some(&(l, m, since)) if l == len && m == mtime => {
+                    if len > 0 && since.elapsed() >= self.opts.settle {
+                        self.pending.remove(&p);
+                        self.ready.push_back(p);
+                    }
+                }
+                // Not modified for the settle time already (written before we looked): whole.
+                _ if len > 0 && mtime.and_then(|m| m.elapsed().ok()).is_some_and(|age| age >= self.opts.settle) => {
+                    self.pending.remove(&p);
+                    self.ready.push_back(p);
+                }
+                _ => {
+                    self.pending.insert(p, (len, mtime, Instant::now()));
+                }
             }
         }
     }
@@ -84,21 +176,96 @@ impl Watch {
 impl Iterator for Watch {
     type Item = Input;
     fn next(&mut self) -> Option<Input> {
-        if self.max.is_some_and(|m| self.taken >= m) {
+        if self.opts.max.is_some_and(|m| self.taken >= m) {
             return None;
         }
         loop {
             if let Some(p) = self.ready.pop_front() {
                 self.taken += 1;
                 self.last_new = Instant::now();
-                return Some((p.display().to_string(), std::fs::read(&p).map_err(|e| format!("cannot read: {e}"))));
+                let name = p.display().to_string();
+                let bytes = std::fs::read(&p).map_err(|e| format!("cannot read: {e}"));
+                self.taken_paths.insert(name.clone(), p);
+                return Some((name, bytes));
             }
-            if self.idle.is_some_and(|i| self.last_new.elapsed() > i) {
+            if self.opts.idle.is_some_and(|i| self.last_new.elapsed() > i) {
                 return None;
             }
             std::thread::sleep(self.poll);
-            self.scan();
+            self.look();
         }
+    }
+}
+
+impl Source for Watch {
+    fn done(&mut self, name: &str, answered: bool) {
+        if let Some(p) = self.taken_paths.remove(name) {
+            self.file_away(&p, if answered { "done" } else { "failed" });
+        }
+    }
+}
+
+/// Linux's inotify on one folder: the names of files closed after writing or moved in.
+struct Inotify {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Inotify {
+    #[cfg(target_os = "linux")]
+    fn watch(dir: &std::path::Path) -> std::io::Result<Inotify> {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+        // SAFETY: plain system calls; the descriptor is owned from here on.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            use std::os::fd::AsRawFd;
+            if libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Inotify { fd })
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn watch(_dir: &std::path::Path) -> std::io::Result<Inotify> {
+        Err(std::io::Error::other("inotify is Linux's"))
+    }
+
+    /// The file names of every event waiting (never blocks).
+    #[cfg(target_os = "linux")]
+    fn complete(&mut self) -> Vec<std::ffi::OsString> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let mut names = vec![];
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: reads at most buf.len() bytes into buf.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return names;
+            }
+            // Events: wd (i32), mask, cookie, len (u32 each), then `len` bytes of NUL-padded name.
+            let mut at = 0usize;
+            while at + 16 <= n as usize {
+                let len = u32::from_ne_bytes(buf[at + 12..at + 16].try_into().expect("4 bytes")) as usize;
+                let name = &buf[at + 16..(at + 16 + len).min(n as usize)];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if !name.is_empty() {
+                    names.push(std::ffi::OsStr::from_bytes(name).to_owned());
+                }
+                at += 16 + len;
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn complete(&mut self) -> Vec<std::ffi::OsString> {
+        vec![]
     }
 }
 
@@ -277,11 +444,20 @@ mod tests {
         assert!(frames.iter().all(|f| f.1.as_ref().unwrap_err().contains("larger than 100")));
     }
 
+    fn watch(dir: &std::path::Path, max: Option<usize>, idle_ms: u64, settle_ms: u64) -> Watch {
+        let opts = WatchOptions {
+            max,
+            idle: Some(Duration::from_millis(idle_ms)),
+            settle: Duration::from_millis(settle_ms),
+        };
+        Watch::new(dir.to_owned(), opts).unwrap()
+    }
+
     #[test]
-    fn watch_takes_files_once_complete() {
+    fn watch_takes_files_once_complete_and_files_them_away() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.jpg"), b"first").unwrap();
-        let mut w = Watch::new(dir.path().to_owned(), Some(2), Some(Duration::from_secs(5))).unwrap();
+        let mut w = watch(dir.path(), Some(2), 5000, 200);
         let first = w.next().unwrap();
         assert!(first.0.ends_with("a.jpg"));
         let p = dir.path().join("b.png");
@@ -294,7 +470,36 @@ mod tests {
         assert!(second.0.ends_with("b.png"));
         assert_eq!(second.1.unwrap(), b"second");
         assert!(w.next().is_none(), "max reached");
-        let mut idle = Watch::new(dir.path().to_owned(), None, Some(Duration::from_millis(300))).unwrap();
-        assert_eq!(idle.by_ref().count(), 2);
+        w.done(&first.0, true);
+        w.done(&second.0, false);
+        assert!(dir.path().join("done/a.jpg").is_file() && dir.path().join("failed/b.png").is_file());
+        // A restart finds nothing left to take.
+        let mut again = watch(dir.path(), None, 300, 50);
+        assert_eq!(again.by_ref().count(), 0);
+    }
+
+    /// A writer that pauses mid-file (a camera tool writing a large frame, a slow network
+    /// share): the file is taken only once it is whole. Before inotify, a file whose size
+    /// held still for one 100 ms poll was taken half-written.
+    #[test]
+    fn a_file_whose_writer_pauses_mid_file_is_taken_only_when_whole() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let whole = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/photos/china.jpg")).unwrap();
+        let p = dir.path().join("frame.jpg");
+        let (first, rest) = whole.split_at(whole.len() / 2);
+        let (first, rest) = (first.to_vec(), rest.to_vec());
+        // The pause is longer than the settle time: only the writer's close tells.
+        let mut w = watch(dir.path(), Some(1), 5000, 300);
+        let writer = std::thread::spawn(move || {
+            let mut f = std::fs::File::create(p).unwrap();
+            f.write_all(&first).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(1200));
+            f.write_all(&rest).unwrap();
+        });
+        let got = w.next().unwrap();
+        writer.join().unwrap();
+        assert_eq!(got.1.unwrap(), whole, "the file was taken before its writer was done");
     }
 }

@@ -35,6 +35,7 @@ pub mod pipeline;
 pub mod plot;
 pub mod policy;
 pub mod preprocess;
+pub mod results_log;
 pub mod runner;
 pub mod session;
 pub mod stage;

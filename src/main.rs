@@ -12,13 +12,14 @@ use edgecascade::device::{ConnectError, Remote, RemoteConfig, RemoteStage};
 use edgecascade::energy::{self, EnergyContext};
 use edgecascade::eval;
 use edgecascade::host::{self, Host};
-use edgecascade::inputs::{self, Input};
+use edgecascade::inputs;
 use edgecascade::link::{Encoding, LinkAddr, Shaping};
 use edgecascade::manifest::Manifest;
 use edgecascade::model::Model;
 use edgecascade::oip::{self, client::OipRemote, server::OipConfig};
 use edgecascade::pipeline::Pipeline;
 use edgecascade::policy::Metric;
+use edgecascade::results_log::{self, ResultsLog};
 use edgecascade::runner::{ForcedKernels, KernelOptions, RunnerOptions};
 use edgecascade::session::{self, Sink, Summary};
 use std::collections::HashMap;
@@ -81,6 +82,10 @@ enum Command {
         /// Image files, or folders of images.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Answer damaged images (a JPEG cut short, corrupt data) as far as they decode, marked
+        /// `damaged`, instead of reporting them as errors.
+        #[arg(long)]
+        accept_damaged: bool,
         /// One JSON object per input per line, then a summary object.
         #[arg(long)]
         json: bool,
@@ -118,6 +123,10 @@ enum Command {
         /// With --watch: stop after this many seconds without a new image.
         #[arg(long, value_name = "SECS")]
         idle_exit: Option<f64>,
+        /// With --watch: take a file no writer was seen closing (files there at start, or
+        /// everywhere without inotify) once unchanged for this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+        settle: f64,
     },
     /// Choose the threshold from labeled data: sweep every metric, with and without ensembling
     /// and temperature scaling, price each point, and write the chosen one into a new config.
@@ -252,11 +261,51 @@ struct DeviceArgs {
     link: LinkArgs,
     #[command(flatten)]
     energy: EnergyArgs,
-    /// Append one JSON line per input to this file, flushed per line.
-    #[arg(long, value_name = "FILE")]
-    log: Option<PathBuf>,
+    #[command(flatten)]
+    log: LogArgs,
+    /// Answer damaged images (a JPEG cut short, corrupt data) as far as they decode, marked
+    /// `damaged`, instead of reporting them as errors.
+    #[arg(long)]
+    accept_damaged: bool,
     #[arg(long)]
     json: bool,
+}
+
+/// The results log.
+#[derive(Args)]
+struct LogArgs {
+    /// Append one JSON line per input to this file (time, run id, sequence number, answer),
+    /// synced to the disk before the next input.
+    #[arg(long = "log", value_name = "FILE")]
+    path: Option<PathBuf>,
+    /// Start a new log file when it would pass this many MB (FILE.1, FILE.2, ... keep the
+    /// older ones).
+    #[arg(long, value_name = "MB", requires = "path")]
+    log_max_mb: Option<f64>,
+    /// With --log-max-mb: how many older files to keep.
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "log_max_mb")]
+    log_keep: usize,
+}
+
+impl LogArgs {
+    /// Opens the log (closing a torn last line, continuing its sequence numbers); also what it
+    /// found in it.
+    fn open(&self) -> Result<Option<(ResultsLog, results_log::Found)>> {
+        let Some(p) = &self.path else { return Ok(None) };
+        if self.log_max_mb.is_some_and(|m| m.is_nan() || m <= 0.0) {
+            bail!("--log-max-mb must be more than 0");
+        }
+        let rotation = self.log_max_mb.map(|mb| results_log::Rotation { max_bytes: (mb * 1e6) as u64, keep: self.log_keep });
+        let (log, found) = ResultsLog::open(p, &results_log::run_id(), rotation)
+            .with_context(|| format!("cannot open the results log {}", p.display()))?;
+        if found.torn {
+            log::warn!(
+                "the results log {} ended in a torn line (the last run was cut off mid-write); it goes on on a new line",
+                p.display()
+            );
+        }
+        Ok(Some((log, found)))
+    }
 }
 
 /// The host's model, links and limits.
@@ -420,11 +469,20 @@ fn main() -> ExitCode {
         },
     });
     let result = match cli.command {
-        Command::Classify { cascade, energy, paths, json } => classify(&cascade, &energy, &paths, json),
+        Command::Classify { cascade, energy, paths, accept_damaged, json } => {
+            classify(&cascade, &energy, &paths, accept_damaged, json)
+        }
         Command::Demo { device, data } => demo(&device, data.as_deref()),
         Command::Host { host } => serve(&host).map(|()| 0),
-        Command::Run { device, addr, paths, watch, max_inputs, idle_exit } => {
-            let watch = watch.map(|dir| (dir, max_inputs, idle_exit.map(Duration::from_secs_f64)));
+        Command::Run { device, addr, paths, watch, max_inputs, idle_exit, settle } => {
+            let watch = watch.map(|dir| {
+                let opts = inputs::WatchOptions {
+                    max: max_inputs,
+                    idle: idle_exit.map(Duration::from_secs_f64),
+                    settle: Duration::from_secs_f64(settle.max(0.0)),
+                };
+                (dir, opts)
+            });
             run_device(&device, addr, &paths, watch)
         }
         Command::Boards { energy, json } => run_boards(&energy, json).map(|()| 0),
@@ -495,10 +553,17 @@ fn main() -> ExitCode {
 }
 
 /// Runs `classify`; returns the number of inputs that failed.
-fn classify(args: &CascadeArgs, energy: &EnergyArgs, paths: &[PathBuf], json: bool) -> Result<usize> {
+fn classify(
+    args: &CascadeArgs,
+    energy: &EnergyArgs,
+    paths: &[PathBuf],
+    accept_damaged: bool,
+    json: bool,
+) -> Result<usize> {
     let files = dataset::collect_inputs(paths)?;
     let mut pipeline = Pipeline::local(args.resolve()?, runner_opts())?;
     pipeline.energy = Some(energy.start()?);
+    pipeline.accept_damaged = accept_damaged;
     let mut out = std::io::stdout().lock();
     let mut sink = Sink { out: &mut out, json, log: None, labels: None };
     let summary = session::drive(&mut pipeline, inputs::Files::new(files), &mut sink)?;
@@ -515,15 +580,6 @@ fn finish(sink: &mut Sink, summary: &Summary) -> Result<usize> {
     Ok(summary.failed)
 }
 
-fn open_log(path: Option<&Path>) -> Result<Option<Box<dyn Write>>> {
-    let Some(p) = path else { return Ok(None) };
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(p)
-        .with_context(|| format!("cannot open the results log {}", p.display()))?;
-    Ok(Some(Box::new(f)))
-}
 
 /// The host model's manifest: `--model`, or the config's last stage.
 fn host_manifest(config: Option<PathBuf>, model: Option<&Path>) -> Result<PathBuf> {
@@ -652,12 +708,24 @@ fn run_device(
     device: &DeviceArgs,
     addr: LinkAddr,
     paths: &[PathBuf],
-    watch: Option<(PathBuf, Option<usize>, Option<Duration>)>,
+    watch: Option<(PathBuf, inputs::WatchOptions)>,
 ) -> Result<usize> {
-    let DeviceArgs { cascade: args, link, energy, log, json } = device;
-    let (log, json) = (log.as_deref(), *json);
-    let inputs: Box<dyn Iterator<Item = Input>> = match watch {
-        Some((dir, max, idle)) => Box::new(inputs::Watch::new(dir, max, idle)?),
+    let DeviceArgs { cascade: args, link, energy, log, accept_damaged, json } = device;
+    let json = *json;
+    let log = log.open()?;
+    let inputs: Box<dyn inputs::Source> = match watch {
+        Some((dir, opts)) => {
+            let mut w = inputs::Watch::new(dir, opts)?;
+            // A run stopped between logging an input and filing it away: it is answered.
+            if let Some(last) = log.as_ref().and_then(|(_, f)| f.last_input.as_deref()) {
+                let p = Path::new(last);
+                if p.is_file() {
+                    log::info!("{last} is answered in the results log already: moving it to done/");
+                    w.already_done(p);
+                }
+            }
+            Box::new(w)
+        }
         None if paths.len() == 1 && paths[0] == Path::new("-") => {
             Box::new(inputs::Mjpeg::new(std::io::stdin(), edgecascade::link::DEFAULT_MAX_FRAME as usize))
         }
@@ -669,16 +737,17 @@ fn run_device(
     let remote = link.remote(addr, &args.resolve()?)?;
     let mut pipeline = device_pipeline(args, remote)?;
     pipeline.energy = Some(energy.start()?);
+    pipeline.accept_damaged = *accept_damaged;
     let mut out = std::io::stdout().lock();
-    let mut sink = Sink { out: &mut out, json, log: open_log(log)?, labels: None };
+    let mut sink = Sink { out: &mut out, json, log: log.map(|(l, _)| l), labels: None };
     let summary = session::drive(&mut pipeline, inputs, &mut sink)?;
     finish(&mut sink, &summary)
 }
 
 /// Runs `demo`; returns the number of inputs that failed.
 fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
-    let DeviceArgs { cascade: args, link, energy, log, json } = device;
-    let (log, json) = (log.as_deref(), *json);
+    let DeviceArgs { cascade: args, link, energy, log, accept_damaged, json } = device;
+    let json = *json;
     let config = args.resolve()?;
     let host_manifest = config.stages.last().expect("a config has a stage").model.clone();
     let (files, labels) = match data {
@@ -721,6 +790,7 @@ fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
         let result = (|| -> Result<usize> {
             let mut pipeline = device_pipeline(args, Box::new(remote))?;
             pipeline.energy = Some(energy.start()?);
+            pipeline.accept_damaged = *accept_damaged;
             if !json {
                 writeln!(
                     out,
@@ -734,7 +804,7 @@ fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
                     }
                 )?;
             }
-            let mut sink = Sink { out: &mut out, json, log: open_log(log)?, labels };
+            let mut sink = Sink { out: &mut out, json, log: log.open()?.map(|(l, _)| l), labels };
             let summary = session::drive(&mut pipeline, inputs::Files::new(files), &mut sink)?;
             finish(&mut sink, &summary)
         })();

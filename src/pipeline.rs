@@ -38,6 +38,9 @@ pub struct Answer {
     /// What the link did, when the input was offloaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<LinkReport>,
+    /// What was wrong with a damaged image answered anyway (`--accept-damaged`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
 }
 
 pub struct Pipeline {
@@ -51,6 +54,9 @@ pub struct Pipeline {
     pub names: Vec<String>,
     /// Measures the energy of each span, when set (`session::drive` fills it in).
     pub energy: Option<crate::energy::EnergyContext>,
+    /// Answer damaged images (a JPEG cut short, corrupt data) as far as they decode, marked
+    /// `damaged`, instead of failing them.
+    pub accept_damaged: bool,
 }
 
 impl Pipeline {
@@ -94,13 +100,18 @@ impl Pipeline {
             r
         });
         let policies = config.policies();
-        Ok(Pipeline { config, models, remote, policies, names, energy: None })
+        Ok(Pipeline { config, models, remote, policies, names, energy: None, accept_damaged: false })
     }
 
     /// Runs the cascade on encoded image bytes. An error names what was wrong with the input.
     pub fn answer(&mut self, input: &str, bytes: &[u8]) -> Result<Answer, String> {
         let mut spans = Spans::default();
-        let img = spans.time("decode", None, || preprocess::decode(bytes)).map_err(|e| e.to_string())?;
+        let (img, damaged) = spans
+            .time("decode", None, || match preprocess::decode_damaged(bytes) {
+                Ok((_, Some(why))) if !self.accept_damaged => Err(preprocess::PreprocessError::Damaged(why)),
+                other => other,
+            })
+            .map_err(|e| e.to_string())?;
         let mut link: Option<LinkReport> = None;
         let (models, remote) = (&self.models, &mut self.remote);
         // The driver decides between one stage's logits and the next call (or its return): the
@@ -127,7 +138,9 @@ impl Pipeline {
             spans.push_since("decide", Some(stage), since);
         }
         let macs = self.models.iter().take(outcome.ran).map(|m| m.runner.macs()).sum();
-        Ok(self.make_answer(input, &outcome, macs, spans, link))
+        let mut answer = self.make_answer(input, &outcome, macs, spans, link);
+        answer.damaged = damaged;
+        Ok(answer)
     }
 
     fn make_answer(
@@ -154,6 +167,7 @@ impl Pipeline {
             ms: stages.total_ms(),
             stages,
             link,
+            damaged: None,
         }
     }
 }

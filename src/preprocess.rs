@@ -15,6 +15,10 @@ pub enum PreprocessError {
     Empty(u32, u32),
     #[error("image is {width}x{height} pixels, more than the {MAX_PIXELS}-pixel limit")]
     TooLarge { width: usize, height: usize },
+    /// The decoder got through, but the data was cut short or corrupt (libjpeg's warnings):
+    /// the pixels are partly made up.
+    #[error("damaged image: {0}")]
+    Damaged(String),
 }
 
 /// The largest image decoded, in pixels (a header can claim 65535 x 65535).
@@ -24,20 +28,33 @@ pub const MAX_PIXELS: usize = 100_000_000;
 /// Pillow's `Image.open(..).convert("RGB")` does: JPEG through libjpeg-turbo's algorithms
 /// (mozjpeg), so the pixels are Pillow's; grey images replicated over the channels, alpha
 /// dropped. A JPEG that libjpeg cannot convert to RGB (CMYK) falls back to the image crate.
+///
+/// An image the decoder reports damaged (a JPEG cut short, or with corrupt data: libjpeg's
+/// warnings) is an error, [`PreprocessError::Damaged`]: its missing part would be made up and
+/// answered with confidence. [`decode_damaged`] decodes it anyway.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
-    let rgb = if bytes.starts_with(&[0xFF, 0xD8]) {
+    match decode_damaged(bytes)? {
+        (img, None) => Ok(img),
+        (_, Some(why)) => Err(PreprocessError::Damaged(why)),
+    }
+}
+
+/// [`decode`], but a damaged image is decoded as far as it goes (as Pillow does), with what
+/// was wrong with it.
+pub fn decode_damaged(bytes: &[u8]) -> Result<(RgbImage, Option<String>), PreprocessError> {
+    let (rgb, damage) = if bytes.starts_with(&[0xFF, 0xD8]) {
         match decode_jpeg(bytes) {
-            Ok(img) => img,
+            Ok(decoded) => decoded,
             Err(e @ PreprocessError::TooLarge { .. }) => return Err(e),
-            Err(e) => decode_other(bytes).map_err(|_| e)?,
+            Err(e) => (decode_other(bytes).map_err(|_| e)?, None),
         }
     } else {
-        decode_other(bytes)?
+        (decode_other(bytes)?, None)
     };
     if rgb.width() == 0 || rgb.height() == 0 {
         return Err(PreprocessError::Empty(rgb.width(), rgb.height()));
     }
-    Ok(rgb)
+    Ok((rgb, damage))
 }
 
 fn decode_other(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
@@ -45,11 +62,13 @@ fn decode_other(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
     Ok(img.to_rgb8())
 }
 
-fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
-    // libjpeg reports fatal errors by unwinding out of its callbacks; catch them here.
+fn decode_jpeg(bytes: &[u8]) -> Result<(RgbImage, Option<String>), PreprocessError> {
+    // libjpeg reports fatal errors by unwinding out of its callbacks; catch them here. Its
+    // warnings (data cut short, corrupt entropy data) go to `jpeg_warnings`.
+    JPEG_WARNINGS.with(|w| w.borrow_mut().clear());
     let result = std::panic::catch_unwind(|| -> Result<RgbImage, PreprocessError> {
         let io = |e: std::io::Error| PreprocessError::Decode(e.to_string());
-        let d = mozjpeg::Decompress::new_mem(bytes).map_err(io)?;
+        let d = mozjpeg::Decompress::with_err(jpeg_error_mgr()).from_mem(bytes).map_err(io)?;
         let (w, h) = d.size();
         if w.saturating_mul(h) > MAX_PIXELS {
             return Err(PreprocessError::TooLarge { width: w, height: h });
@@ -61,8 +80,9 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         RgbImage::from_raw(w as u32, h as u32, pixels)
             .ok_or_else(|| PreprocessError::Decode("the JPEG decoder returned fewer pixels than its size".into()))
     });
+    let warnings = JPEG_WARNINGS.with(|w| std::mem::take(&mut *w.borrow_mut()));
     match result {
-        Ok(r) => r,
+        Ok(r) => r.map(|img| (img, (!warnings.is_empty()).then(|| warnings.join("; ")))),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
@@ -72,6 +92,58 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
             Err(PreprocessError::Decode(msg.trim_start_matches("libjpeg fatal error: ").to_owned()))
         }
     }
+}
+
+thread_local! {
+    /// libjpeg's warnings about the image being decoded on this thread.
+    static JPEG_WARNINGS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// libjpeg's error manager as mozjpeg sets it up (fatal errors unwind), except that warnings
+/// (message level -1: "Premature end of JPEG file", "Corrupt JPEG data: ...") are kept.
+fn jpeg_error_mgr() -> mozjpeg_sys::jpeg_error_mgr {
+    // SAFETY: jpeg_std_error fills every field of a zeroed manager; the callbacks replaced
+    // below have the signatures libjpeg calls them with.
+    unsafe {
+        let mut err: mozjpeg_sys::jpeg_error_mgr = std::mem::zeroed();
+        mozjpeg_sys::jpeg_std_error(&mut err);
+        err.error_exit = Some(jpeg_fatal);
+        err.emit_message = Some(jpeg_message);
+        err
+    }
+}
+
+/// libjpeg's message for its current code.
+fn jpeg_message_text(cinfo: &mut mozjpeg_sys::jpeg_common_struct) -> String {
+    // SAFETY: `cinfo.err` is the manager made by `jpeg_error_mgr`; format_message writes its
+    // NUL-terminated message into the 80-byte buffer (the binding declares it read-only; the
+    // function is called as the mutable one it is, as mozjpeg itself does).
+    unsafe {
+        let err = &*cinfo.err;
+        let mut buf = [0u8; 80];
+        match err.format_message {
+            Some(f) => {
+                type Format = unsafe extern "C-unwind" fn(&mut mozjpeg_sys::jpeg_common_struct, &mut [u8; 80]);
+                let f: Format = std::mem::transmute(f);
+                f(cinfo, &mut buf);
+                let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+                String::from_utf8_lossy(&buf[..end]).into_owned()
+            }
+            None => format!("libjpeg message {}", err.msg_code),
+        }
+    }
+}
+
+extern "C-unwind" fn jpeg_message(cinfo: &mut mozjpeg_sys::jpeg_common_struct, level: std::os::raw::c_int) {
+    if level < 0 {
+        let msg = jpeg_message_text(cinfo);
+        JPEG_WARNINGS.with(|w| w.borrow_mut().push(msg));
+    }
+}
+
+extern "C-unwind" fn jpeg_fatal(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
+    let msg = jpeg_message_text(cinfo);
+    std::panic::resume_unwind(Box::new(format!("libjpeg fatal error: {msg}")));
 }
 
 /// The centred square of side `round(shorter side * crop_fraction)`, resized to

@@ -4,8 +4,9 @@
 //! most the input in flight. Then the summary: counts, link bytes, mean span times and, on
 //! labeled inputs, accuracy.
 
-use crate::inputs::Input;
+use crate::inputs::Source;
 use crate::pipeline::{Answer, Pipeline};
+use crate::results_log::ResultsLog;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -14,8 +15,8 @@ use std::io::Write;
 pub struct Sink<'a> {
     pub out: &'a mut dyn Write,
     pub json: bool,
-    /// The results log (JSON lines), flushed per line.
-    pub log: Option<Box<dyn Write>>,
+    /// The results log (JSON lines, each synced to the disk before the next input).
+    pub log: Option<ResultsLog>,
     /// Labels by file name, to score answers (from a labels.csv).
     pub labels: Option<HashMap<String, usize>>,
 }
@@ -65,18 +66,16 @@ pub struct Summary {
     pub top1: Option<f64>,
 }
 
-/// Runs every input through the pipeline, writing one line each; returns the summary.
-pub fn drive(
-    pipeline: &mut Pipeline,
-    inputs: impl Iterator<Item = Input>,
-    sink: &mut Sink,
-) -> std::io::Result<Summary> {
+/// Runs every input through the pipeline, writing one line each (and one log line, before the
+/// source is told the input is done); returns the summary.
+pub fn drive(pipeline: &mut Pipeline, mut inputs: impl Source, sink: &mut Sink) -> std::io::Result<Summary> {
     let mut s = Summary { summary: true, ..Default::default() };
     s.answered_by = pipeline.names.iter().map(|n| (n.clone(), 0)).collect();
     let (mut correct, mut scored) = (0usize, 0usize);
     let mut seq = 0u64;
-    for (name, bytes) in inputs {
-        seq += 1;
+    while let Some((name, bytes)) = inputs.next() {
+        // Sequence numbers go on from the log's last line across runs.
+        seq = sink.log.as_mut().map_or(seq + 1, |l| l.next_seq());
         s.inputs += 1;
         let result = bytes.and_then(|b| pipeline.answer(&name, &b));
         match result {
@@ -97,10 +96,10 @@ pub fn drive(
                 }
                 if let Some(log) = sink.log.as_mut() {
                     let line = LogLine { seq, answer: &a, correct: ok };
-                    writeln!(log, "{}", serde_json::to_string(&line).map_err(std::io::Error::other)?)?;
-                    log.flush()?;
+                    log.append(serde_json::to_value(&line).map_err(std::io::Error::other)?)?;
                 }
                 count(&mut s, &a, pipeline.remote.is_some() && a.stage + 1 == pipeline.names.len());
+                inputs.done(&name, true);
             }
             Err(e) => {
                 s.failed += 1;
@@ -111,9 +110,9 @@ pub fn drive(
                     writeln!(sink.out, "{name}: error: {e}")?;
                 }
                 if let Some(log) = sink.log.as_mut() {
-                    writeln!(log, "{line}")?;
-                    log.flush()?;
+                    log.append(line)?;
                 }
+                inputs.done(&name, false);
             }
         }
         sink.out.flush()?;

@@ -500,9 +500,14 @@ pub struct Report {
     pub mean_span_ms: std::collections::BTreeMap<String, f64>,
     pub mean_span_mj: std::collections::BTreeMap<String, f64>,
     pub top1: Option<f64>,
+    /// Lines cut short by a power cut, skipped (with a warning).
+    pub torn: usize,
+    /// The runs the log holds (their ids, in order of first appearance).
+    pub runs: Vec<String>,
 }
 
-/// Reads a results log of `run` or `demo`. Lines that do not parse are an error naming the line.
+/// Reads a results log of `run` or `demo`. Torn lines (cut short by a power cut) are skipped
+/// with a warning; other lines that do not parse are an error naming the line.
 pub fn report(log: &Path, calibration: Option<&CalibrationInfo>) -> Result<Report> {
     let text =
         std::fs::read_to_string(log).with_context(|| format!("cannot read the results log {}", log.display()))?;
@@ -522,12 +527,25 @@ pub fn report(log: &Path, calibration: Option<&CalibrationInfo>) -> Result<Repor
         mean_span_ms: Default::default(),
         mean_span_mj: Default::default(),
         top1: None,
+        torn: 0,
+        runs: vec![],
     };
     let (mut stage_counts, mut correct, mut scored) = (Vec::<usize>::new(), 0usize, 0usize);
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        // A line cut short by a power cut (the run after it goes on on a new line).
+        if crate::results_log::is_torn(line) {
+            log::warn!("{} line {}: a torn line (a run cut off mid-write), skipped", log.display(), i + 1);
+            r.torn += 1;
+            continue;
+        }
         let v: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{} line {}: not a JSON object", log.display(), i + 1))?;
         r.inputs += 1;
+        if let Some(run) = v.get("run").and_then(|r| r.as_str()) {
+            if !r.runs.iter().any(|x| x == run) {
+                r.runs.push(run.to_owned());
+            }
+        }
         if v.get("error").is_some() {
             r.failed += 1;
             continue;
@@ -603,6 +621,9 @@ pub fn report_text(r: &Report) -> String {
         r.forwarded_rate * 100.0,
         r.degraded
     );
+    if r.runs.len() > 1 || r.torn > 0 {
+        t += &format!("{} runs; {} torn line(s) skipped\n", r.runs.len(), r.torn);
+    }
     match (r.predicted_rate, r.interval) {
         (Some(p), Some((lo, hi))) => {
             t += &format!(
