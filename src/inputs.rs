@@ -445,11 +445,8 @@ mod tests {
     }
 
     fn watch(dir: &std::path::Path, max: Option<usize>, idle_ms: u64, settle_ms: u64) -> Watch {
-        let opts = WatchOptions {
-            max,
-            idle: Some(Duration::from_millis(idle_ms)),
-            settle: Duration::from_millis(settle_ms),
-        };
+        let opts =
+            WatchOptions { max, idle: Some(Duration::from_millis(idle_ms)), settle: Duration::from_millis(settle_ms) };
         Watch::new(dir.to_owned(), opts).unwrap()
     }
 

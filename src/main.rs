@@ -295,7 +295,8 @@ impl LogArgs {
         if self.log_max_mb.is_some_and(|m| m.is_nan() || m <= 0.0) {
             bail!("--log-max-mb must be more than 0");
         }
-        let rotation = self.log_max_mb.map(|mb| results_log::Rotation { max_bytes: (mb * 1e6) as u64, keep: self.log_keep });
+        let rotation =
+            self.log_max_mb.map(|mb| results_log::Rotation { max_bytes: (mb * 1e6) as u64, keep: self.log_keep });
         let (log, found) = ResultsLog::open(p, &results_log::run_id(), rotation)
             .with_context(|| format!("cannot open the results log {}", p.display()))?;
         if found.torn {
@@ -579,7 +580,6 @@ fn finish(sink: &mut Sink, summary: &Summary) -> Result<usize> {
     }
     Ok(summary.failed)
 }
-
 
 /// The host model's manifest: `--model`, or the config's last stage.
 fn host_manifest(config: Option<PathBuf>, model: Option<&Path>) -> Result<PathBuf> {

@@ -209,8 +209,10 @@ mod tests {
             let seq = log.next_seq();
             log.append(json!({ "seq": seq, "input": "some-image.jpg" })).unwrap();
         }
-        let all: Vec<String> =
-            [p.clone(), dir.path().join("r.jsonl.1"), dir.path().join("r.jsonl.2")].iter().flat_map(|f| lines(f)).collect();
+        let all: Vec<String> = [p.clone(), dir.path().join("r.jsonl.1"), dir.path().join("r.jsonl.2")]
+            .iter()
+            .flat_map(|f| lines(f))
+            .collect();
         assert!(std::fs::metadata(&p).unwrap().len() <= 300);
         assert!(!dir.path().join("r.jsonl.3").exists());
         // The newest lines are kept, none is split across files.

@@ -207,3 +207,37 @@ fn bad_config_and_flags_are_named() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("confidence"), "{}", stderr(&o));
 }
+
+/// Issue 18, item 1: a JPEG cut in half, or with bytes corrupted mid-file, is an error naming
+/// the damage (exit 3), not a confident answer (before: exit 0, a wrong class, no warning);
+/// with --accept-damaged it is answered and marked `damaged`. The other inputs are answered.
+#[test]
+fn damaged_jpegs_are_errors_unless_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(root().join("photos/china.jpg")).unwrap();
+    write(dir.path(), "cut.jpg", &whole[..whole.len() / 2]);
+    let mut corrupt = whole.clone();
+    for i in (whole.len() / 3..whole.len() / 3 + 200).step_by(7) {
+        corrupt[i] ^= 0x5a;
+    }
+    write(dir.path(), "corrupt.jpg", &corrupt);
+    write(dir.path(), "whole.jpg", &whole);
+    let d = dir.path().to_str().unwrap();
+    let o = edgecascade(&["classify", "--json", d]);
+    assert_no_panic(&o);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let by = |name: &str| lines.iter().find(|l| l["input"].as_str().is_some_and(|i| i.ends_with(name))).unwrap();
+    assert!(
+        by("cut.jpg")["error"].as_str().unwrap().contains("damaged image: Premature end of JPEG file"),
+        "{lines:#?}"
+    );
+    assert!(by("corrupt.jpg")["error"].as_str().unwrap().contains("damaged image: Corrupt JPEG data"), "{lines:#?}");
+    assert!(by("whole.jpg")["class"].is_u64() && by("whole.jpg").get("damaged").is_none());
+    let o = edgecascade(&["classify", "--json", "--accept-damaged", d]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let by = |name: &str| lines.iter().find(|l| l["input"].as_str().is_some_and(|i| i.ends_with(name))).unwrap();
+    assert!(by("cut.jpg")["damaged"].as_str().unwrap().contains("Premature end"), "{lines:#?}");
+    assert!(by("cut.jpg")["class"].is_u64());
+}

@@ -328,3 +328,59 @@ fn host_answers_bad_frames_and_keeps_serving() {
     link::write_msg(bad.get_mut(), &Message::Ping { nonce: 10 }).unwrap();
     assert!(matches!(bad.read_msg(), Ok(Message::Pong { nonce: 10 })));
 }
+
+/// Issue 18, item 2: a device restarted on the same watched folder and results log goes on
+/// where it stopped (no input answered twice, sequence numbers continuing, each line stamped
+/// with its run and time), even after a power cut left a torn last line; `report` reads the
+/// whole log, skipping the torn line. Before, the restart classified every file again (seq back
+/// at 1) and appended onto the torn line, and `report` failed on it for good.
+#[test]
+fn a_restarted_device_goes_on_where_it_stopped_after_a_torn_log_line() {
+    let host = HostProc::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let log = dir.path().join("results.jsonl");
+    let photos = photo_names();
+    let put = |i: usize| {
+        let src = root().join("photos").join(&photos[i % photos.len()]);
+        let ext = src.extension().unwrap().to_str().unwrap().to_owned();
+        std::fs::copy(&src, inbox.join(format!("in-{i:02}.{ext}"))).unwrap();
+    };
+    let run = |max: usize| {
+        let o = bin()
+            .args(["run", "--threshold", "1", "--link", &format!("tcp:127.0.0.1:{}", host.port)])
+            .args(["--max-inputs", &max.to_string(), "--idle-exit", "30", "--settle", "0.2"])
+            .args(["--log", log.to_str().unwrap(), "--watch", inbox.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    for i in 0..3 {
+        put(i);
+    }
+    run(3);
+    assert_eq!(std::fs::read_dir(inbox.join("done")).unwrap().count(), 3, "answered inputs are filed away");
+    // A power cut mid-write leaves half a line.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"seq\":4,\"input\":\"in-03.j").unwrap();
+    drop(f);
+    for i in 3..5 {
+        put(i);
+    }
+    run(2);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    let whole: Vec<serde_json::Value> =
+        lines.iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect();
+    assert_exactly_once(&whole, 5);
+    let runs: HashSet<&str> = whole.iter().map(|l| l["run"].as_str().unwrap()).collect();
+    assert_eq!(runs.len(), 2, "{text}");
+    assert!(whole.iter().all(|l| l["time"].as_str().is_some_and(|t| t.ends_with('Z'))), "{text}");
+    let report = bin().args(["report", "--json", log.to_str().unwrap()]).output().unwrap();
+    assert!(report.status.success(), "{}", stderr(&report));
+    let r: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!((r["inputs"].as_u64(), r["torn"].as_u64()), (Some(5), Some(1)), "{r}");
+    assert!(stderr(&report).contains("torn line"), "{}", stderr(&report));
+}
