@@ -93,7 +93,7 @@ fn pipeline(setup: Setup, jpeg: &[u8]) -> Pipeline {
         let r = edgecascade::board::resolve(None, None, None).expect("board profiles");
         EnergyContext::start(&r.detection.board, &r.root)
     });
-    Pipeline { config, models, remote: None, policies, names, energy }
+    Pipeline { config, models, remote: None, policies, names, energy, accept_damaged: false }
 }
 
 struct Run {
@@ -129,13 +129,11 @@ impl Run {
     fn drive(&mut self, inputs: Vec<Input>) -> (Duration, Duration) {
         let n = inputs.len();
         let mut out = LineWriter::new(File::create("/dev/null").unwrap());
-        let log: Option<Box<dyn std::io::Write>> = (self.setup != Setup::ExitBare).then(|| {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.log_dir.path().join("results.jsonl"))
-                .unwrap();
-            Box::new(f) as Box<dyn std::io::Write>
+        // The results log as `run --log` keeps it: each line synced to the disk.
+        let log = (self.setup != Setup::ExitBare).then(|| {
+            edgecascade::results_log::ResultsLog::open(&self.log_dir.path().join("results.jsonl"), "bench", None)
+                .unwrap()
+                .0
         });
         let mut sink = Sink { out: &mut out, json: false, log, labels: None };
         let t0 = Instant::now();
