@@ -167,18 +167,15 @@ impl CascadeConfig {
     }
 }
 
-/// `path` relative to `dir` where both can be resolved, else `path` as it is.
+/// How a config written into `dir` names `path`: relative to `dir` when `path` lies in it or
+/// below (the folder can move as a whole), absolute otherwise (the config can move on its
+/// own); as it is when it cannot be resolved.
 pub fn relative(path: &Path, dir: &Path) -> PathBuf {
     let (Ok(p), Ok(d)) = (std::fs::canonicalize(path), std::fs::canonicalize(dir)) else { return path.to_owned() };
-    let common = p.components().zip(d.components()).take_while(|(a, b)| a == b).count();
-    let mut out = PathBuf::new();
-    for _ in d.components().skip(common) {
-        out.push("..");
+    match p.strip_prefix(&d) {
+        Ok(inside) => inside.to_owned(),
+        Err(_) => p,
     }
-    for c in p.components().skip(common) {
-        out.push(c);
-    }
-    out
 }
 
 /// Every metric lives in 0..1 (entropy is normalised), so must every threshold.

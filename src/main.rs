@@ -60,6 +60,44 @@ enum QdqPath {
     Float,
 }
 
+/// A number in (0, 1].
+fn fraction_open(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction in (0, 1] (e.g. 0.85 for 85%)"))
+    }
+}
+
+/// A number in [0, 1].
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction in [0, 1]"))
+    }
+}
+
+/// A whole number of at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number of at least 1")),
+    }
+}
+
+/// A number above 0.
+fn positive(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be more than 0"))
+    }
+}
+
 fn parse_kernels(s: &str) -> Result<ForcedKernels, String> {
     ForcedKernels::parse(s).map_err(|e| e.to_string())
 }
@@ -139,18 +177,23 @@ enum Command {
         data: PathBuf,
         /// The cheapest point at least this accurate (0..1). Default: the best single model's accuracy.
         #[arg(long, group = "target")]
+        #[arg(value_parser = fraction_open)]
         target_accuracy: Option<f64>,
         /// The most accurate point within this many MACs per input.
         #[arg(long, group = "target")]
+        #[arg(value_parser = positive)]
         budget_macs: Option<f64>,
         /// The most accurate point within this many device millijoules per input.
         #[arg(long, group = "target")]
+        #[arg(value_parser = positive)]
         budget_mj: Option<f64>,
         /// The most accurate point within this many milliseconds per input.
         #[arg(long, group = "target")]
+        #[arg(value_parser = positive)]
         budget_ms: Option<f64>,
         /// The most accurate point forwarding at most this fraction of inputs.
         #[arg(long, group = "target")]
+        #[arg(value_parser = fraction)]
         max_forward: Option<f64>,
         /// The config to write (default: calibrated.toml, or the next free calibrated-N.toml).
         #[arg(long, value_name = "FILE")]
@@ -163,11 +206,13 @@ enum Command {
         cache: Option<PathBuf>,
         /// Link speed used to price offloads, in baud (10 bits a byte).
         #[arg(long, default_value_t = 921_600)]
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
         link_baud: u64,
         /// The device's board (its power model and link energy price the device's side).
         #[command(flatten)]
         energy: EnergyArgs,
-        #[arg(long)]
+        /// Images decoded and run at once (default: every core).
+        #[arg(long, value_parser = at_least_one)]
         jobs: Option<usize>,
         #[arg(long)]
         json: bool,
@@ -621,6 +666,7 @@ fn serve(args: &HostArgs) -> Result<()> {
     let oip = match &args.oip_listen {
         Some(addr) => {
             let listener = oip::server::bind(addr).map_err(anyhow::Error::msg)?;
+            warn_if_open(&listener, "--oip-listen", host.token.is_some());
             let bound = listener.local_addr().map_or_else(|_| addr.clone(), |a| a.to_string());
             // The ready line: scripts and tests read the bound port from it (`--oip-listen 127.0.0.1:0`).
             println!("edgecascade host: serving {name} over OIP v2 on http://{bound}/v2/models/{name}");
@@ -634,6 +680,7 @@ fn serve(args: &HostArgs) -> Result<()> {
     match (&args.link, &args.listen) {
         (_, Some(LinkAddr::Tcp { addr })) => {
             let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+            warn_if_open(&listener, "--listen", host.token.is_some());
             // The ready line: scripts and tests read the bound port from it (`--listen tcp:127.0.0.1:0`).
             println!("edgecascade host: serving {name} on tcp:{}", listener.local_addr()?);
             std::io::stdout().flush()?;
@@ -668,6 +715,18 @@ fn serve(args: &HostArgs) -> Result<()> {
             Some(t) => Ok(t.join().map_err(|_| anyhow::anyhow!("the OIP endpoint failed"))??),
             None => bail!("give --link serial:PATH, --listen tcp:ADDR:PORT or --oip-listen ADDR:PORT"),
         },
+    }
+}
+
+/// Warns, on standard error and in the log, when a host listens beyond loopback without a token:
+/// anyone who can reach the port can then use the host's model (and its CPU).
+fn warn_if_open(listener: &std::net::TcpListener, flag: &str, token: bool) {
+    let Ok(addr) = listener.local_addr() else { return };
+    if !token && !addr.ip().is_loopback() {
+        log::warn!(
+            "{flag} {addr} listens beyond loopback without a token: anyone who can reach this port can use the \
+             host; pass --token (or set EDGECASCADE_TOKEN) and give the devices the same"
+        );
     }
 }
 

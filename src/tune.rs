@@ -99,18 +99,62 @@ pub struct Chosen {
     pub device_energy_saved_vs_offload_all: Option<f64>,
 }
 
-/// Where a new config goes: `--out`, refusing to overwrite without `force`, or the first free
-/// `calibrated.toml`, `calibrated-2.toml`, … in the current folder.
-fn out_path(out: Option<&Path>, force: bool) -> Result<PathBuf> {
-    match out {
-        Some(p) if p.exists() && !force => {
-            bail!("{} exists; pass --force to overwrite it, or another --out", p.display())
+/// Every file `calibrate` writes: the config (only when the target is met) and, beside it, the
+/// curves (CSV, JSON) and the plot. When the target is not met, the side files go beside the
+/// config that would have been written, under the first free `NAME-unmet.*`,
+/// `NAME-unmet-2.*`, ...: never over earlier files.
+struct Outputs {
+    config: PathBuf,
+}
+
+impl Outputs {
+    /// `--out`, or the first free `calibrated.toml`, `calibrated-2.toml`, … in the current
+    /// folder; checked before anything is computed: its folder must exist, and neither it nor
+    /// its side files may exist unless `force`.
+    fn choose(out: Option<&Path>, force: bool) -> Result<Outputs> {
+        let o = match out {
+            Some(p) => Outputs { config: p.to_owned() },
+            None => (1..)
+                .map(|i| if i == 1 { "calibrated.toml".into() } else { format!("calibrated-{i}.toml") })
+                .map(|name: String| Outputs { config: PathBuf::from(name) })
+                .find(|o| o.met_files().iter().all(|p| !p.exists()))
+                .expect("a free name"),
+        };
+        let dir = o.config.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            bail!("--out {}: the folder {} does not exist", o.config.display(), dir.display());
         }
-        Some(p) => Ok(p.to_owned()),
-        None => Ok((1..)
-            .map(|i| PathBuf::from(if i == 1 { "calibrated.toml".into() } else { format!("calibrated-{i}.toml") }))
-            .find(|p| !p.exists())
-            .expect("a free name")),
+        if !force {
+            if let Some(p) = o.met_files().iter().find(|p| p.exists()) {
+                bail!("{} exists; pass --force to overwrite it, or another --out", p.display());
+            }
+        }
+        Ok(o)
+    }
+
+    /// The curves' CSV and JSON and the plot beside `stem`.
+    fn side_of(stem: &Path) -> [PathBuf; 3] {
+        [stem.with_extension("curves.csv"), stem.with_extension("curves.json"), stem.with_extension("svg")]
+    }
+
+    fn met_files(&self) -> [PathBuf; 4] {
+        let [a, b, c] = Self::side_of(&self.config);
+        [self.config.clone(), a, b, c]
+    }
+
+    /// The side files: beside the config when the target is met, else the first free unmet set.
+    fn side(&self, met: bool) -> [PathBuf; 3] {
+        if met {
+            return Self::side_of(&self.config);
+        }
+        let name = self.config.file_stem().map_or("calibrated".into(), |s| s.to_string_lossy().into_owned());
+        (1..)
+            .map(|i| {
+                let stem = if i == 1 { format!("{name}-unmet.toml") } else { format!("{name}-unmet-{i}.toml") };
+                Self::side_of(&self.config.with_file_name(stem))
+            })
+            .find(|files| files.iter().all(|p| !p.exists()))
+            .expect("a free name")
     }
 }
 
@@ -118,6 +162,8 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
     if config.stages.len() < 2 {
         bail!("{}: a cascade of one stage has no threshold to calibrate", config.path.display());
     }
+    // Before minutes of inference on a board: where the results go.
+    let outputs = Outputs::choose(o.out.as_deref(), o.force)?;
     let models = config.stages.iter().map(|s| Model::load(&s.model, &o.runner)).collect::<Result<Vec<_>, _>>()?;
     let classes = models[0].classes.len();
     if let Some(m) = models.iter().find(|m| m.classes.len() != classes) {
@@ -203,10 +249,8 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
     };
 
     // Outputs: the config (only when the target was met), the curves and the plot.
-    let out = if met { Some(out_path(o.out.as_deref(), o.force)?) } else { None };
-    let stem = out.clone().unwrap_or_else(|| PathBuf::from("calibration-unmet.toml"));
-    let side = |ext: &str| stem.with_extension(ext);
-    let (csv_path, json_path, svg_path) = (side("curves.csv"), side("curves.json"), side("svg"));
+    let out = met.then(|| outputs.config.clone());
+    let [csv_path, json_path, svg_path] = outputs.side(met);
     std::fs::write(&csv_path, curves_csv(&curves)).with_context(|| format!("cannot write {}", csv_path.display()))?;
     std::fs::write(&json_path, serde_json::to_string(&curves)?)
         .with_context(|| format!("cannot write {}", json_path.display()))?;

@@ -199,3 +199,60 @@ fn calibrate_bad_inputs_are_named() {
     let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
     assert!(v["cache"].as_str().unwrap().contains("other models"), "{}", v["cache"]);
 }
+
+/// Issue 18, item 4: calibrate checks every argument and `--out` before any inference (no
+/// logits are computed: the cache stays empty), writes its side files only beside `--out`
+/// (an unmet target's too, never over earlier ones), and the config it writes elsewhere names
+/// its models so that it loads from any working folder. Before, `--target-accuracy 1.5` was
+/// accepted, an existing `--out` was found only after the inference, and an unmet target wrote
+/// `calibration-unmet.*` into the current folder over earlier files.
+#[test]
+fn calibrate_checks_its_arguments_and_out_first_and_writes_only_beside_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = labeled(dir.path(), 4);
+    let cache = dir.path().join("cache");
+    let (data_s, cache_s) = (data.to_str().unwrap(), cache.to_str().unwrap());
+    let base = ["calibrate", "--config", &cfg(), "--data", data_s, "--cache", cache_s];
+    for (flag, value) in [("--target-accuracy", "1.5"), ("--max-forward", "1.5"), ("--budget-ms", "0")] {
+        let o = run(dir.path(), &[&base[..], &[flag, value]].concat());
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {:?}", text(&o));
+        assert!(text(&o).1.contains(value), "{}", text(&o).1);
+    }
+    let o = run(dir.path(), &[&base[..], &["--out", "no-such-folder/c.toml"]].concat());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("no-such-folder") && text(&o).1.contains("does not exist"), "{}", text(&o).1);
+    std::fs::write(dir.path().join("taken.toml"), "").unwrap();
+    let o = run(dir.path(), &[&base[..], &["--out", "taken.toml"]].concat());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("taken.toml exists"), "{}", text(&o).1);
+    assert!(!cache.exists(), "no inference ran before the arguments were checked");
+
+    // An unmet target: the side files beside --out, under their own name, and only there.
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let before: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let o = run(dir.path(), &[&base[..], &["--out", "sub/c.toml", "--budget-macs", "1000"]].concat());
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    for f in ["c-unmet.curves.csv", "c-unmet.curves.json", "c-unmet.svg"] {
+        assert!(sub.join(f).is_file(), "{f}");
+    }
+    assert!(!sub.join("c.toml").exists());
+    let mut after: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    after.retain(|f| f != "cache");
+    assert_eq!(after.len(), before.len(), "nothing new outside --out's folder: {after:?}");
+    // The same again does not write over those files.
+    let first = std::fs::read(sub.join("c-unmet.svg")).unwrap();
+    std::fs::write(sub.join("c-unmet.svg"), b"kept").unwrap();
+    let o = run(dir.path(), &[&base[..], &["--out", "sub/c.toml", "--budget-macs", "1000"]].concat());
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(std::fs::read(sub.join("c-unmet.svg")).unwrap(), b"kept");
+    assert_eq!(std::fs::read(sub.join("c-unmet-2.svg")).unwrap(), first);
+
+    // A met target: the config in sub/ loads from any working folder.
+    let o = run(dir.path(), &[&base[..], &["--out", "sub/c.toml", "--max-forward", "0.5"]].concat());
+    assert!(o.status.success(), "{:?}", text(&o));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let c = sub.join("c.toml");
+    let o = run(elsewhere.path(), &["eval", "--config", c.to_str().unwrap(), "--data", data_s, "--json"]);
+    assert!(o.status.success(), "{:?}\n{}", text(&o), std::fs::read_to_string(&c).unwrap());
+}

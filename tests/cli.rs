@@ -241,3 +241,35 @@ fn damaged_jpegs_are_errors_unless_accepted() {
     assert!(by("cut.jpg")["damaged"].as_str().unwrap().contains("Premature end"), "{lines:#?}");
     assert!(by("cut.jpg")["class"].is_u64());
 }
+
+/// Issue 18, item 5: a host listening beyond loopback without a token says so (it said
+/// nothing); with a token, or on loopback, it does not.
+#[test]
+fn a_host_open_to_the_network_without_a_token_warns() {
+    use std::io::BufRead;
+    let serve = |args: &[&str]| -> String {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgecascade"))
+            .arg("host")
+            .args(args)
+            .current_dir(root())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+        assert!(ready.contains("serving"), "{ready}");
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for flag in ["--listen", "--oip-listen"] {
+        let any = if flag == "--listen" { "tcp:0.0.0.0:0" } else { "0.0.0.0:0" };
+        let local = if flag == "--listen" { "tcp:127.0.0.1:0" } else { "127.0.0.1:0" };
+        let err = serve(&[flag, any]);
+        assert!(err.contains("beyond loopback without a token") && err.contains("--token"), "{flag}: {err}");
+        assert!(!serve(&[flag, any, "--token", "s3cret"]).contains("without a token"));
+        assert!(!serve(&[flag, local]).contains("without a token"));
+    }
+}
