@@ -18,7 +18,8 @@ pub enum DwKernel {
     Plain,
     /// x86_64 AVX2: 16 i16 products per `vpmullw`, widened into i32 accumulators.
     Avx2,
-    /// x86_64 AVX-512 (BW): 32 i16 lanes per register.
+    /// x86_64 AVX-512 with VNNI and VBMI (Ice Lake and later): taps gathered four at a time
+    /// with `vpermb` into `vpdpbusd`.
     Avx512,
     /// aarch64 NEON without the dot product: `smlal`.
     Neon,

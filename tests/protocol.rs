@@ -1,0 +1,181 @@
+//! The framed link's wire specification (docs/protocol.md) against the code: the golden frames
+//! of `docs/protocol-frames.json` are what `link::encode` writes for their messages, byte for
+//! byte, and decode back to them; every frame the document shows is among them; and a client
+//! written from the document alone (scripts/protocol_client.py: Python's standard library, its
+//! own COBS, varints and `zlib.crc32`) decodes the golden frames and holds a session with a
+//! real host (handshake, ping, an inference, a bad frame).
+//!
+//! `EDGECASCADE_UPDATE_GOLDEN=1 cargo test --test protocol` rewrites the JSON file after a
+//! deliberate change of the wire format (which also needs a new `PROTOCOL_VERSION`).
+
+use edgecascade::link::{
+    self, Encoding, ErrorCode, ErrorMsg, Hello, InferRequest, InferResponse, InputSpec, Message, Welcome,
+};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One example of every message, with field values that exercise each encoding rule (several
+/// varint lengths, options both ways, floats exact in f32).
+fn examples() -> Vec<(&'static str, Message)> {
+    vec![
+        ("ping", Message::Ping { nonce: 7 }),
+        ("pong-large-nonce", Message::Pong { nonce: 300 }),
+        ("auth", Message::Auth { token: "s3cret".into() }),
+        (
+            "hello",
+            Message::Hello(Hello {
+                version: 1,
+                device_id: "pi-4".into(),
+                accepts: vec![Encoding::CropJpeg, Encoding::Original],
+                max_frame: 1 << 20,
+            }),
+        ),
+        (
+            "welcome",
+            Message::Welcome(Welcome {
+                version: 1,
+                host_id: "host".into(),
+                model: "efficientnet-lite2-fp32".into(),
+                input: InputSpec { size: 260, channels: 3, crop_fraction: 0.875 },
+                classes: 1000,
+                accepts: vec![Encoding::Original, Encoding::CropJpeg, Encoding::CropRaw],
+                max_frame: 1 << 20,
+            }),
+        ),
+        (
+            "infer",
+            Message::Infer(InferRequest {
+                seq: 129,
+                encoding: Encoding::CropJpeg,
+                payload: vec![0xFF, 0xD8, 0x00, 0xFF, 0xD9],
+                device_probs: None,
+                want_probs: false,
+            }),
+        ),
+        (
+            "infer-with-probs",
+            Message::Infer(InferRequest {
+                seq: 2,
+                encoding: Encoding::CropRaw,
+                payload: vec![1, 2, 3],
+                device_probs: Some(vec![0.25, 0.75]),
+                want_probs: true,
+            }),
+        ),
+        (
+            "answer",
+            Message::Answer(InferResponse {
+                seq: 129,
+                top: vec![(967, 0.75), (504, 0.125)],
+                probs: None,
+                host_ms: 12.5,
+                host_decode_ms: 2.0,
+                host_infer_ms: 10.5,
+                host_mj: Some(64.0),
+            }),
+        ),
+        ("error", Message::Error(ErrorMsg::new(Some(129), ErrorCode::BadPayload, "not a JPEG"))),
+        ("error-no-seq", Message::Error(ErrorMsg::new(None, ErrorCode::Unauthorized, "wrong token"))),
+    ]
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const GOLDEN: &str = "docs/protocol-frames.json";
+
+#[test]
+fn golden_frames_are_what_the_code_writes_and_reads() {
+    let want: Vec<serde_json::Value> = examples()
+        .iter()
+        .map(|(name, msg)| serde_json::json!({ "name": name, "message": msg, "frame": hex(&link::encode(msg)) }))
+        .collect();
+    let path = root().join(GOLDEN);
+    if std::env::var_os("EDGECASCADE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&want).unwrap() + "\n").unwrap();
+    }
+    let got: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(got, want, "{GOLDEN} differs from what link::encode writes (see this file's doc comment)");
+    for (name, msg) in examples() {
+        let frame = link::encode(&msg);
+        assert_eq!(frame.last(), Some(&0));
+        assert_eq!(link::decode(&frame[..frame.len() - 1]).unwrap(), msg, "{name}");
+    }
+}
+
+/// Every frame written out in docs/protocol.md is one of the golden frames (the document
+/// cannot drift from the code).
+#[test]
+fn the_document_shows_only_golden_frames() {
+    let doc = std::fs::read_to_string(root().join("docs/protocol.md")).unwrap();
+    let golden: Vec<String> = examples().iter().map(|(_, m)| hex(&link::encode(m))).collect();
+    let shown: Vec<&str> = doc.lines().filter_map(|l| l.trim().strip_prefix("frame: ")).map(|h| h.trim()).collect();
+    assert!(shown.len() >= 4, "docs/protocol.md shows {} frames", shown.len());
+    for h in shown {
+        let h: String = h.split_whitespace().collect();
+        assert!(golden.contains(&h), "docs/protocol.md shows a frame that is not golden: {h}");
+    }
+}
+
+fn python() -> Option<&'static str> {
+    ["python3", "python"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))
+}
+
+/// The client written from the document decodes every golden frame to its message, and
+/// encodes every message to its frame.
+#[test]
+fn a_client_written_from_the_document_reads_and_writes_the_golden_frames() {
+    let Some(py) = python() else {
+        eprintln!("!!! SKIPPED: no python3 here to run scripts/protocol_client.py");
+        return;
+    };
+    let o = Command::new(py)
+        .arg(root().join("scripts/protocol_client.py"))
+        .args(["golden", root().join(GOLDEN).to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}
+
+/// That client holds a session with a real host: Hello/Welcome, Ping/Pong, an inference of a
+/// demo photo answered with the host model's class, and a corrupted frame answered with a
+/// BadFrame error, after which the link goes on.
+#[test]
+fn a_client_written_from_the_document_holds_a_session_with_the_host() {
+    let Some(py) = python() else {
+        eprintln!("!!! SKIPPED: no python3 here to run scripts/protocol_client.py");
+        return;
+    };
+    let mut host = Command::new(env!("CARGO_BIN_EXE_edgecascade"))
+        .args(["host", "--listen", "tcp:127.0.0.1:0"])
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(host.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().to_owned();
+    let o = Command::new(py)
+        .arg(root().join("scripts/protocol_client.py"))
+        .args(["session", &format!("127.0.0.1:{port}"), root().join("photos/coffee.png").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = host.kill();
+    let _ = host.wait();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["model"], "efficientnet-lite2-fp32");
+    assert_eq!(v["top"][0][0], 967, "{v}");
+    assert_eq!(v["bad_frame"], "BadFrame", "{v}");
+}
