@@ -22,6 +22,74 @@ pub mod vnni;
 #[cfg(test)]
 mod testing;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::xorshift;
+
+    /// The im2col of a convolution, element by element (the definition).
+    fn im2col_reference(g: &Geometry, x0: i8, x: &[i8]) -> Vec<i8> {
+        let n = g.oh * g.ow;
+        let mut cols = vec![0; g.cin * g.kh * g.kw * n];
+        for c in 0..g.cin {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    for oy in 0..g.oh {
+                        for ox in 0..g.ow {
+                            let iy = (oy * g.sh + ky) as isize - g.pt as isize;
+                            let ix = (ox * g.sw + kx) as isize - g.pl as isize;
+                            let inside = iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w;
+                            cols[((c * g.kh + ky) * g.kw + kx) * n + oy * g.ow + ox] =
+                                if inside { x[(c * g.h + iy as usize) * g.w + ix as usize] } else { x0 };
+                        }
+                    }
+                }
+            }
+        }
+        cols
+    }
+
+    #[test]
+    fn im2col_equals_its_definition() {
+        let mut rnd = xorshift(5);
+        // (c, h, w, k, s, pt, pl, pb, pr): Lite0's stem (TensorFlow "same" at stride 2), odd
+        // sizes, pads wider than the kernel's reach, stride 3.
+        for (c, h, w, k, s, pt, pl, pb, pr) in [
+            (3usize, 224usize, 224usize, 3usize, 2usize, 0usize, 0usize, 1usize, 1usize),
+            (2, 7, 9, 3, 1, 1, 1, 1, 1),
+            (1, 5, 6, 5, 2, 2, 2, 2, 2),
+            (2, 4, 4, 3, 3, 3, 3, 3, 3),
+            (1, 1, 1, 3, 1, 1, 1, 1, 1),
+            (3, 10, 11, 1, 2, 0, 0, 0, 0),
+        ] {
+            let oh = (h + pt + pb - k) / s + 1;
+            let ow = (w + pl + pr - k) / s + 1;
+            let g = Geometry { cin: c, h, w, kh: k, kw: k, sh: s, sw: s, pt, pl, oh, ow };
+            let x: Vec<i8> = (0..c * h * w).map(|_| rnd()).collect();
+            assert_eq!(im2col(&g, -9, &x), im2col_reference(&g, -9, &x), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn quantize_and_dequantize_are_onnx_definitions() {
+        let xs: Vec<f32> =
+            (-3000..3000).map(|i| i as f32 * 0.0173).chain([0.5, -0.5, 1.5, 2.5, 1e9, -1e9, f32::MAX]).collect();
+        for (inv, y0) in [(1.0f32, 0i32), (7.3, -5), (0.37, 12)] {
+            let mut got = vec![0i8; xs.len()];
+            quantize(&xs, inv, y0, &mut got);
+            for (x, g) in xs.iter().zip(&got) {
+                // ONNX: saturate(round_half_even(x / scale) + zero_point), here with 1 / scale.
+                let want = ((x * inv).round_ties_even() as i64).saturating_add(y0 as i64).clamp(-128, 127) as i8;
+                assert_eq!(*g, want, "x={x} inv={inv} y0={y0}");
+            }
+            let q: Vec<i8> = (-128..=127).collect();
+            let mut back = vec![0f32; q.len()];
+            dequantize(&q, 0.02, y0, &mut back);
+            assert!(q.iter().zip(&back).all(|(&v, &f)| f == (v as i32 - y0) as f32 * 0.02));
+        }
+    }
+}
+
 pub use depthwise::{Depthwise, DwKernel};
 pub use gemm::{Gemm, GemmKernel, Unavailable};
 
@@ -141,6 +209,8 @@ pub struct Geometry {
 }
 
 /// `[cin * kh * kw, oh * ow]` int8 columns of a convolution's input (padding filled with x0).
+/// Per output row, the columns whose tap falls inside the input are found once, then copied
+/// as a run (stride 1) or gathered every `sw` bytes.
 pub fn im2col(g: &Geometry, x0: i8, x: &[i8]) -> Vec<i8> {
     let n = g.oh * g.ow;
     let k = g.cin * g.kh * g.kw;
@@ -150,16 +220,21 @@ pub fn im2col(g: &Geometry, x0: i8, x: &[i8]) -> Vec<i8> {
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let row = &mut cols[((c * g.kh + ky) * g.kw + kx) * n..][..n];
+                // Output columns ox with 0 <= ox * sw + kx - pl < w.
+                let first = g.pl.saturating_sub(kx).div_ceil(g.sw);
+                let end = (g.w + g.pl).saturating_sub(kx).div_ceil(g.sw).min(g.ow);
+                if first >= end {
+                    continue;
+                }
                 for oy in 0..g.oh {
-                    let iy = (oy * g.sh + ky) as isize - g.pt as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let src = &plane[iy as usize * g.w..][..g.w];
-                    for ox in 0..g.ow {
-                        let ix = (ox * g.sw + kx) as isize - g.pl as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            row[oy * g.ow + ox] = src[ix as usize];
+                    let Some(iy) = (oy * g.sh + ky).checked_sub(g.pt).filter(|&iy| iy < g.h) else { continue };
+                    let src = &plane[iy * g.w + first * g.sw + kx - g.pl..][..(end - first - 1) * g.sw + 1];
+                    let dst = &mut row[oy * g.ow + first..oy * g.ow + end];
+                    if g.sw == 1 {
+                        dst.copy_from_slice(src);
+                    } else {
+                        for (d, s) in dst.iter_mut().zip(src.iter().step_by(g.sw)) {
+                            *d = *s;
                         }
                     }
                 }
@@ -167,4 +242,54 @@ pub fn im2col(g: &Geometry, x0: i8, x: &[i8]) -> Vec<i8> {
         }
     }
     cols
+}
+
+/// QuantizeLinear to int8 with one scale: `clamp(round_half_even(x * inv_scale) + y0)` (a NaN
+/// becomes -128), vectorised.
+pub fn quantize(x: &[f32], inv_scale: f32, y0: i32, out: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { quantize_avx2(x, inv_scale, y0, out) };
+        return;
+    }
+    quantize_body(x, inv_scale, y0, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_avx2(x: &[f32], inv_scale: f32, y0: i32, out: &mut [i8]) {
+    quantize_body(x, inv_scale, y0, out)
+}
+
+#[inline(always)]
+fn quantize_body(x: &[f32], inv_scale: f32, y0: i32, out: &mut [i8]) {
+    let (lo, hi) = ((-128 - y0) as f32, (127 - y0) as f32);
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = requantize(v * inv_scale, lo, hi, y0);
+    }
+}
+
+/// DequantizeLinear from int8 with one scale: `(x - x0) * scale`, vectorised.
+pub fn dequantize(x: &[i8], scale: f32, x0: i32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { dequantize_avx2(x, scale, x0, out) };
+        return;
+    }
+    dequantize_body(x, scale, x0, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dequantize_avx2(x: &[i8], scale: f32, x0: i32, out: &mut [f32]) {
+    dequantize_body(x, scale, x0, out)
+}
+
+#[inline(always)]
+fn dequantize_body(x: &[i8], scale: f32, x0: i32, out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v as i32 - x0) as f32 * scale;
+    }
 }

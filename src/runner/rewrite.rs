@@ -70,6 +70,16 @@ pub struct Chain {
 pub enum ChainOp {
     Product(Arc<ProductParams>),
     Add(AddParams),
+    /// A lone QuantizeLinear of a float tensor to int8 (the model's input), one scale.
+    Quantize {
+        inv_scale: f32,
+        zero_point: i32,
+    },
+    /// A lone DequantizeLinear of an int8 tensor (before a float op, or the logits), one scale.
+    Dequantize {
+        scale: f32,
+        zero_point: i32,
+    },
 }
 
 /// Whether the ONNX graph dequantizes something (a QDQ model).
@@ -128,7 +138,50 @@ pub fn rewrite_proto(proto: &mut ModelProto, dir: Option<&str>) -> TractResult<(
     }
     graph.node = kept;
     drop_unused(graph);
+    let mut chains = chains;
+    chains.extend(rewrite_quantizers(graph, dir));
     Ok((chains, skipped))
+}
+
+/// The QuantizeLinear and DequantizeLinear nodes left between float ops and the integer ones
+/// (the model's input, a pooling in float, the logits) with one scale and an int8 zero point
+/// become `OP_TYPE` nodes too, on vectorised kernels.
+fn rewrite_quantizers(graph: &mut tract_onnx::pb::GraphProto, dir: Option<&str>) -> Vec<Chain> {
+    let mut found = vec![];
+    {
+        let g = Graph::new(graph, dir);
+        for (i, node) in graph.node.iter().enumerate() {
+            let quantize = match node.op_type.as_str() {
+                "QuantizeLinear" => true,
+                "DequantizeLinear" => false,
+                _ => continue,
+            };
+            let (Some(x), Some(y)) = (node.input.first(), node.output.first()) else { continue };
+            if g.inits.contains_key(x.as_str()) {
+                continue;
+            }
+            let Ok(scale) = g.scalar_f32(node.input.get(1)) else { continue };
+            let zp = node.input.get(2).filter(|z| !z.is_empty()).and_then(|z| g.init(z).ok().flatten());
+            let Some(zp) = zp.filter(|z| z.datum_type() == DatumType::I8 && z.len() == 1) else { continue };
+            let Ok(zp) = i32s(&zp) else { continue };
+            let op = if quantize {
+                ChainOp::Quantize { inv_scale: 1.0 / scale, zero_point: zp[0] }
+            } else {
+                ChainOp::Dequantize { scale, zero_point: zp[0] }
+            };
+            found.push((i, Chain { name: node_name(node), x: vec![x.clone()], y: y.clone(), op }));
+        }
+    }
+    for (i, chain) in &found {
+        graph.node[*i] = NodeProto {
+            name: chain.name.clone(),
+            op_type: OP_TYPE.into(),
+            input: chain.x.clone(),
+            output: vec![chain.y.clone()],
+            ..NodeProto::default()
+        };
+    }
+    found.into_iter().map(|(_, c)| c).collect()
 }
 
 /// Removes, until none is left, the nodes none of whose outputs is read (by a node or as a
@@ -153,13 +206,17 @@ fn drop_unused(graph: &mut tract_onnx::pb::GraphProto) {
 
 /// Puts the integer ops in place of the `OP_TYPE` placeholders tract parsed.
 pub fn install(model: &mut InferenceModel, chains: &[Chain]) -> TractResult<()> {
-    use super::ops::{Int8AddExpansion, Int8ProductExpansion};
+    use super::ops::{Int8AddExpansion, Int8ProductExpansion, QuantizerExpansion};
     use tract_onnx::tract_hir::internal::expand;
     for chain in chains {
         let id = model.node_by_name(&chain.name)?.id;
         model.node_mut(id).op = match &chain.op {
             ChainOp::Product(p) => expand(Int8ProductExpansion(p.clone())),
             ChainOp::Add(a) => expand(Int8AddExpansion(a.clone())),
+            &ChainOp::Quantize { inv_scale, zero_point } => {
+                expand(QuantizerExpansion::Quantize { inv_scale, zero_point })
+            }
+            &ChainOp::Dequantize { scale, zero_point } => expand(QuantizerExpansion::Dequantize { scale, zero_point }),
         };
     }
     Ok(())
@@ -536,7 +593,7 @@ pub(crate) fn i8s(t: &Tensor) -> Result<Vec<i8>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ops::{Int8Add, Int8Product};
+    use super::super::ops::{Int8Add, Int8Product, Quantizer};
     use super::super::{dispatch, KernelOptions, RunnerOptions, TractRunner};
     use super::*;
     use crate::manifest::Manifest;
@@ -603,7 +660,13 @@ mod tests {
         let (chains, skipped) = rewrite_proto(&mut proto(LITE0), Some(&dir())).unwrap();
         assert!(skipped.is_empty(), "left in float: {skipped:?}");
         let mut probe = unrewritten();
-        let outlet = |name: &str| probe.find_outlet_label(name).unwrap_or_else(|| panic!("no tensor {name}"));
+        let input = probe.input_outlets().unwrap()[0];
+        let outlet = |name: &str| {
+            probe
+                .find_outlet_label(name)
+                .or_else(|| (probe.node(input.node).name == name).then_some(input))
+                .unwrap_or_else(|| panic!("no tensor {name}"))
+        };
         let mut names: Vec<&str> =
             chains.iter().flat_map(|c| c.x.iter().map(|s| s.as_str()).chain([c.y.as_str()])).collect();
         names.sort();
@@ -634,11 +697,22 @@ mod tests {
                     let op = Int8Add::new(a.clone(), shapes[at_name(&c.x[0])].clone());
                     vec![("add".to_owned(), Box::new(op) as Box<dyn TypedOp>)]
                 }
+                &ChainOp::Quantize { inv_scale, zero_point } => {
+                    vec![("quantize".to_owned(), Box::new(Quantizer::Quantize { inv_scale, zero_point }) as _)]
+                }
+                &ChainOp::Dequantize { scale, zero_point } => {
+                    vec![("dequantize".to_owned(), Box::new(Quantizer::Dequantize { scale, zero_point }) as _)]
+                }
             })
             .collect();
+        let adds = chains.iter().filter(|c| matches!(c.op, ChainOp::Add(_))).count();
+        let quantizers = chains.len() - kinds.len() - adds;
+        // Quantizations of the input, the pooled features and their flattened copy;
+        // dequantizations before the pooling, before the flatten and of the logits.
+        assert_eq!(quantizers, 6, "{:?}", chains.iter().map(|c| &c.name).collect::<Vec<_>>());
         // Lite0: 16 depthwise convolutions; 32 pointwise ones and the classifier; the stem;
         // 9 residual additions.
-        let r = report(&kinds, chains.len() - kinds.len(), vec![]);
+        let r = report(&kinds, adds, vec![]);
         assert_eq!((r.depthwise, r.matmul, r.im2col, r.add), (16, 33, 1, 9));
         let kernels: std::collections::BTreeSet<&str> = ops.iter().flatten().map(|(k, _)| k.as_str()).collect();
         eprintln!("kernels compared on every layer: {kernels:?}");
@@ -647,6 +721,13 @@ mod tests {
             let outs = plan.run(tvec!(tensor(&input))).unwrap();
             let at = |n: &str| outs[at_name(n)].clone();
             for (chain, ops) in chains.iter().zip(&ops) {
+                if let ChainOp::Dequantize { .. } = chain.op {
+                    let got = ops[0].1.eval_out_of_plan(tvec!(at(&chain.x[0]))).unwrap().unwrap();
+                    let (g, w) = (got[0].try_as_plain_ram().unwrap(), at(&chain.y));
+                    let w = w.try_as_plain_ram().unwrap();
+                    assert_eq!(g.as_slice::<f32>().unwrap(), w.as_slice::<f32>().unwrap(), "{}", chain.name);
+                    continue;
+                }
                 let want = i8s(&at(&chain.y)).unwrap();
                 let mut first: Option<(&str, Vec<i8>)> = None;
                 for (kernel, op) in ops {
@@ -694,7 +775,9 @@ mod tests {
         let a = unrewritten().into_optimized().unwrap().into_runnable().unwrap();
         let b = runner(&RunnerOptions::default());
         let ops: Vec<String> = b.plan.model().nodes().iter().map(|n| n.op.name().to_string()).collect();
-        assert_eq!(ops.iter().filter(|n| n.starts_with("Int8")).count(), 59, "{ops:?}");
+        let count = |p: &str| ops.iter().filter(|n| n.starts_with(p)).count();
+        assert_eq!(count("Int8") - count("Int8Quantize") - count("Int8Dequantize"), 59, "{ops:?}");
+        assert_eq!((count("Int8Quantize"), count("Int8Dequantize")), (3, 3), "{ops:?}");
         assert!(!ops.iter().any(|n| (n.contains("Conv") || n.contains("MatMul")) && !n.starts_with("Int8")), "{ops:?}");
         const STEP: f32 = 0.0737;
         let mut worst = 0f32;
