@@ -959,7 +959,8 @@ fn run_eval(
 
 /// Runs `boards`: the profiles, the board chosen here, its sensor and a live reading.
 fn run_boards(args: &EnergyArgs, json: bool) -> Result<()> {
-    let survey = energy::survey::survey(&args.resolve()?);
+    let mut survey = energy::survey::survey(&args.resolve()?);
+    survey.cpu = edgecascade::runner::cpu_features();
     if json {
         println!("{}", serde_json::to_string(&survey)?);
     } else {

@@ -39,6 +39,10 @@ pub struct Survey {
     pub watts: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reading_error: Option<String>,
+    /// The CPU: its features, the int8 kernels that can run on it, tract's choice (filled by
+    /// the command, which knows the runner).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cpu: String,
 }
 
 /// Opens the chosen board's sensor (or the estimate) and takes a live reading.
@@ -82,6 +86,7 @@ pub fn survey(r: &Resolved) -> Survey {
         },
         watts,
         reading_error,
+        cpu: String::new(),
     }
 }
 
@@ -107,6 +112,9 @@ pub fn survey_text(s: &Survey) -> String {
         (Some(w), _) => t += &format!("live reading: {w:.2} W{}", if s.sensor.estimate { " (estimate)" } else { "" }),
         (None, Some(e)) => t += &format!("live reading failed: {e}"),
         (None, None) => t += "no live reading",
+    }
+    if !s.cpu.is_empty() {
+        t += &format!("\nCPU {}", s.cpu);
     }
     t
 }
