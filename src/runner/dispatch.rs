@@ -232,6 +232,15 @@ pub(crate) fn candidates(kind: Kind) -> Vec<&'static str> {
     }
 }
 
+/// The kernels worth timing for a kind of product: every candidate but the portable one, which
+/// is there for CPUs with nothing better (and, on a CPU that has, never wins: timing it only
+/// slows the first load, most on a board).
+fn contenders(kind: Kind) -> Vec<&'static str> {
+    let all = candidates(kind);
+    let simd = all.iter().any(|&k| k != "plain" && k != "tract");
+    all.into_iter().filter(|&k| !(simd && k == "plain")).collect()
+}
+
 /// The product's engine on the kernel named `name` (one of its kind's).
 pub(crate) fn build(spec: &ProductSpec, name: &str) -> Result<Engine, String> {
     match spec.kind {
@@ -259,7 +268,7 @@ pub(crate) fn build(spec: &ProductSpec, name: &str) -> Result<Engine, String> {
 /// pseudo-random int8 input), best of a few runs after a warm-up, and returns the fastest one's
 /// engine with every candidate's time.
 fn measure(spec: &ProductSpec) -> Result<(Engine, Measured), String> {
-    let names = candidates(spec.kind);
+    let names = contenders(spec.kind);
     let len = match spec.kind {
         Kind::Depthwise => spec.geo.cin * spec.geo.h * spec.geo.w,
         Kind::Matmul | Kind::Im2col => spec.k() * spec.n,
