@@ -160,12 +160,13 @@ impl Choices {
 }
 
 /// Chooses and builds the kernel of every product of a model (`model_sha256`: its file's
-/// checksum, the cache key with the CPU).
+/// checksum, the cache key with the CPU). With each engine, its measured time on one thread
+/// (ms; none for a forced kernel).
 pub fn choose(
     specs: &[Arc<ProductSpec>],
     model_sha256: &str,
     opts: &KernelOptions,
-) -> Result<(Vec<Engine>, Choices), String> {
+) -> Result<(Vec<(Engine, Option<f64>)>, Choices), String> {
     let fingerprint = cpu::fingerprint();
     let file = opts.cache_dir.as_ref().map(|d| cache_file(d, model_sha256, &fingerprint));
     let mut cache = file.as_deref().map(|f| read_cache(f, model_sha256, &fingerprint)).unwrap_or_default();
@@ -195,6 +196,7 @@ pub fn choose(
         } else {
             let (e, measured) = measure(spec)?;
             log::debug!("int8 kernels: {sig}: {} ({:?} ms)", e.name(), measured.ms);
+            // Measured: also known to this load under the signature, with its times.
             choices.measured += 1;
             known.insert(sig.clone(), e.name().to_owned());
             cache.insert(sig.clone(), measured);
@@ -207,7 +209,11 @@ pub fn choose(
             Kind::Im2col => "im2col",
         };
         *choices.count.entry((kind.to_owned(), engine.name().to_owned())).or_default() += 1;
-        engines.push(engine);
+        let ms = match forced {
+            Some(_) => None,
+            None => cache.get(&sig).and_then(|m| m.ms.get(engine.name()).copied()),
+        };
+        engines.push((engine, ms));
     }
     choices.tuning_ms = started.elapsed().as_secs_f64() * 1e3;
     if let (Some(file), true) = (&file, dirty) {

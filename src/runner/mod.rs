@@ -330,8 +330,8 @@ fn choose_kernels(
         .collect();
     let specs: Vec<Arc<ops::ProductSpec>> = pending.iter().map(|(_, s)| s.clone()).collect();
     let (engines, choices) = dispatch::choose(&specs, model_sha256, kernels)?;
-    for ((id, spec), engine) in pending.into_iter().zip(engines) {
-        model.node_mut(id).op = Box::new(ops::Int8Product::new(Arc::new(spec.without_weights()), engine));
+    for ((id, spec), (engine, ms)) in pending.into_iter().zip(engines) {
+        model.node_mut(id).op = Box::new(ops::Int8Product::new(Arc::new(spec.without_weights()), engine, ms));
     }
     Ok((specs.iter().map(|s| s.kind).collect(), choices))
 }

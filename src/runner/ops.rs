@@ -408,10 +408,10 @@ impl Engine {
 
     /// Runs the product on `x` (its input, as the graph holds it; for an im2col product, the
     /// columns) into `out`, splitting the work between tract's threads when there are several
-    /// and it is large enough.
-    pub fn run(&self, x: &[i8], n: usize, out: &mut [i8]) -> TractResult<()> {
+    /// and `split` says the product is worth it.
+    pub fn run(&self, x: &[i8], n: usize, out: &mut [i8], split: bool) -> TractResult<()> {
         let pool = match current_tract_executor() {
-            Executor::MultiThread(pool) if pool.current_num_threads() > 1 => Some(pool),
+            Executor::MultiThread(pool) if split && pool.current_num_threads() > 1 => Some(pool),
             _ => None,
         };
         match self {
@@ -419,7 +419,7 @@ impl Engine {
                 let g = d.geometry();
                 let plane_out = g.oh * g.ow;
                 match pool {
-                    Some(pool) if g.cin * plane_out * g.kh * g.kw >= PARALLEL_MACS => {
+                    Some(pool) => {
                         let per = g.cin.div_ceil(pool.current_num_threads().min(g.cin));
                         pool.scope(|s| {
                             for (i, o) in out.chunks_mut(per * plane_out).enumerate() {
@@ -437,7 +437,7 @@ impl Engine {
                 let blocks = m.div_ceil(b);
                 match pool {
                     // Rows split between the threads, whole row blocks each.
-                    Some(pool) if m * g.k() * n >= PARALLEL_MACS && blocks >= 2 => {
+                    Some(pool) if blocks >= 2 => {
                         let per = blocks.div_ceil(pool.current_num_threads().min(blocks)) * b;
                         pool.scope(|s| {
                             for (i, rows) in out.chunks_mut(per * n).enumerate() {
@@ -455,9 +455,14 @@ impl Engine {
     }
 }
 
-/// Below this many multiply-accumulates a product or convolution runs on one thread (handing
-/// work to the pool costs more than it saves).
-const PARALLEL_MACS: usize = 1 << 20;
+/// A product whose kernel runs it in less than this on one thread is not split between
+/// threads (handing work to the pool costs tens of microseconds); one measured at or above it
+/// is.
+pub const SPLIT_MS: f64 = 0.05;
+
+/// For a product without a measured time (a forced kernel): split from this many
+/// multiply-accumulates up.
+pub const SPLIT_MACS: usize = 4 << 20;
 
 /// tract-linalg's int8 matrix kernel for one product: the kernel, the index of its i8 x i8
 /// packing, the weights packed once, the bias (added in the kernel), then the requantization
@@ -531,11 +536,18 @@ impl TractGemm {
 pub struct Int8Product {
     spec: Arc<ProductSpec>,
     engine: Arc<Engine>,
+    /// Whether the product is split between tract's threads (when there are several).
+    split: bool,
 }
 
 impl Int8Product {
-    pub fn new(spec: Arc<ProductSpec>, engine: Engine) -> Int8Product {
-        Int8Product { spec, engine: Arc::new(engine) }
+    /// `ms`: the kernel's measured time on one thread, which decides whether the product is
+    /// worth splitting between threads (without it, its multiply-accumulates decide).
+    pub fn new(spec: Arc<ProductSpec>, engine: Engine, ms: Option<f64>) -> Int8Product {
+        let per_out = if spec.kind == Kind::Depthwise { spec.geo.kh * spec.geo.kw } else { spec.k() };
+        let macs = spec.out_shape.iter().product::<usize>() * per_out;
+        let split = ms.map_or(macs >= SPLIT_MACS, |ms| ms >= SPLIT_MS);
+        Int8Product { spec, engine: Arc::new(engine), split }
     }
 
     /// The chosen kernel's name.
@@ -592,8 +604,11 @@ impl EvalOp for Int8Product {
             // Batch items one after the other (a batch of 1 is the usual case).
             for (x, out) in xs.chunks_exact(item_in).zip(out.chunks_exact_mut(item_out)) {
                 match p.kind {
-                    Kind::Depthwise | Kind::Matmul => self.engine.run(x, p.n, out)?,
-                    Kind::Im2col => self.engine.run(&edgecascade_kernels::im2col(&p.geo, p.params.x0, x), p.n, out)?,
+                    Kind::Depthwise | Kind::Matmul => self.engine.run(x, p.n, out, self.split)?,
+                    Kind::Im2col => {
+                        let cols = edgecascade_kernels::im2col(&p.geo, p.params.x0, x);
+                        self.engine.run(&cols, p.n, out, self.split)?
+                    }
                 }
             }
             Ok(())
