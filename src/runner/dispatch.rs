@@ -159,14 +159,16 @@ impl Choices {
     }
 }
 
+/// A product's engine and its measured time on one thread (ms; none for a forced kernel).
+pub type Chosen = (Engine, Option<f64>);
+
 /// Chooses and builds the kernel of every product of a model (`model_sha256`: its file's
-/// checksum, the cache key with the CPU). With each engine, its measured time on one thread
-/// (ms; none for a forced kernel).
+/// checksum, the cache key with the CPU).
 pub fn choose(
     specs: &[Arc<ProductSpec>],
     model_sha256: &str,
     opts: &KernelOptions,
-) -> Result<(Vec<(Engine, Option<f64>)>, Choices), String> {
+) -> Result<(Vec<Chosen>, Choices), String> {
     let fingerprint = cpu::fingerprint();
     let file = opts.cache_dir.as_ref().map(|d| cache_file(d, model_sha256, &fingerprint));
     let mut cache = file.as_deref().map(|f| read_cache(f, model_sha256, &fingerprint)).unwrap_or_default();
