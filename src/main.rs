@@ -13,7 +13,7 @@ use edgecascade::energy::{self, EnergyContext};
 use edgecascade::eval;
 use edgecascade::host::{self, Host};
 use edgecascade::inputs;
-use edgecascade::link::{Encoding, LinkAddr, Shaping};
+use edgecascade::link::{Encoding, LinkAddr, SerialStream, Shaping};
 use edgecascade::manifest::Manifest;
 use edgecascade::model::Model;
 use edgecascade::oip::{self, client::OipRemote, server::OipConfig};
@@ -770,6 +770,7 @@ fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
     // The serial link: a real pseudo-terminal pair, the host on one end, the device on the other.
     let (device_end, host_end) = serialport::TTYPort::pair().context("cannot open a pseudo-terminal pair")?;
     let pty = serialport::SerialPort::name(&host_end).unwrap_or_else(|| "pty".into());
+    let (device_end, host_end) = (SerialStream::new(device_end)?, SerialStream::new(host_end)?);
     let host = Host::new(Model::load(&host_manifest, runner_opts())?);
     let stop = AtomicBool::new(false);
     let device_end = std::sync::Mutex::new(device_end);
