@@ -1,6 +1,7 @@
 //! The `edgecascade` command: parses the command line, loads the configuration and models,
 //! dispatches to a subcommand and turns errors into messages and exit codes (1: the command
-//! could not run; 3: it ran, but some inputs failed and were reported).
+//! could not run; 3: it ran, but some inputs failed and were reported; 4: it ran and answered
+//! every input, but some locally, marked degraded, because the host could not answer them).
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -375,6 +376,11 @@ struct LinkArgs {
     /// The host's pre-shared key, when it needs one (or set EDGECASCADE_TOKEN).
     #[arg(long, env = "EDGECASCADE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Run even when the link does not work at start (no such device, not a terminal, nothing
+    /// listening, no answer to the handshake): answer locally, marked degraded, until the host
+    /// answers. Without it that is an error at start.
+    #[arg(long)]
+    start_degraded: bool,
 }
 
 impl LinkArgs {
@@ -474,7 +480,7 @@ fn main() -> ExitCode {
             classify(&cascade, &energy, &paths, accept_damaged, json)
         }
         Command::Demo { device, data } => demo(&device, data.as_deref()),
-        Command::Host { host } => serve(&host).map(|()| 0),
+        Command::Host { host } => serve(&host).map(|()| Outcome::default()),
         Command::Run { device, addr, paths, watch, max_inputs, idle_exit, settle } => {
             let watch = watch.map(|dir| {
                 let opts = inputs::WatchOptions {
@@ -486,7 +492,7 @@ fn main() -> ExitCode {
             });
             run_device(&device, addr, &paths, watch)
         }
-        Command::Boards { energy, json } => run_boards(&energy, json).map(|()| 0),
+        Command::Boards { energy, json } => run_boards(&energy, json).map(|()| Outcome::default()),
         Command::Bench { cascade, energy, data, runs, min_seconds, min_inferences, min_top1, json } => {
             let options = energy::bench::BenchOptions {
                 runs: runs as usize,
@@ -494,7 +500,7 @@ fn main() -> ExitCode {
                 min_inferences: min_inferences as usize,
                 min_top1,
             };
-            run_bench(&cascade, &energy, data.as_deref(), &options, json)
+            run_bench(&cascade, &energy, data.as_deref(), &options, json).map(Outcome::failed)
         }
         Command::Calibrate {
             config,
@@ -533,19 +539,15 @@ fn main() -> ExitCode {
                     runner: runner_opts().clone(),
                 })
             })();
-            options.and_then(|o| run_calibrate(config, &o, json))
+            options.and_then(|o| run_calibrate(config, &o, json)).map(Outcome::failed)
         }
-        Command::Report { log, config, json } => run_report(&log, config, json),
+        Command::Report { log, config, json } => run_report(&log, config, json).map(Outcome::failed),
         Command::Eval { cascade, data, compare, predictions, jobs, json } => {
-            run_eval(&cascade, &data, &compare, predictions.as_deref(), jobs, json)
+            run_eval(&cascade, &data, &compare, predictions.as_deref(), jobs, json).map(Outcome::failed)
         }
     };
     match result {
-        Ok(0) => ExitCode::SUCCESS,
-        Ok(failed) => {
-            eprintln!("edgecascade: {failed} input(s) failed (reported above)");
-            ExitCode::from(3)
-        }
+        Ok(outcome) => outcome.exit_code(),
         Err(e) => {
             eprintln!("edgecascade: error: {e:#}");
             ExitCode::from(1)
@@ -553,14 +555,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs `classify`; returns the number of inputs that failed.
+/// Runs `classify`.
 fn classify(
     args: &CascadeArgs,
     energy: &EnergyArgs,
     paths: &[PathBuf],
     accept_damaged: bool,
     json: bool,
-) -> Result<usize> {
+) -> Result<Outcome> {
     let files = dataset::collect_inputs(paths)?;
     let mut pipeline = Pipeline::local(args.resolve()?, runner_opts())?;
     pipeline.energy = Some(energy.start()?);
@@ -571,14 +573,46 @@ fn classify(
     finish(&mut sink, &summary)
 }
 
-/// Prints the summary; returns the number of inputs that failed.
-fn finish(sink: &mut Sink, summary: &Summary) -> Result<usize> {
+/// Prints the summary; returns how the run ended.
+fn finish(sink: &mut Sink, summary: &Summary) -> Result<Outcome> {
     if sink.json {
         writeln!(sink.out, "{}", serde_json::to_string(summary)?)?;
     } else {
         writeln!(sink.out, "{}", session::summary_text(summary))?;
     }
-    Ok(summary.failed)
+    Ok(Outcome { failed: summary.failed, degraded: summary.degraded })
+}
+
+/// How a command that ran ended: inputs that failed (exit 3), and inputs answered locally,
+/// marked degraded, because the host could not answer them (exit 4 when none failed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Outcome {
+    failed: usize,
+    degraded: usize,
+}
+
+impl Outcome {
+    fn failed(failed: usize) -> Outcome {
+        Outcome { failed, degraded: 0 }
+    }
+
+    /// The exit code, with a line on stderr saying why when it is not 0.
+    fn exit_code(self) -> ExitCode {
+        let degraded = match self.degraded {
+            0 => String::new(),
+            n => format!("{n} input(s) answered locally, marked degraded: the host could not answer them"),
+        };
+        if self.failed > 0 {
+            let also = if degraded.is_empty() { String::new() } else { format!("; {degraded}") };
+            eprintln!("edgecascade: {} input(s) failed (reported above){also}", self.failed);
+            ExitCode::from(3)
+        } else if self.degraded > 0 {
+            eprintln!("edgecascade: {degraded} (warnings above)");
+            ExitCode::from(4)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// The host model's manifest: `--model`, or the config's last stage.
@@ -671,8 +705,9 @@ fn serve(args: &HostArgs) -> Result<()> {
     }
 }
 
-/// The device pipeline over `remote`: every stage but the last loaded here.
-fn device_pipeline(args: &CascadeArgs, mut remote: Box<dyn RemoteStage>) -> Result<Pipeline> {
+/// The device pipeline over `remote`: every stage but the last loaded here. A link that does
+/// not work at start is an error unless `start_degraded`.
+fn device_pipeline(args: &CascadeArgs, mut remote: Box<dyn RemoteStage>, start_degraded: bool) -> Result<Pipeline> {
     let config = args.resolve()?;
     if config.stages.len() < 2 {
         bail!("{}: offloading needs at least two stages (the last one runs on the host)", config.path.display());
@@ -680,10 +715,14 @@ fn device_pipeline(args: &CascadeArgs, mut remote: Box<dyn RemoteStage>) -> Resu
     let info = match remote.connect() {
         Ok(info) => Some(info),
         Err(ConnectError::Refused(e)) => bail!("{e}"),
-        Err(ConnectError::Unreachable(e)) => {
-            log::warn!("{e}; answering locally (degraded) until the host answers");
+        Err(ConnectError::Unreachable(e)) if start_degraded => {
+            log::warn!("{e}; answering locally (degraded) until the host answers (--start-degraded)");
             None
         }
+        Err(ConnectError::Unreachable(e)) => bail!(
+            "{e}\n(the link must work at start; give --start-degraded to run anyway, answering locally, \
+             marked degraded, until the host answers)"
+        ),
     };
     let name = match &info {
         Some(i) => i.model.clone(),
@@ -702,14 +741,13 @@ fn device_pipeline(args: &CascadeArgs, mut remote: Box<dyn RemoteStage>) -> Resu
     Ok(pipeline)
 }
 
-/// Runs `run`; returns the number of inputs that failed.
-#[allow(clippy::too_many_arguments)]
+/// Runs `run`.
 fn run_device(
     device: &DeviceArgs,
     addr: LinkAddr,
     paths: &[PathBuf],
     watch: Option<(PathBuf, inputs::WatchOptions)>,
-) -> Result<usize> {
+) -> Result<Outcome> {
     let DeviceArgs { cascade: args, link, energy, log, accept_damaged, json } = device;
     let json = *json;
     let log = log.open()?;
@@ -735,7 +773,7 @@ fn run_device(
         None => Box::new(inputs::Files::new(dataset::collect_inputs(paths)?)),
     };
     let remote = link.remote(addr, &args.resolve()?)?;
-    let mut pipeline = device_pipeline(args, remote)?;
+    let mut pipeline = device_pipeline(args, remote, link.start_degraded)?;
     pipeline.energy = Some(energy.start()?);
     pipeline.accept_damaged = *accept_damaged;
     let mut out = std::io::stdout().lock();
@@ -744,8 +782,8 @@ fn run_device(
     finish(&mut sink, &summary)
 }
 
-/// Runs `demo`; returns the number of inputs that failed.
-fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
+/// Runs `demo`.
+fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<Outcome> {
     let DeviceArgs { cascade: args, link, energy, log, accept_damaged, json } = device;
     let json = *json;
     let config = args.resolve()?;
@@ -780,7 +818,7 @@ fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
         Ok(edgecascade::link::Stream::try_clone_box(&*port)?)
     });
     let mut out = std::io::stdout().lock();
-    std::thread::scope(|s| -> Result<usize> {
+    std::thread::scope(|s| -> Result<Outcome> {
         let host_thread = s.spawn(|| {
             let mut port = host_end;
             if let Err(e) = edgecascade::link::Stream::set_read_timeout(&mut port, Some(Duration::from_millis(100))) {
@@ -788,8 +826,8 @@ fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
             }
             host.serve(port, &pty, &stop)
         });
-        let result = (|| -> Result<usize> {
-            let mut pipeline = device_pipeline(args, Box::new(remote))?;
+        let result = (|| -> Result<Outcome> {
+            let mut pipeline = device_pipeline(args, Box::new(remote), link.start_degraded)?;
             pipeline.energy = Some(energy.start()?);
             pipeline.accept_damaged = *accept_damaged;
             if !json {

@@ -1,6 +1,7 @@
 //! Device and host end to end: the demo over a PTY pair, `run` against a `host` process over
 //! TCP on loopback, a fault-injecting relay between them, the host killed and restarted
-//! mid-run, and bad frames thrown at the host. Every input must get exactly one answer.
+//! mid-run, wrong links at start, and bad frames thrown at the host. Every input must get
+//! exactly one answer.
 //!
 //! Host only under emulation: every test starts the binary as a child process, which qemu-user
 //! cannot follow without binfmt_misc. CI runs this file on x86 and leaves it out of the aarch64
@@ -40,16 +41,18 @@ struct HostProc {
 
 impl HostProc {
     fn start(port: u16) -> HostProc {
-        let mut child = bin()
-            .args(["host", "--listen", &format!("tcp:127.0.0.1:{port}")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("host starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("ready line");
+        let (child, line) = Self::spawn(&["--listen", &format!("tcp:127.0.0.1:{port}")]);
         let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
         HostProc { child, port }
+    }
+
+    /// Starts `host ARGS` and reads its ready line.
+    fn spawn(args: &[&str]) -> (Child, String) {
+        let mut child =
+            bin().arg("host").args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("host starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("ready line");
+        (child, line)
     }
 
     fn kill(&mut self) {
@@ -158,24 +161,70 @@ fn run_over_tcp_logs_one_line_per_input() {
     }
 }
 
+/// A loopback port nobody listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Issue 18, item 3: the host down at start stops the device at start, naming the link, unless
+/// `--start-degraded` says to run anyway; then every input is answered locally, marked
+/// degraded, and the exit code (4) says so. Before, the run exited 0 with every input degraded.
 #[test]
-fn host_down_at_start_degrades_then_a_bad_link_is_named() {
-    // Nobody listens on this port: every input is answered locally, marked degraded.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+fn host_down_at_start_is_an_error_unless_start_degraded_then_a_bad_link_is_named() {
+    let link = format!("tcp:127.0.0.1:{}", free_port());
+    let run = |extra: &[&str]| {
+        bin().args(["run", "--json", "--threshold", "1", "--link", &link]).args(extra).arg("photos").output().unwrap()
     };
-    let o = bin()
-        .args(["run", "--json", "--threshold", "1", "--link", &format!("tcp:127.0.0.1:{port}"), "photos"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&link) && stderr(&o).contains("--start-degraded"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "nothing is answered: {}", String::from_utf8_lossy(&o.stdout));
+    let o = run(&["--start-degraded"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let lines = json_lines(&o);
     let n = photo_names().len();
+    assert_eq!(lines.len(), n + 1, "{lines:#?}");
     assert!(lines[..n].iter().all(|l| l["degraded"] == true && l["stage"] == 0), "{lines:#?}");
+    assert_eq!(lines[n]["degraded"].as_u64(), Some(n as u64));
+    assert!(stderr(&o).contains(&format!("{n} input(s) answered locally, marked degraded")), "{}", stderr(&o));
     let o = bin().args(["run", "--link", "udp:1.2.3.4:5", "photos"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("udp"), "{}", stderr(&o));
+}
+
+/// Issue 18, item 3: each kind of wrong link (a device that does not exist, one that is not a
+/// terminal, a refused TCP connection, an OIP server that is not there) is an error at start
+/// (exit 1) naming the link and what is wrong, and runs degraded (exit 4) with
+/// `--start-degraded`. Before, each exited 0 with every forwarded input "degraded".
+#[test]
+fn a_wrong_link_fails_at_start_naming_it_unless_start_degraded() {
+    let free = free_port();
+    let cases = [
+        ("serial:/dev/nonexistent".to_owned(), "/dev/nonexistent does not exist"),
+        ("serial:/dev/null".to_owned(), "/dev/null is not a terminal"),
+        (format!("tcp:127.0.0.1:{free}"), "connection refused"),
+        (format!("oip+http://127.0.0.1:{free}/v2/models/x"), "connection refused"),
+    ];
+    for (link, why) in &cases {
+        let run = |extra: &[&str]| {
+            bin()
+                .args(["run", "--json", "--threshold", "1", "--link", link])
+                .args(extra)
+                .args(["photos/coffee.png", "photos/chelsea.png"])
+                .output()
+                .unwrap()
+        };
+        let o = run(&[]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{link}: {err}");
+        assert!(err.contains(link.as_str()) && err.to_lowercase().contains(why), "{link}: {err}");
+        assert!(o.stdout.is_empty(), "{link}: nothing is answered: {}", String::from_utf8_lossy(&o.stdout));
+        let o = run(&["--start-degraded"]);
+        assert_eq!(o.status.code(), Some(4), "{link}: {}", stderr(&o));
+        let lines = json_lines(&o);
+        assert_eq!(lines.len(), 3, "{link}: {lines:#?}");
+        assert!(lines[..2].iter().all(|l| l["degraded"] == true && l["class"].is_u64()), "{link}: {lines:#?}");
+    }
 }
 
 /// Writes `photos[i % n]` into `dir` under a new name and waits until the log has `lines` lines.
@@ -223,7 +272,7 @@ fn host_killed_mid_run_then_back() {
         feed(&watch, &log, i, i + 1);
     }
     let status = device.wait().unwrap();
-    assert!(status.success());
+    assert_eq!(status.code(), Some(4), "inputs answered degraded end the run with exit code 4");
     let log = read_log(&log);
     assert_exactly_once(&log, 9);
     let degraded: Vec<bool> = log.iter().map(|l| l["degraded"].as_bool().unwrap()).collect();
@@ -254,12 +303,13 @@ fn faulty_relay_still_answers_every_input_once() {
         .arg(&inputs)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
     let log = read_log(&log);
     assert_exactly_once(&log, photos.len() * 3);
     // Retries get most inputs through; how many depends on where the faults fall and how busy
-    // the machine is (an input whose tries all fail is answered locally, degraded).
+    // the machine is (an input whose tries all fail is answered locally, degraded: exit 4).
     let offloaded = log.iter().filter(|l| l["degraded"] == false).count();
+    let code = if offloaded == log.len() { 0 } else { 4 };
+    assert_eq!(o.status.code(), Some(code), "{offloaded} of {} offloaded: {}", log.len(), stderr(&o));
     assert!(offloaded * 2 >= log.len(), "retries should get most inputs through: {offloaded}/{}", log.len());
     assert!(log.iter().any(|l| l["link"]["tries"].as_u64().unwrap_or(0) > 1), "no request was retried: {log:#?}");
     let stats = relay.stats();
