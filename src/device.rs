@@ -110,20 +110,28 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
 /// After a request finds no host, the next ones answer locally at once until a backoff
-/// (doubling from 250 ms to 8 s) has passed, instead of each waiting out its own timeouts.
+/// (by default doubling from 250 ms to 8 s) has passed, instead of each waiting out its own
+/// timeouts.
 #[derive(Clone, Debug)]
 pub struct Backoff {
     down_until: Option<Instant>,
     delay: Duration,
+    min: Duration,
+    max: Duration,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { down_until: None, delay: MIN_BACKOFF }
+        Backoff::new(MIN_BACKOFF, MAX_BACKOFF)
     }
 }
 
 impl Backoff {
+    /// Waits doubling from `min` to `max`.
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { down_until: None, delay: min, min, max: max.max(min) }
+    }
+
     /// `Unavailable` while the host is known to be down.
     pub fn check(&self) -> Result<(), StageFailure> {
         match self.down_until {
@@ -136,12 +144,15 @@ impl Backoff {
     }
 
     pub fn succeeded(&mut self) {
-        *self = Backoff::default();
+        *self = Backoff::new(self.min, self.max);
     }
 
-    pub fn failed(&mut self) {
-        self.down_until = Some(Instant::now() + self.delay);
-        self.delay = (self.delay * 2).min(MAX_BACKOFF);
+    /// Starts the next wait and returns how long it is.
+    pub fn failed(&mut self) -> Duration {
+        let wait = self.delay;
+        self.down_until = Some(Instant::now() + wait);
+        self.delay = (self.delay * 2).min(self.max);
+        wait
     }
 }
 

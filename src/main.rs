@@ -9,12 +9,12 @@ use edgecascade::batch::BatchConfig;
 use edgecascade::board;
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
 use edgecascade::dataset;
-use edgecascade::device::{ConnectError, Remote, RemoteConfig, RemoteStage};
+use edgecascade::device::{Backoff, ConnectError, Remote, RemoteConfig, RemoteStage};
 use edgecascade::energy::{self, EnergyContext};
 use edgecascade::eval;
 use edgecascade::host::{self, Host};
 use edgecascade::inputs;
-use edgecascade::link::{Encoding, LinkAddr, SerialStream, Shaping};
+use edgecascade::link::{Encoding, LinkAddr, LinkError, SerialStream, Shaping};
 use edgecascade::manifest::Manifest;
 use edgecascade::model::Model;
 use edgecascade::oip::{self, client::OipRemote, server::OipConfig};
@@ -675,26 +675,7 @@ fn serve(args: &HostArgs) -> Result<()> {
             Ok(())
         }
         (_, Some(other)) => bail!("--listen takes tcp:ADDR:PORT, not {other}"),
-        (Some(addr @ LinkAddr::Serial { .. }), None) => {
-            println!("edgecascade host: serving {name} on {addr}");
-            std::io::stdout().flush()?;
-            loop {
-                match edgecascade::link::connect(addr, Duration::from_secs(2)) {
-                    Ok(mut port) => {
-                        port.set_read_timeout(Some(Duration::from_millis(250)))?;
-                        let stats = host.serve(port, &addr.to_string(), &stop);
-                        log::info!(
-                            "{addr}: {} requests, {} answered, {} errors",
-                            stats.requests,
-                            stats.answered,
-                            stats.errors
-                        );
-                    }
-                    Err(e) => log::warn!("cannot open {addr}: {e}"),
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
+        (Some(addr @ LinkAddr::Serial { path, .. }), None) => serve_serial(&host, addr, path, &name, &stop),
         (Some(other), None) => {
             bail!("--link takes serial:PATH?baud=B (use --listen tcp:ADDR:PORT for TCP), not {other}")
         }
@@ -702,6 +683,61 @@ fn serve(args: &HostArgs) -> Result<()> {
             Some(t) => Ok(t.join().map_err(|_| anyhow::anyhow!("the OIP endpoint failed"))??),
             None => bail!("give --link serial:PATH, --listen tcp:ADDR:PORT or --oip-listen ADDR:PORT"),
         },
+    }
+}
+
+/// Serves a device on the serial port at `addr` (its device `path`) until killed. The ready
+/// line is printed once the port is open. A device that does not exist (a USB adapter not
+/// plugged in yet, or unplugged since) is waited for, and a port that fails is reopened, with
+/// a backoff from 1 s doubling to 30 s; a path that is not a terminal, or that this user may
+/// not open, is an error at start.
+fn serve_serial(host: &Host, addr: &LinkAddr, path: &Path, name: &str, stop: &AtomicBool) -> Result<()> {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut ready = false;
+    loop {
+        let failure = match edgecascade::link::connect(addr, Duration::from_secs(2)) {
+            Ok(mut port) => {
+                if !ready {
+                    // The ready line: scripts and tests wait for it.
+                    println!("edgecascade host: serving {name} on {addr}");
+                    std::io::stdout().flush()?;
+                    ready = true;
+                } else {
+                    log::info!("{addr}: open again, serving");
+                }
+                port.set_read_timeout(Some(Duration::from_millis(250)))?;
+                let start = std::time::Instant::now();
+                let stats = host.serve(port, &addr.to_string(), stop);
+                log::info!("{addr}: {} requests, {} answered, {} errors", stats.requests, stats.answered, stats.errors);
+                // A port that fails at once again and again is reopened ever more slowly.
+                if stats.requests > 0 || start.elapsed() > Duration::from_secs(30) {
+                    backoff.succeeded();
+                }
+                None
+            }
+            Err(LinkError::Io(e))
+                if !ready
+                    && matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::PermissionDenied) =>
+            {
+                bail!("cannot serve {addr}: {e}")
+            }
+            Err(e) => Some(e),
+        };
+        let wait = backoff.failed();
+        let missing = matches!(&failure, Some(LinkError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound);
+        match failure {
+            Some(_) if missing => log::warn!(
+                "waiting for {} to appear (serial link {addr}: a USB adapter not plugged in yet?); looking again in {wait:?}",
+                path.display()
+            ),
+            Some(e) => log::warn!("cannot open {addr}: {e}; trying again in {wait:?}"),
+            None => {}
+        }
+        // A device that appears is taken at once, not after the whole wait.
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until && !(missing && path.exists()) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Device and host end to end: the demo over a PTY pair, `run` against a `host` process over
 //! TCP on loopback, a fault-injecting relay between them, the host killed and restarted
-//! mid-run, wrong links at start, and bad frames thrown at the host. Every input must get
-//! exactly one answer.
+//! mid-run, wrong links at start, a serial host waiting for its device, and bad frames thrown
+//! at the host. Every input must get exactly one answer.
 //!
 //! Host only under emulation: every test starts the binary as a child process, which qemu-user
 //! cannot follow without binfmt_misc. CI runs this file on x86 and leaves it out of the aarch64
@@ -12,7 +12,8 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
@@ -225,6 +226,135 @@ fn a_wrong_link_fails_at_start_naming_it_unless_start_degraded() {
         assert_eq!(lines.len(), 3, "{link}: {lines:#?}");
         assert!(lines[..2].iter().all(|l| l["degraded"] == true && l["class"].is_u64()), "{link}: {lines:#?}");
     }
+}
+
+/// A child process, killed on drop (a test that fails does not leave it running).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits at most `limit` for `child` to end; None (and the child killed) when it does not.
+fn wait_at_most(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// The lines of a child's pipe as they come (the child may never end).
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line from `rx` that contains `want`, within `limit`; the lines seen otherwise.
+fn line_with(rx: &mpsc::Receiver<String>, want: &str, limit: Duration) -> Result<String, Vec<String>> {
+    let (start, mut seen) = (Instant::now(), Vec::new());
+    while let Some(left) = limit.checked_sub(start.elapsed()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(want) => return Ok(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    Err(seen)
+}
+
+/// Two pseudo-terminals joined by socat, as ser2net, a USB gadget serial port or RTS/CTS flow
+/// control would join a device and a host, with their paths linked at `a` and `b`; stopped on
+/// drop. socat is a Debian package (.ci/run installs it).
+struct Bridge {
+    _socat: Killed,
+}
+
+impl Bridge {
+    fn start(a: &Path, b: &Path) -> Bridge {
+        let end = |p: &Path| format!("pty,raw,echo=0,link={}", p.display());
+        let child = Command::new("socat")
+            .args(["-d", "-d", &end(a), &end(b)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat runs (apt-get install socat)");
+        let bridge = Bridge { _socat: Killed(child) };
+        let start = Instant::now();
+        while !(a.exists() && b.exists()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "socat made no PTYs at {} and {}",
+                a.display(),
+                b.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bridge
+    }
+}
+
+/// Issue 18, item 3 (host side): a serial device that does not exist yet (a USB adapter not
+/// plugged in) is waited for, saying so, and served once it appears; the ready line comes only
+/// then. Before, the host printed "serving" at once and warned once a second for ever.
+#[test]
+fn host_waits_for_a_missing_serial_device_and_serves_it_once_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host_end, device_end) = (dir.path().join("ttyUSB-later"), dir.path().join("device-tty"));
+    let mut child = bin()
+        .args(["host", "--link", &format!("serial:{}", host_end.display())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, err) = (lines_of(child.stdout.take().unwrap()), lines_of(child.stderr.take().unwrap()));
+    let _host = Killed(child);
+    let waiting = format!("waiting for {} to appear", host_end.display());
+    line_with(&err, &waiting, Duration::from_secs(60)).unwrap_or_else(|seen| panic!("no '{waiting}': {seen:#?}"));
+    assert!(out.recv_timeout(Duration::from_millis(500)).is_err(), "a ready line before the port exists");
+    let _bridge = Bridge::start(&host_end, &device_end);
+    let ready = out.recv_timeout(Duration::from_secs(20)).expect("the host serves the port once it appears");
+    assert!(ready.contains("serving") && ready.contains(&host_end.display().to_string()), "{ready}");
+    let o = bin()
+        .args(["run", "--json", "--threshold", "1", "--link", &format!("serial:{}", device_end.display())])
+        .arg("photos/coffee.png")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_lines(&o)[0]["model"], "efficientnet-lite2-fp32", "answered by the host");
+}
+
+/// Issue 18, item 3 (host side): a path that is not a terminal is an error at start, with no
+/// ready line. Before, `host --link serial:/dev/null` printed "serving" and warned for ever.
+#[test]
+fn host_on_a_path_that_is_no_terminal_fails_at_start() {
+    let mut child = bin()
+        .args(["host", "--link", "serial:/dev/null"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, err) = (lines_of(child.stdout.take().unwrap()), lines_of(child.stderr.take().unwrap()));
+    let status = wait_at_most(&mut child, Duration::from_secs(60)).expect("the host stops at start");
+    assert_eq!(status.code(), Some(1));
+    let err: Vec<String> = err.iter().collect();
+    assert!(err.iter().any(|l| l.contains("/dev/null is not a terminal")), "{err:#?}");
+    assert_eq!(out.iter().count(), 0, "no ready line");
 }
 
 /// Writes `photos[i % n]` into `dir` under a new name and waits until the log has `lines` lines.
