@@ -89,7 +89,8 @@ fn main() -> anyhow::Result<()> {
     println!("| link | Ping round trip p50 / p95 (ms) | inference round trip minus host time p50 / p95 (ms) | host time p50 (ms) |");
     println!("|---|---:|---:|---:|");
     rtt("TCP loopback", tcp, &payload, rounds)?;
-    let (device_end, mut host_end) = serialport::TTYPort::pair()?;
+    let (device_end, host_end) = serialport::TTYPort::pair()?;
+    let (device_end, mut host_end) = (link::SerialStream::new(device_end)?, link::SerialStream::new(host_end)?);
     Stream::set_read_timeout(&mut host_end, Some(Duration::from_millis(100)))?;
     let (h, s) = (host.clone(), stop.clone());
     let pty_host = std::thread::spawn(move || h.serve(host_end, "pty", &s));

@@ -11,8 +11,8 @@
 
 use crate::cascade::StageFailure;
 use crate::link::{
-    connect, write_msg, Encoding, ErrorCode, FrameReader, Hello, InferRequest, InferResponse, LinkAddr, LinkError,
-    Message, Paced, Shaping, Stream, Welcome, DEFAULT_MAX_FRAME,
+    connect, write_msg, write_sync, Encoding, ErrorCode, FrameReader, Hello, InferRequest, InferResponse, LinkAddr,
+    LinkError, Message, Paced, Shaping, Stream, Welcome, DEFAULT_MAX_FRAME,
 };
 use crate::preprocess;
 use crate::stage::Spans;
@@ -110,20 +110,28 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
 /// After a request finds no host, the next ones answer locally at once until a backoff
-/// (doubling from 250 ms to 8 s) has passed, instead of each waiting out its own timeouts.
+/// (by default doubling from 250 ms to 8 s) has passed, instead of each waiting out its own
+/// timeouts.
 #[derive(Clone, Debug)]
 pub struct Backoff {
     down_until: Option<Instant>,
     delay: Duration,
+    min: Duration,
+    max: Duration,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { down_until: None, delay: MIN_BACKOFF }
+        Backoff::new(MIN_BACKOFF, MAX_BACKOFF)
     }
 }
 
 impl Backoff {
+    /// Waits doubling from `min` to `max`.
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { down_until: None, delay: min, min, max: max.max(min) }
+    }
+
     /// `Unavailable` while the host is known to be down.
     pub fn check(&self) -> Result<(), StageFailure> {
         match self.down_until {
@@ -136,12 +144,15 @@ impl Backoff {
     }
 
     pub fn succeeded(&mut self) {
-        *self = Backoff::default();
+        *self = Backoff::new(self.min, self.max);
     }
 
-    pub fn failed(&mut self) {
-        self.down_until = Some(Instant::now() + self.delay);
-        self.delay = (self.delay * 2).min(MAX_BACKOFF);
+    /// Starts the next wait and returns how long it is.
+    pub fn failed(&mut self) -> Duration {
+        let wait = self.delay;
+        self.down_until = Some(Instant::now() + wait);
+        self.delay = (self.delay * 2).min(self.max);
+        wait
     }
 }
 
@@ -209,21 +220,24 @@ impl Remote {
 
     fn handshake(&mut self) -> Result<Conn, ConnectError> {
         use ConnectError::{Refused, Unreachable};
-        let stream = (self.open)().map_err(|e| Unreachable(format!("cannot open link {}: {e}", self.cfg.addr)))?;
+        let addr = &self.cfg.addr;
+        let stream = (self.open)().map_err(|e| Unreachable(format!("cannot open link {addr}: {e}")))?;
         let mut stream: Box<dyn Stream> = match &self.cfg.shaping {
             Some(s) if s.is_active() => Box::new(Paced::new(stream, s.clone())),
             _ => stream,
         };
-        stream.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| Unreachable(e.to_string()))?;
+        stream.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| Unreachable(format!("{addr}: {e}")))?;
         let mut reader = FrameReader::new(stream, DEFAULT_MAX_FRAME as usize);
         let hello = Hello::new(self.cfg.device_id.clone(), self.cfg.encodings.clone());
         let deadline = Instant::now() + self.cfg.connect_timeout;
-        let sent = match &self.cfg.token {
+        // A lone 0 first ends whatever came before on a serial line (a frame a timed-out write
+        // left half sent), so the host does not take our first frame as part of it.
+        let sent = write_sync(reader.get_mut()).and_then(|_| match &self.cfg.token {
             Some(token) => write_msg(reader.get_mut(), &Message::Auth { token: token.clone() }),
             None => Ok(0),
-        };
+        });
         sent.and_then(|_| write_msg(reader.get_mut(), &Message::Hello(hello.clone())))
-            .map_err(|e| Unreachable(format!("handshake: {e}")))?;
+            .map_err(|e| Unreachable(format!("link {addr}: handshake: {e}")))?;
         loop {
             match reader.read_msg() {
                 Ok(Message::Welcome(w)) => {
@@ -246,18 +260,20 @@ impl Remote {
                     return Ok(Conn { reader, welcome: w, encoding });
                 }
                 Ok(Message::Error(e)) if e.code == ErrorCode::Unauthorized => {
-                    return Err(Refused(format!("host {} refused the device: {e}", self.cfg.addr)))
+                    return Err(Refused(format!("host {addr} refused the device: {e}")))
                 }
-                Ok(Message::Error(e)) => return Err(Unreachable(format!("host refused the handshake: {e}"))),
+                // The host saw line noise before our frames (the rest of a half-sent frame).
+                Ok(Message::Error(e)) if e.code == ErrorCode::BadFrame && e.seq.is_none() => {}
+                Ok(Message::Error(e)) => return Err(Unreachable(format!("host {addr} refused the handshake: {e}"))),
                 Ok(_) | Err(LinkError::Frame(_)) => {}
                 Err(LinkError::Timeout) if Instant::now() < deadline => {}
                 Err(LinkError::Timeout) => {
                     return Err(Unreachable(format!(
-                        "no answer to the handshake within {:?}",
+                        "link {addr}: no answer to the handshake within {:?} (is the host running at the other end?)",
                         self.cfg.connect_timeout
                     )))
                 }
-                Err(e) => return Err(Unreachable(format!("handshake: {e}"))),
+                Err(e) => return Err(Unreachable(format!("link {addr}: handshake: {e}"))),
             }
         }
     }
@@ -334,15 +350,15 @@ impl RemoteStage for Remote {
                 want_probs: self.cfg.want_probs,
             };
             let sent = spans.time("send", Some(stage), || write_msg(conn.reader.get_mut(), &Message::Infer(req)));
-            match sent {
-                Ok(n) => report.bytes_sent += n as u64,
-                Err(e) => {
-                    last_error = format!("send failed: {e}");
-                    self.conn = None;
-                    continue;
+            // A send that fails (the host not taking bytes within the write timeout, a closed
+            // link) ends the try like a missing answer; the next try opens the link again.
+            let waited = match sent {
+                Ok(n) => {
+                    report.bytes_sent += n as u64;
+                    spans.time("wait", Some(stage), || self.await_answer(seq, report))
                 }
-            }
-            let waited = spans.time("wait", Some(stage), || self.await_answer(seq, report));
+                Err(e) => Err(Wait::Broken(format!("send failed: {e}"))),
+            };
             match waited {
                 Ok(answer) => {
                     self.backoff.succeeded();

@@ -26,6 +26,10 @@ pub const HOST_ENCODINGS: [Encoding; 3] = [Encoding::Original, Encoding::CropJpe
 /// How many classes a reply's `top` lists.
 pub const TOP_K: usize = 5;
 
+/// How long a reply to a TCP device may wait for it to take bytes before the connection is
+/// given up (serial ports have theirs: `link::MIN_SERIAL_WRITE_TIMEOUT`).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct Host {
     pub model: Arc<Model>,
     pub host_id: String,
@@ -327,6 +331,11 @@ pub fn serve_tcp(
         &stop,
         |_, peer| log::warn!("{peer}: refused, already serving {max_conns} devices"),
         |sock, peer| {
+            // A device that stops reading fails the reply instead of holding this thread.
+            if let Err(e) = sock.set_write_timeout(Some(WRITE_TIMEOUT)) {
+                log::warn!("{peer}: cannot set up the socket: {e}");
+                return;
+            }
             let stats = host.serve(sock, peer, &stop);
             log::info!("{peer}: {} requests, {} answered, {} errors", stats.requests, stats.answered, stats.errors);
         },

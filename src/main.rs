@@ -1,6 +1,7 @@
 //! The `edgecascade` command: parses the command line, loads the configuration and models,
 //! dispatches to a subcommand and turns errors into messages and exit codes (1: the command
-//! could not run; 3: it ran, but some inputs failed and were reported).
+//! could not run; 3: it ran, but some inputs failed and were reported; 4: it ran and answered
+//! every input, but some locally, marked degraded, because the host could not answer them).
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -8,12 +9,12 @@ use edgecascade::batch::BatchConfig;
 use edgecascade::board;
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
 use edgecascade::dataset;
-use edgecascade::device::{ConnectError, Remote, RemoteConfig, RemoteStage};
+use edgecascade::device::{Backoff, ConnectError, Remote, RemoteConfig, RemoteStage};
 use edgecascade::energy::{self, EnergyContext};
 use edgecascade::eval;
 use edgecascade::host::{self, Host};
 use edgecascade::inputs;
-use edgecascade::link::{Encoding, LinkAddr, Shaping};
+use edgecascade::link::{Encoding, LinkAddr, LinkError, SerialStream, Shaping};
 use edgecascade::manifest::Manifest;
 use edgecascade::model::Model;
 use edgecascade::oip::{self, client::OipRemote, server::OipConfig};
@@ -420,6 +421,11 @@ struct LinkArgs {
     /// The host's pre-shared key, when it needs one (or set EDGECASCADE_TOKEN).
     #[arg(long, env = "EDGECASCADE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Run even when the link does not work at start (no such device, not a terminal, nothing
+    /// listening, no answer to the handshake): answer locally, marked degraded, until the host
+    /// answers. Without it that is an error at start.
+    #[arg(long)]
+    start_degraded: bool,
 }
 
 impl LinkArgs {
@@ -519,7 +525,7 @@ fn main() -> ExitCode {
             classify(&cascade, &energy, &paths, accept_damaged, json)
         }
         Command::Demo { device, data } => demo(&device, data.as_deref()),
-        Command::Host { host } => serve(&host).map(|()| 0),
+        Command::Host { host } => serve(&host).map(|()| Outcome::default()),
         Command::Run { device, addr, paths, watch, max_inputs, idle_exit, settle } => {
             let watch = watch.map(|dir| {
                 let opts = inputs::WatchOptions {
@@ -531,7 +537,7 @@ fn main() -> ExitCode {
             });
             run_device(&device, addr, &paths, watch)
         }
-        Command::Boards { energy, json } => run_boards(&energy, json).map(|()| 0),
+        Command::Boards { energy, json } => run_boards(&energy, json).map(|()| Outcome::default()),
         Command::Bench { cascade, energy, data, runs, min_seconds, min_inferences, min_top1, json } => {
             let options = energy::bench::BenchOptions {
                 runs: runs as usize,
@@ -539,7 +545,7 @@ fn main() -> ExitCode {
                 min_inferences: min_inferences as usize,
                 min_top1,
             };
-            run_bench(&cascade, &energy, data.as_deref(), &options, json)
+            run_bench(&cascade, &energy, data.as_deref(), &options, json).map(Outcome::failed)
         }
         Command::Calibrate {
             config,
@@ -578,19 +584,15 @@ fn main() -> ExitCode {
                     runner: runner_opts().clone(),
                 })
             })();
-            options.and_then(|o| run_calibrate(config, &o, json))
+            options.and_then(|o| run_calibrate(config, &o, json)).map(Outcome::failed)
         }
-        Command::Report { log, config, json } => run_report(&log, config, json),
+        Command::Report { log, config, json } => run_report(&log, config, json).map(Outcome::failed),
         Command::Eval { cascade, data, compare, predictions, jobs, json } => {
-            run_eval(&cascade, &data, &compare, predictions.as_deref(), jobs, json)
+            run_eval(&cascade, &data, &compare, predictions.as_deref(), jobs, json).map(Outcome::failed)
         }
     };
     match result {
-        Ok(0) => ExitCode::SUCCESS,
-        Ok(failed) => {
-            eprintln!("edgecascade: {failed} input(s) failed (reported above)");
-            ExitCode::from(3)
-        }
+        Ok(outcome) => outcome.exit_code(),
         Err(e) => {
             eprintln!("edgecascade: error: {e:#}");
             ExitCode::from(1)
@@ -598,14 +600,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs `classify`; returns the number of inputs that failed.
+/// Runs `classify`.
 fn classify(
     args: &CascadeArgs,
     energy: &EnergyArgs,
     paths: &[PathBuf],
     accept_damaged: bool,
     json: bool,
-) -> Result<usize> {
+) -> Result<Outcome> {
     let files = dataset::collect_inputs(paths)?;
     let mut pipeline = Pipeline::local(args.resolve()?, runner_opts())?;
     pipeline.energy = Some(energy.start()?);
@@ -616,14 +618,46 @@ fn classify(
     finish(&mut sink, &summary)
 }
 
-/// Prints the summary; returns the number of inputs that failed.
-fn finish(sink: &mut Sink, summary: &Summary) -> Result<usize> {
+/// Prints the summary; returns how the run ended.
+fn finish(sink: &mut Sink, summary: &Summary) -> Result<Outcome> {
     if sink.json {
         writeln!(sink.out, "{}", serde_json::to_string(summary)?)?;
     } else {
         writeln!(sink.out, "{}", session::summary_text(summary))?;
     }
-    Ok(summary.failed)
+    Ok(Outcome { failed: summary.failed, degraded: summary.degraded })
+}
+
+/// How a command that ran ended: inputs that failed (exit 3), and inputs answered locally,
+/// marked degraded, because the host could not answer them (exit 4 when none failed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Outcome {
+    failed: usize,
+    degraded: usize,
+}
+
+impl Outcome {
+    fn failed(failed: usize) -> Outcome {
+        Outcome { failed, degraded: 0 }
+    }
+
+    /// The exit code, with a line on stderr saying why when it is not 0.
+    fn exit_code(self) -> ExitCode {
+        let degraded = match self.degraded {
+            0 => String::new(),
+            n => format!("{n} input(s) answered locally, marked degraded: the host could not answer them"),
+        };
+        if self.failed > 0 {
+            let also = if degraded.is_empty() { String::new() } else { format!("; {degraded}") };
+            eprintln!("edgecascade: {} input(s) failed (reported above){also}", self.failed);
+            ExitCode::from(3)
+        } else if self.degraded > 0 {
+            eprintln!("edgecascade: {degraded} (warnings above)");
+            ExitCode::from(4)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// The host model's manifest: `--model`, or the config's last stage.
@@ -688,26 +722,7 @@ fn serve(args: &HostArgs) -> Result<()> {
             Ok(())
         }
         (_, Some(other)) => bail!("--listen takes tcp:ADDR:PORT, not {other}"),
-        (Some(addr @ LinkAddr::Serial { .. }), None) => {
-            println!("edgecascade host: serving {name} on {addr}");
-            std::io::stdout().flush()?;
-            loop {
-                match edgecascade::link::connect(addr, Duration::from_secs(2)) {
-                    Ok(mut port) => {
-                        port.set_read_timeout(Some(Duration::from_millis(250)))?;
-                        let stats = host.serve(port, &addr.to_string(), &stop);
-                        log::info!(
-                            "{addr}: {} requests, {} answered, {} errors",
-                            stats.requests,
-                            stats.answered,
-                            stats.errors
-                        );
-                    }
-                    Err(e) => log::warn!("cannot open {addr}: {e}"),
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
+        (Some(addr @ LinkAddr::Serial { path, .. }), None) => serve_serial(&host, addr, path, &name, &stop),
         (Some(other), None) => {
             bail!("--link takes serial:PATH?baud=B (use --listen tcp:ADDR:PORT for TCP), not {other}")
         }
@@ -730,8 +745,64 @@ fn warn_if_open(listener: &std::net::TcpListener, flag: &str, token: bool) {
     }
 }
 
-/// The device pipeline over `remote`: every stage but the last loaded here.
-fn device_pipeline(args: &CascadeArgs, mut remote: Box<dyn RemoteStage>) -> Result<Pipeline> {
+/// Serves a device on the serial port at `addr` (its device `path`) until killed. The ready
+/// line is printed once the port is open. A device that does not exist (a USB adapter not
+/// plugged in yet, or unplugged since) is waited for, and a port that fails is reopened, with
+/// a backoff from 1 s doubling to 30 s; a path that is not a terminal, or that this user may
+/// not open, is an error at start.
+fn serve_serial(host: &Host, addr: &LinkAddr, path: &Path, name: &str, stop: &AtomicBool) -> Result<()> {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut ready = false;
+    loop {
+        let failure = match edgecascade::link::connect(addr, Duration::from_secs(2)) {
+            Ok(mut port) => {
+                if !ready {
+                    // The ready line: scripts and tests wait for it.
+                    println!("edgecascade host: serving {name} on {addr}");
+                    std::io::stdout().flush()?;
+                    ready = true;
+                } else {
+                    log::info!("{addr}: open again, serving");
+                }
+                port.set_read_timeout(Some(Duration::from_millis(250)))?;
+                let start = std::time::Instant::now();
+                let stats = host.serve(port, &addr.to_string(), stop);
+                log::info!("{addr}: {} requests, {} answered, {} errors", stats.requests, stats.answered, stats.errors);
+                // A port that fails at once again and again is reopened ever more slowly.
+                if stats.requests > 0 || start.elapsed() > Duration::from_secs(30) {
+                    backoff.succeeded();
+                }
+                None
+            }
+            Err(LinkError::Io(e))
+                if !ready
+                    && matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::PermissionDenied) =>
+            {
+                bail!("cannot serve {addr}: {e}")
+            }
+            Err(e) => Some(e),
+        };
+        let wait = backoff.failed();
+        let missing = matches!(&failure, Some(LinkError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound);
+        match failure {
+            Some(_) if missing => log::warn!(
+                "waiting for {} to appear (serial link {addr}: a USB adapter not plugged in yet?); looking again in {wait:?}",
+                path.display()
+            ),
+            Some(e) => log::warn!("cannot open {addr}: {e}; trying again in {wait:?}"),
+            None => {}
+        }
+        // A device that appears is taken at once, not after the whole wait.
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until && !(missing && path.exists()) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The device pipeline over `remote`: every stage but the last loaded here. A link that does
+/// not work at start is an error unless `start_degraded`.
+fn device_pipeline(args: &CascadeArgs, mut remote: Box<dyn RemoteStage>, start_degraded: bool) -> Result<Pipeline> {
     let config = args.resolve()?;
     if config.stages.len() < 2 {
         bail!("{}: offloading needs at least two stages (the last one runs on the host)", config.path.display());
@@ -739,10 +810,14 @@ fn device_pipeline(args: &CascadeArgs, mut remote: Box<dyn RemoteStage>) -> Resu
     let info = match remote.connect() {
         Ok(info) => Some(info),
         Err(ConnectError::Refused(e)) => bail!("{e}"),
-        Err(ConnectError::Unreachable(e)) => {
-            log::warn!("{e}; answering locally (degraded) until the host answers");
+        Err(ConnectError::Unreachable(e)) if start_degraded => {
+            log::warn!("{e}; answering locally (degraded) until the host answers (--start-degraded)");
             None
         }
+        Err(ConnectError::Unreachable(e)) => bail!(
+            "{e}\n(the link must work at start; give --start-degraded to run anyway, answering locally, \
+             marked degraded, until the host answers)"
+        ),
     };
     let name = match &info {
         Some(i) => i.model.clone(),
@@ -761,14 +836,13 @@ fn device_pipeline(args: &CascadeArgs, mut remote: Box<dyn RemoteStage>) -> Resu
     Ok(pipeline)
 }
 
-/// Runs `run`; returns the number of inputs that failed.
-#[allow(clippy::too_many_arguments)]
+/// Runs `run`.
 fn run_device(
     device: &DeviceArgs,
     addr: LinkAddr,
     paths: &[PathBuf],
     watch: Option<(PathBuf, inputs::WatchOptions)>,
-) -> Result<usize> {
+) -> Result<Outcome> {
     let DeviceArgs { cascade: args, link, energy, log, accept_damaged, json } = device;
     let json = *json;
     let log = log.open()?;
@@ -794,7 +868,7 @@ fn run_device(
         None => Box::new(inputs::Files::new(dataset::collect_inputs(paths)?)),
     };
     let remote = link.remote(addr, &args.resolve()?)?;
-    let mut pipeline = device_pipeline(args, remote)?;
+    let mut pipeline = device_pipeline(args, remote, link.start_degraded)?;
     pipeline.energy = Some(energy.start()?);
     pipeline.accept_damaged = *accept_damaged;
     let mut out = std::io::stdout().lock();
@@ -803,8 +877,8 @@ fn run_device(
     finish(&mut sink, &summary)
 }
 
-/// Runs `demo`; returns the number of inputs that failed.
-fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
+/// Runs `demo`.
+fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<Outcome> {
     let DeviceArgs { cascade: args, link, energy, log, accept_damaged, json } = device;
     let json = *json;
     let config = args.resolve()?;
@@ -829,6 +903,7 @@ fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
     // The serial link: a real pseudo-terminal pair, the host on one end, the device on the other.
     let (device_end, host_end) = serialport::TTYPort::pair().context("cannot open a pseudo-terminal pair")?;
     let pty = serialport::SerialPort::name(&host_end).unwrap_or_else(|| "pty".into());
+    let (device_end, host_end) = (SerialStream::new(device_end)?, SerialStream::new(host_end)?);
     let host = Host::new(Model::load(&host_manifest, runner_opts())?);
     let stop = AtomicBool::new(false);
     let device_end = std::sync::Mutex::new(device_end);
@@ -838,7 +913,7 @@ fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
         Ok(edgecascade::link::Stream::try_clone_box(&*port)?)
     });
     let mut out = std::io::stdout().lock();
-    std::thread::scope(|s| -> Result<usize> {
+    std::thread::scope(|s| -> Result<Outcome> {
         let host_thread = s.spawn(|| {
             let mut port = host_end;
             if let Err(e) = edgecascade::link::Stream::set_read_timeout(&mut port, Some(Duration::from_millis(100))) {
@@ -846,8 +921,8 @@ fn demo(device: &DeviceArgs, data: Option<&Path>) -> Result<usize> {
             }
             host.serve(port, &pty, &stop)
         });
-        let result = (|| -> Result<usize> {
-            let mut pipeline = device_pipeline(args, Box::new(remote))?;
+        let result = (|| -> Result<Outcome> {
+            let mut pipeline = device_pipeline(args, Box::new(remote), link.start_degraded)?;
             pipeline.energy = Some(energy.start()?);
             pipeline.accept_damaged = *accept_damaged;
             if !json {

@@ -13,13 +13,17 @@ mod link_common;
 use edgecascade::link::*;
 use link_common::*;
 use serialport::{SerialPort, TTYPort};
+use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-fn pair() -> (TTYPort, TTYPort) {
-    let (mut master, mut slave) = TTYPort::pair().expect("open a pseudo-terminal pair");
-    Stream::set_read_timeout(&mut master, Some(IO_TIMEOUT)).unwrap();
-    Stream::set_read_timeout(&mut slave, Some(IO_TIMEOUT)).unwrap();
+/// Both ends of a PTY pair as serial streams, with the tests' read timeout.
+fn pair() -> (SerialStream, SerialStream) {
+    let (master, slave) = TTYPort::pair().expect("open a pseudo-terminal pair");
+    let mut master = SerialStream::new(master).unwrap();
+    let mut slave = SerialStream::new(slave).unwrap();
+    master.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    slave.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     (master, slave)
 }
 
@@ -40,7 +44,7 @@ fn pty_conversation_with_a_100k_payload_and_a_corrupted_frame() {
 #[test]
 fn pty_opened_through_connect() {
     let (master, slave) = pair();
-    let path = slave.name().expect("the slave end has a path");
+    let path = slave.port().name().expect("the slave end has a path");
     let addr: LinkAddr = format!("serial:{path}?baud=115200").parse().unwrap();
     let device = connect(&addr, IO_TIMEOUT).expect("open the pty slave as a serial port");
     drop(slave);
@@ -56,13 +60,12 @@ fn pty_opened_through_connect() {
 }
 
 /// A `SerialStream` with a 1 ms read timeout still writes a 100 kB frame to a PTY whose reader
-/// starts late, and reads with its own timeout afterwards. (On a PTY the kernel blocks the
-/// write itself, so this checks the wrapper's plumbing; the case it exists for is a UART
-/// buffer still draining at a low baud rate when the next write starts.)
+/// starts late (the write waits for room up to its own timeout, not the read timeout), and
+/// reads with its own timeout afterwards. The case it exists for is a UART buffer still
+/// draining at a low baud rate when the next write starts.
 #[test]
 fn serial_stream_keeps_read_and_write_timeouts_apart() {
-    let (master, slave) = pair();
-    let mut device = SerialStream::new(slave);
+    let (master, mut device) = pair();
     device.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
     let host = thread::spawn(move || {
         thread::sleep(Duration::from_millis(300));
@@ -76,6 +79,35 @@ fn serial_stream_keeps_read_and_write_timeouts_apart() {
     let mut r = FrameReader::new(device, 4096);
     assert_eq!(r.read_msg().unwrap(), Message::Pong { nonce: 3 });
     host.join().unwrap();
+}
+
+/// Issue 18, item 6, on one PTY pair: a frame written to a peer that keeps its end open but
+/// never reads (a host dead behind a socat bridge or flow control) fails within the write
+/// timeout. Before, serialport's write polled for room once and then blocked in the kernel
+/// (`n_tty_write`) until the whole frame was taken: for ever. The write runs in a thread so
+/// that a write that blocks fails this test instead of hanging it.
+#[test]
+fn a_write_nobody_reads_fails_within_the_write_timeout() {
+    let (master, mut device) = pair();
+    device.set_write_timeout(Duration::from_millis(500));
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let start = Instant::now();
+        // Larger than every buffer between the two ends (a few tens of kB on a PTY).
+        let mut result = Ok(0);
+        for seq in 0..8 {
+            result = write_msg(&mut device, &infer(seq, 200_000));
+            if result.is_err() {
+                break;
+            }
+        }
+        let _ = tx.send((result.map_err(|e| e.to_string()), start.elapsed()));
+    });
+    let (result, took) = rx.recv_timeout(Duration::from_secs(20)).expect("the write returned (it blocked before)");
+    let err = result.expect_err("nobody read 1.6 MB, yet every frame went out");
+    assert!(err.contains("write timed out"), "{err}");
+    assert!(took < Duration::from_secs(5), "the write failed only after {took:?}");
+    drop(master);
 }
 
 /// Reading and writing from two threads on cloned handles.
@@ -110,9 +142,28 @@ fn missing_serial_device_is_an_io_error() {
     let addr: LinkAddr = "serial:/dev/edgecascade-no-such-tty".parse().unwrap();
     match connect(&addr, IO_TIMEOUT) {
         Err(LinkError::Io(e)) => {
-            assert!(e.to_string().contains("serial:/dev/edgecascade-no-such-tty"), "{e}")
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+            assert!(e.to_string().contains("/dev/edgecascade-no-such-tty does not exist"), "{e}")
         }
         Err(e) => panic!("expected an I/O error, got {e}"),
         Ok(_) => panic!("opened a device that does not exist"),
+    }
+}
+
+/// A device that is not a terminal (/dev/null), or a plain file, is named as such (serialport
+/// alone says "Inappropriate ioctl for device", or opens nothing it can tell apart).
+#[test]
+fn a_path_that_is_no_terminal_is_named_as_such() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    for path in [std::path::Path::new("/dev/null"), file.path()] {
+        let addr: LinkAddr = format!("serial:{}", path.display()).parse().unwrap();
+        match connect(&addr, IO_TIMEOUT) {
+            Err(LinkError::Io(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+                assert_eq!(e.to_string(), format!("{} is not a terminal (not a serial device)", path.display()));
+            }
+            Err(e) => panic!("expected an I/O error, got {e}"),
+            Ok(_) => panic!("opened {} as a serial port", path.display()),
+        }
     }
 }

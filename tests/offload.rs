@@ -1,6 +1,7 @@
 //! Device and host end to end: the demo over a PTY pair, `run` against a `host` process over
-//! TCP on loopback, a fault-injecting relay between them, the host killed and restarted
-//! mid-run, and bad frames thrown at the host. Every input must get exactly one answer.
+//! TCP on loopback and over a PTY pair bridged by socat, a fault-injecting relay between them,
+//! the host killed and restarted mid-run, wrong links at start, and bad frames thrown at the
+//! host. Every input must get exactly one answer.
 //!
 //! Host only under emulation: every test starts the binary as a child process, which qemu-user
 //! cannot follow without binfmt_misc. CI runs this file on x86 and leaves it out of the aarch64
@@ -11,7 +12,8 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
@@ -32,7 +34,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A `host` process on a free loopback port; killed on drop.
+/// A `host` process on a free loopback port (or a serial link); killed on drop.
 struct HostProc {
     child: Child,
     port: u16,
@@ -40,16 +42,25 @@ struct HostProc {
 
 impl HostProc {
     fn start(port: u16) -> HostProc {
-        let mut child = bin()
-            .args(["host", "--listen", &format!("tcp:127.0.0.1:{port}")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("host starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("ready line");
+        let (child, line) = Self::spawn(&["--listen", &format!("tcp:127.0.0.1:{port}")]);
         let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
         HostProc { child, port }
+    }
+
+    /// A host serving the serial link at `path`, once it has said it serves it.
+    fn serial(path: &Path) -> HostProc {
+        let (child, line) = Self::spawn(&["--link", &format!("serial:{}", path.display())]);
+        assert!(line.contains("serving"), "{line}");
+        HostProc { child, port: 0 }
+    }
+
+    /// Starts `host ARGS` and reads its ready line.
+    fn spawn(args: &[&str]) -> (Child, String) {
+        let mut child =
+            bin().arg("host").args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("host starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("ready line");
+        (child, line)
     }
 
     fn kill(&mut self) {
@@ -158,28 +169,258 @@ fn run_over_tcp_logs_one_line_per_input() {
     }
 }
 
+/// A loopback port nobody listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Issue 18, item 3: the host down at start stops the device at start, naming the link, unless
+/// `--start-degraded` says to run anyway; then every input is answered locally, marked
+/// degraded, and the exit code (4) says so. Before, the run exited 0 with every input degraded.
 #[test]
-fn host_down_at_start_degrades_then_a_bad_link_is_named() {
-    // Nobody listens on this port: every input is answered locally, marked degraded.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+fn host_down_at_start_is_an_error_unless_start_degraded_then_a_bad_link_is_named() {
+    let link = format!("tcp:127.0.0.1:{}", free_port());
+    let run = |extra: &[&str]| {
+        bin().args(["run", "--json", "--threshold", "1", "--link", &link]).args(extra).arg("photos").output().unwrap()
     };
-    let o = bin()
-        .args(["run", "--json", "--threshold", "1", "--link", &format!("tcp:127.0.0.1:{port}"), "photos"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&link) && stderr(&o).contains("--start-degraded"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "nothing is answered: {}", String::from_utf8_lossy(&o.stdout));
+    let o = run(&["--start-degraded"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let lines = json_lines(&o);
     let n = photo_names().len();
+    assert_eq!(lines.len(), n + 1, "{lines:#?}");
     assert!(lines[..n].iter().all(|l| l["degraded"] == true && l["stage"] == 0), "{lines:#?}");
+    assert_eq!(lines[n]["degraded"].as_u64(), Some(n as u64));
+    assert!(stderr(&o).contains(&format!("{n} input(s) answered locally, marked degraded")), "{}", stderr(&o));
     let o = bin().args(["run", "--link", "udp:1.2.3.4:5", "photos"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("udp"), "{}", stderr(&o));
 }
 
+/// Issue 18, item 3: each kind of wrong link (a device that does not exist, one that is not a
+/// terminal, a refused TCP connection, an OIP server that is not there) is an error at start
+/// (exit 1) naming the link and what is wrong, and runs degraded (exit 4) with
+/// `--start-degraded`. Before, each exited 0 with every forwarded input "degraded".
+#[test]
+fn a_wrong_link_fails_at_start_naming_it_unless_start_degraded() {
+    let free = free_port();
+    let cases = [
+        ("serial:/dev/nonexistent".to_owned(), "/dev/nonexistent does not exist"),
+        ("serial:/dev/null".to_owned(), "/dev/null is not a terminal"),
+        (format!("tcp:127.0.0.1:{free}"), "connection refused"),
+        (format!("oip+http://127.0.0.1:{free}/v2/models/x"), "connection refused"),
+    ];
+    for (link, why) in &cases {
+        let run = |extra: &[&str]| {
+            bin()
+                .args(["run", "--json", "--threshold", "1", "--link", link])
+                .args(extra)
+                .args(["photos/coffee.png", "photos/chelsea.png"])
+                .output()
+                .unwrap()
+        };
+        let o = run(&[]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{link}: {err}");
+        assert!(err.contains(link.as_str()) && err.to_lowercase().contains(why), "{link}: {err}");
+        assert!(o.stdout.is_empty(), "{link}: nothing is answered: {}", String::from_utf8_lossy(&o.stdout));
+        let o = run(&["--start-degraded"]);
+        assert_eq!(o.status.code(), Some(4), "{link}: {}", stderr(&o));
+        let lines = json_lines(&o);
+        assert_eq!(lines.len(), 3, "{link}: {lines:#?}");
+        assert!(lines[..2].iter().all(|l| l["degraded"] == true && l["class"].is_u64()), "{link}: {lines:#?}");
+    }
+}
+
+/// A child process, killed on drop (a test that fails does not leave it running).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits at most `limit` for `child` to end; None (and the child killed) when it does not.
+fn wait_at_most(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// The lines of a child's pipe as they come (the child may never end).
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line from `rx` that contains `want`, within `limit`; the lines seen otherwise.
+fn line_with(rx: &mpsc::Receiver<String>, want: &str, limit: Duration) -> Result<String, Vec<String>> {
+    let (start, mut seen) = (Instant::now(), Vec::new());
+    while let Some(left) = limit.checked_sub(start.elapsed()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(want) => return Ok(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    Err(seen)
+}
+
+/// Two pseudo-terminals joined by socat, as ser2net, a USB gadget serial port or RTS/CTS flow
+/// control would join a device and a host, with their paths linked at `a` and `b`; stopped on
+/// drop. socat is a Debian package (.ci/run installs it).
+struct Bridge {
+    _socat: Killed,
+}
+
+impl Bridge {
+    fn start(a: &Path, b: &Path) -> Bridge {
+        let end = |p: &Path| format!("pty,raw,echo=0,link={}", p.display());
+        let child = Command::new("socat")
+            .args(["-d", "-d", &end(a), &end(b)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat runs (apt-get install socat)");
+        let bridge = Bridge { _socat: Killed(child) };
+        let start = Instant::now();
+        while !(a.exists() && b.exists()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "socat made no PTYs at {} and {}",
+                a.display(),
+                b.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bridge
+    }
+}
+
+/// Issue 18, item 3 (host side): a serial device that does not exist yet (a USB adapter not
+/// plugged in) is waited for, saying so, and served once it appears; the ready line comes only
+/// then. Before, the host printed "serving" at once and warned once a second for ever.
+#[test]
+fn host_waits_for_a_missing_serial_device_and_serves_it_once_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host_end, device_end) = (dir.path().join("ttyUSB-later"), dir.path().join("device-tty"));
+    let mut child = bin()
+        .args(["host", "--link", &format!("serial:{}", host_end.display())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, err) = (lines_of(child.stdout.take().unwrap()), lines_of(child.stderr.take().unwrap()));
+    let _host = Killed(child);
+    let waiting = format!("waiting for {} to appear", host_end.display());
+    line_with(&err, &waiting, Duration::from_secs(60)).unwrap_or_else(|seen| panic!("no '{waiting}': {seen:#?}"));
+    assert!(out.recv_timeout(Duration::from_millis(500)).is_err(), "a ready line before the port exists");
+    let _bridge = Bridge::start(&host_end, &device_end);
+    let ready = out.recv_timeout(Duration::from_secs(20)).expect("the host serves the port once it appears");
+    assert!(ready.contains("serving") && ready.contains(&host_end.display().to_string()), "{ready}");
+    let o = bin()
+        .args(["run", "--json", "--threshold", "1", "--link", &format!("serial:{}", device_end.display())])
+        .arg("photos/coffee.png")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_lines(&o)[0]["model"], "efficientnet-lite2-fp32", "answered by the host");
+}
+
+/// Issue 18, item 3 (host side): a path that is not a terminal is an error at start, with no
+/// ready line. Before, `host --link serial:/dev/null` printed "serving" and warned for ever.
+#[test]
+fn host_on_a_path_that_is_no_terminal_fails_at_start() {
+    let mut child = bin()
+        .args(["host", "--link", "serial:/dev/null"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, err) = (lines_of(child.stdout.take().unwrap()), lines_of(child.stderr.take().unwrap()));
+    let status = wait_at_most(&mut child, Duration::from_secs(60)).expect("the host stops at start");
+    assert_eq!(status.code(), Some(1));
+    let err: Vec<String> = err.iter().collect();
+    assert!(err.iter().any(|l| l.contains("/dev/null is not a terminal")), "{err:#?}");
+    assert_eq!(out.iter().count(), 0, "no ready line");
+}
+
+/// Issue 18, item 6: device and host joined by a PTY pair through socat, the host killed after
+/// three inputs while the device sends raw crops (200 kB frames, more than the PTYs and socat
+/// buffer): every input still gets exactly one answer and one log line, the later ones local and
+/// marked degraded, each within a bounded time, and the run ends with exit code 4. Before, the
+/// device's first write after the host died blocked in the kernel (`n_tty_write`) for ever.
+#[test]
+fn a_host_dead_behind_a_pty_bridge_never_freezes_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host_end, device_end) = (dir.path().join("host-tty"), dir.path().join("device-tty"));
+    let _bridge = Bridge::start(&host_end, &device_end);
+    let mut host = HostProc::serial(&host_end);
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let (log, out, err) = (dir.path().join("results.jsonl"), dir.path().join("out.jsonl"), dir.path().join("err.txt"));
+    let child = bin()
+        .args(["run", "--json", "--threshold", "1", "--encoding", "crop-raw"])
+        .args(["--link", &format!("serial:{}", device_end.display())])
+        .args(["--reply-timeout-ms", "2000", "--tries", "2", "--max-inputs", "8", "--idle-exit", "60"])
+        .args(["--log", log.to_str().unwrap(), "--watch", inbox.to_str().unwrap()])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut device = Killed(child);
+    let device_err = || std::fs::read_to_string(&err).unwrap_or_default();
+    for i in 0..3 {
+        feed(&inbox, &log, i, i + 1);
+    }
+    host.kill();
+    let start = Instant::now();
+    for i in 3..8 {
+        feed_within(&inbox, &log, i, i + 1, Duration::from_secs(30));
+    }
+    let status = wait_at_most(&mut device.0, Duration::from_secs(30)).expect("the device ends after 8 inputs");
+    assert_eq!(status.code(), Some(4), "{}", device_err());
+    assert!(start.elapsed() < Duration::from_secs(120), "{:?} for 5 inputs", start.elapsed());
+    let log = read_log(&log);
+    assert_exactly_once(&log, 8);
+    let degraded: Vec<bool> = log.iter().map(|l| l["degraded"].as_bool().unwrap()).collect();
+    assert_eq!(degraded, [[false; 3].as_slice(), &[true; 5]].concat(), "{log:#?}");
+    let answers: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v.get("summary").is_none())
+        .collect();
+    assert_eq!(answers.len(), 8, "one output line per input");
+    assert!(device_err().contains("write timed out"), "{}", device_err());
+}
+
 /// Writes `photos[i % n]` into `dir` under a new name and waits until the log has `lines` lines.
 fn feed(dir: &Path, log: &Path, i: usize, lines: usize) {
+    feed_within(dir, log, i, lines, Duration::from_secs(60))
+}
+
+/// [`feed`], failing the test when the answer takes longer than `within`.
+fn feed_within(dir: &Path, log: &Path, i: usize, lines: usize, within: Duration) {
     let photos = photo_names();
     let src = root().join("photos").join(&photos[i % photos.len()]);
     let ext = src.extension().unwrap().to_str().unwrap().to_owned();
@@ -188,7 +429,7 @@ fn feed(dir: &Path, log: &Path, i: usize, lines: usize) {
     std::fs::rename(&tmp, dir.join(format!("in-{i:02}.{ext}"))).unwrap();
     let start = Instant::now();
     while read_log(log).len() < lines {
-        assert!(start.elapsed() < Duration::from_secs(60), "no answer for input {i}");
+        assert!(start.elapsed() < within, "no answer for input {i} within {within:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -223,7 +464,7 @@ fn host_killed_mid_run_then_back() {
         feed(&watch, &log, i, i + 1);
     }
     let status = device.wait().unwrap();
-    assert!(status.success());
+    assert_eq!(status.code(), Some(4), "inputs answered degraded end the run with exit code 4");
     let log = read_log(&log);
     assert_exactly_once(&log, 9);
     let degraded: Vec<bool> = log.iter().map(|l| l["degraded"].as_bool().unwrap()).collect();
@@ -254,12 +495,13 @@ fn faulty_relay_still_answers_every_input_once() {
         .arg(&inputs)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
     let log = read_log(&log);
     assert_exactly_once(&log, photos.len() * 3);
     // Retries get most inputs through; how many depends on where the faults fall and how busy
-    // the machine is (an input whose tries all fail is answered locally, degraded).
+    // the machine is (an input whose tries all fail is answered locally, degraded: exit 4).
     let offloaded = log.iter().filter(|l| l["degraded"] == false).count();
+    let code = if offloaded == log.len() { 0 } else { 4 };
+    assert_eq!(o.status.code(), Some(code), "{offloaded} of {} offloaded: {}", log.len(), stderr(&o));
     assert!(offloaded * 2 >= log.len(), "retries should get most inputs through: {offloaded}/{}", log.len());
     assert!(log.iter().any(|l| l["link"]["tries"].as_u64().unwrap_or(0) > 1), "no request was retried: {log:#?}");
     let stats = relay.stats();

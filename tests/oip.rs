@@ -325,16 +325,24 @@ fn device_offloads_over_oip_with_the_host_models_answers() {
 
 #[test]
 fn oip_link_degrades_when_the_server_is_gone_and_refuses_an_unknown_model() {
-    // Nothing listens on this port: every input is answered locally, marked degraded.
+    // Nothing listens on this port: an error at start naming the link, unless --start-degraded
+    // says to run anyway; then every input is answered locally, marked degraded (exit 4).
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let out = bin()
-        .args(["run", "--json", "--threshold", "1", "--tries", "1"])
-        .arg("--link")
-        .arg(format!("oip+http://{free}/v2/models/{NAME}"))
-        .args(["photos/coffee.png", "photos/chelsea.png"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let link = format!("oip+http://{free}/v2/models/{NAME}");
+    let run = |extra: &[&str]| {
+        bin()
+            .args(["run", "--json", "--threshold", "1", "--tries", "1", "--link", &link])
+            .args(extra)
+            .args(["photos/coffee.png", "photos/chelsea.png"])
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&link) && err.contains("--start-degraded"), "{err}");
+    let out = run(&["--start-degraded"]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
     let lines = run_json(&out);
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["degraded"] == true && l["class"].is_u64()), "{lines:?}");

@@ -48,6 +48,11 @@ pub enum LinkError {
     /// No data within the stream's timeout (io `WouldBlock` / `TimedOut`).
     #[error("link timed out")]
     Timeout,
+    /// A write the other end took no bytes of within the stream's write timeout (it stopped
+    /// reading: a dead peer behind a PTY bridge or flow control, a full buffer). Part of the
+    /// frame may have gone out; a 0 ([`write_sync`]) ends it before the next frame.
+    #[error("link write timed out: the other end is not taking bytes")]
+    WriteTimeout,
     /// The other end went away (end of stream, broken pipe, connection reset).
     #[error("link closed by the other end")]
     Closed,
@@ -66,6 +71,17 @@ impl LinkError {
     /// Whether this was a timeout (the link may still be usable).
     pub fn is_timeout(&self) -> bool {
         matches!(self, LinkError::Timeout)
+    }
+}
+
+impl LinkError {
+    /// A failed write: a timeout is [`LinkError::WriteTimeout`] (unlike a read's, it may have
+    /// left a frame half sent), the rest as `From` maps them.
+    pub fn from_write(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => LinkError::WriteTimeout,
+            _ => e.into(),
+        }
     }
 }
 
@@ -137,10 +153,12 @@ fn decode_in_place(buf: &mut [u8]) -> Result<Message, FrameError> {
 }
 
 /// Writes one frame for `msg`, flushes, and returns the bytes written (trailing 0 included).
+/// On a [`super::Stream`] it ends within the stream's write timeout: a peer that takes no
+/// bytes fails it with [`LinkError::WriteTimeout`].
 pub fn write_msg<W: Write>(w: &mut W, msg: &Message) -> Result<usize, LinkError> {
     let frame = encode(msg);
-    w.write_all(&frame)?;
-    w.flush()?;
+    w.write_all(&frame).map_err(LinkError::from_write)?;
+    w.flush().map_err(LinkError::from_write)?;
     Ok(frame.len())
 }
 
@@ -148,8 +166,8 @@ pub fn write_msg<W: Write>(w: &mut W, msg: &Message) -> Result<usize, LinkError>
 /// to end whatever line noise (a board's boot messages, a half-sent frame) came before, so the
 /// next frame is not joined to it. Worth sending once when a serial link is opened.
 pub fn write_sync<W: Write>(w: &mut W) -> Result<(), LinkError> {
-    w.write_all(&[0])?;
-    w.flush()?;
+    w.write_all(&[0]).map_err(LinkError::from_write)?;
+    w.flush().map_err(LinkError::from_write)?;
     Ok(())
 }
 

@@ -143,9 +143,14 @@ impl fmt::Display for LinkAddr {
 }
 
 /// A byte stream a link runs over.
+///
+/// Every write finishes or fails within the stream's write timeout, as every read does within
+/// its read timeout: a peer that stops reading (a dead host behind a PTY bridge or RTS/CTS flow
+/// control, a full socket buffer) makes a write fail with `TimedOut`, never block for ever.
+/// [`connect`] sets a write timeout on every stream it opens; a `TcpStream` made elsewhere
+/// needs `set_write_timeout`, and a serial port goes through [`SerialStream`].
 pub trait Stream: Read + Write + Send {
-    /// `None` waits for ever (on serial: [`LONG_TIMEOUT`]). On serial the timeout applies to
-    /// writes as well.
+    /// `None` waits for ever (on serial: [`LONG_TIMEOUT`]). Reads only: see [`Stream`] for writes.
     fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()>;
     /// A second handle on the same stream, e.g. to read in one thread and write in another.
     fn try_clone_box(&self) -> io::Result<Box<dyn Stream>>;
@@ -166,26 +171,17 @@ impl Stream for TcpStream {
     }
 }
 
-/// On a `TTYPort` the one timeout serialport keeps applies to reads and writes alike, so a
-/// short read timeout can make a long write at a low baud rate fail; [`SerialStream`] (what
-/// [`connect`] returns for serial links) keeps the two apart.
-#[cfg(unix)]
-impl Stream for serialport::TTYPort {
-    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
-        serialport::SerialPort::set_timeout(self, t.unwrap_or(LONG_TIMEOUT)).map_err(io::Error::from)
-    }
-
-    fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
-        Ok(Box::new(self.try_clone_native().map_err(io::Error::from)?))
-    }
-}
-
-/// The least time a serial write may wait for room in the UART's buffer before failing.
+/// The least time a serial write may wait for the other end to take bytes before failing.
 pub const MIN_SERIAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A serial port with separate read and write timeouts. A write's wait for buffer room is
-/// bounded by the write timeout (at least [`MIN_SERIAL_WRITE_TIMEOUT`]: at 115200 baud the
-/// driver's buffer alone takes a third of a second to drain), whatever the read timeout is.
+/// A serial port (UART, USB CDC, PTY) with separate read and write timeouts. Its descriptor is
+/// non-blocking: a write takes what the driver has room for and waits (poll) for more room at
+/// most the write timeout, so a peer that stops reading fails the write instead of blocking it
+/// in the kernel for ever (a blocking write of a large frame into a full tty buffer does).
+/// The timeout runs from the last byte taken, so a slow UART draining a large frame at a low
+/// baud rate is not cut short. `flush` waits for the driver's output queue to empty, on the
+/// same terms. (serialport's `TTYPort` alone has one timeout for both directions and blocks
+/// in `write` and `flush`: it is not a [`Stream`].)
 #[cfg(unix)]
 pub struct SerialStream {
     port: serialport::TTYPort,
@@ -195,27 +191,61 @@ pub struct SerialStream {
 
 #[cfg(unix)]
 impl SerialStream {
-    /// Wraps `port`; its current timeout becomes the read timeout, and the write timeout is
-    /// that or [`MIN_SERIAL_WRITE_TIMEOUT`], whichever is longer.
-    pub fn new(port: serialport::TTYPort) -> Self {
+    /// Wraps `port` and makes its descriptor non-blocking (shared by its clones); its current
+    /// timeout becomes the read timeout, and the write timeout is that or
+    /// [`MIN_SERIAL_WRITE_TIMEOUT`], whichever is longer.
+    pub fn new(port: serialport::TTYPort) -> io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let fd = port.as_raw_fd();
+        // SAFETY: fcntl on a descriptor `port` owns and keeps open; no memory is passed.
+        let ok = unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) >= 0
+        };
+        if !ok {
+            return Err(io::Error::last_os_error());
+        }
         let read_timeout = serialport::SerialPort::timeout(&port);
-        SerialStream { port, read_timeout, write_timeout: read_timeout.max(MIN_SERIAL_WRITE_TIMEOUT) }
+        Ok(SerialStream { port, read_timeout, write_timeout: read_timeout.max(MIN_SERIAL_WRITE_TIMEOUT) })
     }
 
+    /// How long a write (or flush) may wait for the other end to take a byte.
     pub fn set_write_timeout(&mut self, t: Duration) {
         self.write_timeout = t;
     }
 
+    /// The port; its descriptor is non-blocking.
     pub fn port(&self) -> &serialport::TTYPort {
         &self.port
     }
 
-    pub fn into_port(self) -> serialport::TTYPort {
-        self.port
-    }
-
     fn timeout(&mut self, t: Duration) -> io::Result<()> {
         serialport::SerialPort::set_timeout(&mut self.port, t).map_err(io::Error::from)
+    }
+
+    /// The error of a write the other end took no bytes of in time. The frame is abandoned:
+    /// what the driver still holds of it is discarded (TCOFLUSH), so that closing the port
+    /// does not wait for it to drain (a UART's close waits up to 30 s behind flow control).
+    fn stalled(&self) -> io::Error {
+        use std::os::fd::AsRawFd;
+        // SAFETY: tcflush on a descriptor `port` owns and keeps open; no memory is passed.
+        unsafe { libc::tcflush(self.port.as_raw_fd(), libc::TCOFLUSH) };
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the other end took no bytes for {:?} (it is not reading)", self.write_timeout),
+        )
+    }
+
+    /// Bytes the driver holds that have not gone out on the line yet.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn output_queued(&self) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int through the pointer, which points at `n`.
+        if unsafe { libc::ioctl(self.port.as_raw_fd(), libc::TIOCOUTQ, &mut n) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n.max(0) as usize)
     }
 }
 
@@ -229,14 +259,55 @@ impl Read for SerialStream {
 
 #[cfg(unix)]
 impl Write for SerialStream {
+    /// Writes what the driver takes at once, waiting at most the write timeout for room.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.timeout(self.write_timeout)?;
-        self.port.write(buf)
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let deadline = Instant::now() + self.write_timeout;
+        loop {
+            // serialport polls for room up to its timeout, then writes without blocking.
+            self.timeout(deadline.saturating_duration_since(Instant::now()))?;
+            match self.port.write(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(self.stalled()),
+                // Room seen, then taken (a clone writing too): wait again.
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                    thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                return Err(self.stalled());
+            }
+        }
     }
 
+    /// Waits until the driver's output queue is empty (what `tcdrain` does, which has no
+    /// deadline), failing once it has not shrunk for the write timeout.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn flush(&mut self) -> io::Result<()> {
-        self.timeout(self.write_timeout)?;
-        self.port.flush()
+        let mut last = usize::MAX;
+        let mut deadline = Instant::now() + self.write_timeout;
+        loop {
+            let queued = self.output_queued()?;
+            if queued == 0 {
+                return Ok(());
+            }
+            if queued < last {
+                last = queued;
+                deadline = Instant::now() + self.write_timeout;
+            } else if Instant::now() >= deadline {
+                return Err(self.stalled());
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The bytes are the driver's once written (as on a socket).
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -270,39 +341,73 @@ impl Stream for Box<dyn Stream> {
 /// Opens the link at `addr`. `timeout` bounds the TCP connect and becomes the stream's read
 /// and write timeout (on serial the write timeout is at least [`MIN_SERIAL_WRITE_TIMEOUT`]).
 /// A serial link comes back as a [`SerialStream`], a TCP one as a `TcpStream` with
-/// TCP_NODELAY set.
+/// TCP_NODELAY set. Errors say what is wrong (the callers name the link): on serial, a path
+/// that does not exist is `NotFound`, one that is not a terminal `InvalidInput`, a port in
+/// use `ResourceBusy`.
 pub fn connect(addr: &LinkAddr, timeout: Duration) -> Result<Box<dyn Stream>, LinkError> {
-    let context = |e: io::Error| -> LinkError {
-        match LinkError::from(e) {
-            LinkError::Io(e) => LinkError::Io(io::Error::new(e.kind(), format!("{addr}: {e}"))),
-            other => other,
-        }
-    };
+    // Every failure to open is an I/O error, a connect that timed out included (not the
+    // read timeout `LinkError::Timeout` stands for).
+    open(addr, timeout).map_err(LinkError::Io)
+}
+
+fn open(addr: &LinkAddr, timeout: Duration) -> io::Result<Box<dyn Stream>> {
     match addr {
-        LinkAddr::Serial { path, baud } => open_serial(path, *baud, timeout).map_err(context),
+        LinkAddr::Serial { path, baud } => open_serial(path, *baud, timeout),
         LinkAddr::Tcp { addr: hostport } | LinkAddr::Oip { addr: hostport, .. } => {
-            let targets = hostport.to_socket_addrs().map_err(context)?;
             let mut last = io::Error::new(io::ErrorKind::NotFound, "host name resolves to no address");
-            for target in targets {
+            for target in hostport.to_socket_addrs()? {
                 match TcpStream::connect_timeout(&target, timeout) {
                     Ok(s) => {
-                        s.set_nodelay(true).map_err(context)?;
-                        s.set_read_timeout(Some(timeout)).map_err(context)?;
-                        s.set_write_timeout(Some(timeout)).map_err(context)?;
+                        s.set_nodelay(true)?;
+                        s.set_read_timeout(Some(timeout))?;
+                        s.set_write_timeout(Some(timeout))?;
                         return Ok(Box::new(s));
                     }
                     Err(e) => last = e,
                 }
             }
-            Err(context(last))
+            Err(last)
         }
     }
 }
 
 #[cfg(unix)]
 fn open_serial(path: &std::path::Path, baud: u32, timeout: Duration) -> io::Result<Box<dyn Stream>> {
-    let port = serialport::new(path.to_string_lossy(), baud).timeout(timeout).open_native()?;
-    Ok(Box::new(SerialStream::new(port)))
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let shown = path.display();
+    let not_a_terminal =
+        || io::Error::new(io::ErrorKind::InvalidInput, format!("{shown} is not a terminal (not a serial device)"));
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("{shown} does not exist")))
+        }
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{shown}: {e}"))),
+        Ok(m) if !m.file_type().is_char_device() => return Err(not_a_terminal()),
+        Ok(_) => {}
+    }
+    match serialport::new(path.to_string_lossy(), baud).timeout(timeout).open_native() {
+        Ok(port) => Ok(Box::new(SerialStream::new(port)?)),
+        Err(e) => {
+            // A device that is no terminal (/dev/null) fails serialport's termios calls.
+            let tty = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+                .open(path)
+                .map(|f| std::io::IsTerminal::is_terminal(&f));
+            if matches!(tty, Ok(false)) {
+                return Err(not_a_terminal());
+            }
+            let e = io::Error::from(e);
+            // serialport reports a port in use (EBUSY, or held by another process) as NotFound.
+            let kind = if e.kind() == io::ErrorKind::NotFound { io::ErrorKind::ResourceBusy } else { e.kind() };
+            let hint = if kind == io::ErrorKind::PermissionDenied {
+                " (is this user in the group owning the device, e.g. dialout?)"
+            } else {
+                ""
+            };
+            Err(io::Error::new(kind, format!("{shown}: {e}{hint}")))
+        }
+    }
 }
 
 #[cfg(not(unix))]

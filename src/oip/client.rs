@@ -213,8 +213,8 @@ impl OipRemote {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let stream = connect(&self.cfg.addr, self.cfg.connect_timeout)
-                .map_err(|e| format!("cannot reach {}: {e}", self.cfg.addr))?;
+            let stream =
+                connect(&self.cfg.addr, self.cfg.connect_timeout).map_err(|e| format!("cannot connect: {e}"))?;
             let stream: Box<dyn Stream> = match &self.cfg.shaping {
                 Some(s) if s.is_active() => Box::new(Paced::new(stream, s.clone())),
                 _ => stream,
@@ -240,8 +240,7 @@ impl OipRemote {
         }
         let conn = self.open().map_err(Failure::Retry)?;
         let (s0, r0, reused) = (conn.sent(), conn.received(), conn.exchanges > 0);
-        let result =
-            conn.send(method, path, &headers, body).map_err(HttpError::from).and_then(|_| conn.receive(timeout));
+        let result = conn.send(method, path, &headers, body).map_err(send_error).and_then(|_| conn.receive(timeout));
         let got_nothing = conn.received() == r0;
         bytes.0 += conn.sent() - s0;
         bytes.1 += conn.received() - r0;
@@ -272,7 +271,7 @@ impl OipRemote {
     fn get(&mut self, path: &str) -> Result<HttpResponse, ConnectError> {
         let timeout = self.cfg.connect_timeout.max(Duration::from_secs(2));
         let r = self.exchange("GET", path, Vec::new(), &[], timeout, &mut (0, 0)).map_err(|f| match f {
-            Failure::Refused(e) | Failure::Retry(e) => ConnectError::Unreachable(e),
+            Failure::Refused(e) | Failure::Retry(e) => ConnectError::Unreachable(format!("{}: {e}", self.cfg.addr)),
         })?;
         match r.status {
             200 => Ok(r),
@@ -280,7 +279,7 @@ impl OipRemote {
                 Err(ConnectError::Refused(format!("{} refused the device: {}", self.cfg.addr, r.error_text())))
             }
             404 => Err(ConnectError::Refused(format!("{}: {}", self.cfg.addr, r.error_text()))),
-            s => Err(ConnectError::Unreachable(format!("GET {path}: HTTP {s}: {}", r.error_text()))),
+            s => Err(ConnectError::Unreachable(format!("{}: GET {path}: HTTP {s}: {}", self.cfg.addr, r.error_text()))),
         }
     }
 
@@ -377,6 +376,18 @@ impl OipRemote {
             )));
         }
         Ok(as_logits(out.data))
+    }
+}
+
+/// A failed send; a write timeout says what it means (the socket's own words for it are
+/// "Resource temporarily unavailable").
+fn send_error(e: io::Error) -> HttpError {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HttpError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the server took no bytes within the write timeout (it is not reading)",
+        )),
+        _ => e.into(),
     }
 }
 
