@@ -477,8 +477,8 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
 /// Connections are served on their own: 70 devices holding kept-alive connections open do not
 /// hold up a new one (tiny_http, used before, could leave a new connection waiting until
 /// another closed), nor take a slot of `--max-devices`, which bounds requests in service: past
-/// it a request gets a 503 at once. And the HTTP edges clients use: chunked bodies,
-/// `Expect: 100-continue`, HTTP/1.0, an oversized head.
+/// it a request waits a second for a worker, then gets 503. And the HTTP edges clients use:
+/// chunked bodies, `Expect: 100-continue`, HTTP/1.0, an oversized head.
 #[test]
 fn kept_alive_connections_never_hold_up_a_new_one_and_http_edges_are_served() {
     use std::io::{Read, Write};

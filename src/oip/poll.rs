@@ -10,11 +10,13 @@
 //! not yet sent a whole request) are bounded apart from those that have (`max_waiting`,
 //! `max_kept`): past either bound the oldest of that kind is closed, so a newcomer always gets
 //! in and nobody without the token can crowd out a device that has it; requests served at
-//! once by `max_conns` (503 past it). Memory: at most `MAX_HEAD` buffered per connection.
+//! once by `max_conns` (past it a request waits up to `WORKER_WAIT` for a worker, then 503).
+//! Memory: a connection buffers at most `MAX_HEAD` and one 16 KiB read.
 
 use super::http::{parse_request_head, HttpError, RequestHead, Wire};
 use super::server::OipConfig;
 use crate::link::Stream;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -31,6 +33,10 @@ const TICK: Duration = Duration::from_millis(250);
 const LINGER: Duration = Duration::from_secs(1);
 /// A worker's socket read timeout: how often a `Wire` looks at its deadline and `stop`.
 const WORKER_POLL: Duration = Duration::from_millis(250);
+/// How long a whole request waits for a worker when `max_conns` are in service, before 503:
+/// a slot is free only once its worker has handed its connection back, a moment after the
+/// client has read the answer.
+const WORKER_WAIT: Duration = Duration::from_secs(1);
 /// How often connections closed for the limits are summed up in the log.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -140,6 +146,7 @@ pub(super) fn run(
             conns: Vec::new(),
             busy: 0,
             workers: 0,
+            queue: VecDeque::new(),
             jobs: jobs_tx,
             spawn: &spawn,
             accept_paused_until: None,
@@ -222,6 +229,8 @@ struct Poller<'a, S: Serve> {
     /// Connections with a worker now, and workers started.
     busy: usize,
     workers: usize,
+    /// Whole requests waiting for a worker (at most `max_conns`), each until its instant.
+    queue: VecDeque<(Job, Instant)>,
     jobs: mpsc::Sender<Job>,
     spawn: &'a dyn Fn() -> io::Result<()>,
     /// Out of file descriptors: accepting waits until then.
@@ -242,7 +251,8 @@ impl<S: Serve> Poller<'_, S> {
             let now = Instant::now();
             self.expire(now);
             self.report(now);
-            let next = self.conns.iter().map(|c| self.deadline(c)).min();
+            let queued = self.queue.front().map(|(_, until)| *until);
+            let next = self.conns.iter().map(|c| self.deadline(c)).chain(queued).min();
             let wait = next.map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
             let accepting = self.accept_paused_until.is_none_or(|t| now >= t);
             // The poll set: the listener, the workers' wake socket, then every connection in order.
@@ -274,6 +284,9 @@ impl<S: Serve> Poller<'_, S> {
             }
             while let Ok((conn, after)) = done.try_recv() {
                 self.busy -= 1;
+                if let Some(conn) = self.queue.pop_front().and_then(|(job, _)| self.start(job)) {
+                    self.conns.push(conn);
+                }
                 self.on_returned(conn, after);
             }
             if accepting && fds[0].revents != 0 {
@@ -296,6 +309,17 @@ impl<S: Serve> Poller<'_, S> {
     }
 
     fn expire(&mut self, now: Instant) {
+        while self.queue.front().is_some_and(|(_, until)| *until <= now) {
+            let (job, _) = self.queue.pop_front().expect("a queued request");
+            let max = self.cfg.max_conns;
+            self.shed.busy += 1;
+            log::debug!("oip {}: {} {}: 503, no worker free in time", job.conn.peer, job.head.method, job.head.target);
+            if let Some(conn) =
+                self.refuse(job.conn, 503, &format!("the host serves {max} requests at once; try again"))
+            {
+                self.conns.push(conn);
+            }
+        }
         for i in (0..self.conns.len()).rev() {
             if self.deadline(&self.conns[i]) > now {
                 continue;
@@ -358,23 +382,38 @@ impl<S: Serve> Poller<'_, S> {
         }
     }
 
-    /// Hands a request to a worker (one is started if none is free), or answers 503 when
-    /// `max_conns` are being served.
+    /// Hands a request to a worker; with `max_conns` in service it waits for one up to
+    /// `WORKER_WAIT` (503 then, or at once when as many wait already).
     fn dispatch(&mut self, conn: Conn, head: RequestHead, started: Instant) -> Option<Conn> {
         let max = self.cfg.max_conns;
-        if self.busy >= max {
-            self.shed.busy += 1;
-            log::debug!("oip {}: {} {}: 503, serving {max} requests already", conn.peer, head.method, head.target);
-            return self.refuse(conn, 503, &format!("the host serves {max} requests at once; try again"));
+        let job = Job { conn, head, started };
+        if self.busy < max {
+            return self.start(job);
         }
+        if self.queue.len() < max {
+            self.queue.push_back((job, Instant::now() + WORKER_WAIT));
+            return None;
+        }
+        self.shed.busy += 1;
+        log::debug!(
+            "oip {}: {} {}: 503, serving {max} requests already",
+            job.conn.peer,
+            job.head.method,
+            job.head.target
+        );
+        self.refuse(job.conn, 503, &format!("the host serves {max} requests at once; try again"))
+    }
+
+    /// Gives a request to a free worker, starting one if none is free.
+    fn start(&mut self, job: Job) -> Option<Conn> {
         if self.workers == self.busy {
             if let Err(e) = (self.spawn)() {
-                log::warn!("oip {}: cannot start a worker thread: {e}", conn.peer);
-                return self.refuse(conn, 503, "the host cannot start another worker now; try again");
+                log::warn!("oip {}: cannot start a worker thread: {e}", job.conn.peer);
+                return self.refuse(job.conn, 503, "the host cannot start another worker now; try again");
             }
             self.workers += 1;
         }
-        match self.jobs.send(Job { conn, head, started }) {
+        match self.jobs.send(job) {
             Ok(()) => self.busy += 1,
             Err(mpsc::SendError(job)) => log::warn!("oip {}: no worker to serve the request", job.conn.peer),
         }
@@ -703,27 +742,33 @@ mod tests {
     }
 
     #[test]
-    fn requests_past_max_conns_get_503_and_pipelined_ones_are_answered_in_order() {
+    fn requests_past_max_conns_wait_for_a_worker_then_get_503_and_pipelined_ones_keep_their_order() {
         let ep = Endpoint::start(config());
         let mut blocked: Vec<TcpStream> = (0..2).map(|_| ep.connect()).collect();
         for b in &mut blocked {
             b.write_all(b"GET /block HTTP/1.1\r\n\r\n").unwrap();
         }
         std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
         let (status, why) = ask(&mut ep.connect(), "GET /third HTTP/1.1\r\n\r\n");
         assert_eq!(status, "HTTP/1.1 503 X");
         assert!(why.contains("serves 2 requests at once"), "{why}");
+        assert!(t.elapsed() >= WORKER_WAIT, "it waited for a worker first ({:?})", t.elapsed());
+        // One that comes while both are busy is served once a worker is free.
+        let mut fourth = ep.connect();
+        fourth.write_all(b"GET /fourth HTTP/1.1\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
         ep.echo.release.store(true, Ordering::Relaxed);
+        assert_eq!(read_reply(&mut fourth).1, "/fourth");
         for b in &mut blocked {
             assert_eq!(read_reply(b).1, "/block");
         }
-        // Two requests in one write, then a third after: each answered, in order, on the
-        // workers already started.
+        // Two requests in one write, then a third after: each answered, in order.
         let mut c = ep.connect();
         c.write_all(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!(read_reply(&mut c).1, "/1");
         assert_eq!(read_reply(&mut c).1, "/2");
         assert_eq!(ask(&mut c, "GET /3 HTTP/1.1\r\n\r\n").1, "/3");
-        assert_eq!(ep.echo.served.load(Ordering::Relaxed), 5);
+        assert_eq!(ep.echo.served.load(Ordering::Relaxed), 6);
     }
 }

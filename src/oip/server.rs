@@ -5,11 +5,12 @@
 //! gets a 4xx with an OIP error body, and the endpoint keeps serving.
 //!
 //! Connections wait in one poller thread (`poll`) until a request head has arrived whole; the
-//! request is then served on a worker thread (at most `max_conns` at once, 503 past that) and
-//! the connection, kept alive, goes back to the poller. So idle and slow clients hold no thread:
-//! a device holding a kept-alive connection never delays another's (tiny_http, used before,
-//! queued new connections behind open ones), and heads trickling in a byte at a time hold
-//! nothing but their socket until their deadline (issue 18). Limits: the time a head and a
+//! request is then served on a worker thread (at most `max_conns` at once; past that a request
+//! waits a second for one, then gets 503) and the connection, kept alive, goes back to the
+//! poller. So idle and slow clients hold no thread: a device holding a kept-alive connection
+//! never delays another's (tiny_http, used before, queued new connections behind open ones),
+//! and heads trickling in a byte at a time hold nothing but their socket until their deadline
+//! (issue 18). Limits: the time a head and a
 //! whole request may take to arrive (408), connections waiting with and without the token,
 //! idle time, head and body sizes (431, 413).
 //!
@@ -34,8 +35,8 @@ pub const VERSION: &str = "1";
 /// Limits of the endpoint.
 #[derive(Clone, Debug)]
 pub struct OipConfig {
-    /// Requests served at once, each on a worker thread (past that: 503). Connections waiting
-    /// for their next request take no worker.
+    /// Requests served at once, each on a worker thread (past that a request waits up to a
+    /// second for one, then gets 503). Connections waiting for their next request take none.
     pub max_conns: usize,
     /// Connections held that have not yet presented the host's token (on a host without one:
     /// not yet sent a whole request); past that the oldest of them is closed.
