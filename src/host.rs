@@ -345,7 +345,7 @@ pub fn serve_tcp(
 /// Accepts connections on `listener` until `stop`, each handed to `serve` on a thread of its
 /// own, its socket blocking with a 250 ms read timeout (for polling `stop`) and no Nagle delay.
 /// At most `max_conns` are served at once: past that a connection goes to `refuse`, then is
-/// closed. Both the framed link and the OIP endpoint serve through it.
+/// closed. (The OIP endpoint holds its connections in a poller instead: `oip::poll`.)
 pub fn serve_connections(
     listener: TcpListener,
     max_conns: usize,

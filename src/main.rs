@@ -374,7 +374,8 @@ struct HostArgs {
     /// for Triton's clients, KServe and devices with an `oip+http://` link.
     #[arg(long, value_name = "ADDR:PORT")]
     oip_listen: Option<String>,
-    /// Devices served at once over TCP, and OIP connections served at once.
+    /// Devices served at once over TCP, and OIP requests served at once (past it a request
+    /// waits up to 1 s, then gets 503; OIP connections between requests take no slot).
     #[arg(long, default_value_t = 64)]
     max_devices: usize,
     /// Dynamic batching: run up to N queued requests (from every device and the OIP endpoint)

@@ -1,7 +1,8 @@
 //! HTTP/1.1 framing for both ends of OIP v2: one buffered reader of message heads and bodies
 //! (Content-Length or chunked, with limits and deadlines) over a link `Stream`, that counts the
 //! bytes it moves. The device's client (`client::HttpConn`) reads responses with it, the host's
-//! endpoint (`server`) requests. Heads are parsed by httparse (hyper's parser).
+//! endpoint (`server`) request bodies; the endpoint's poller reads request heads with
+//! `parse_request_head`. Heads are parsed by httparse (hyper's parser).
 
 use crate::link::Stream;
 use std::io::{self, Write};
@@ -90,6 +91,17 @@ impl Wire {
         self
     }
 
+    /// Starts with `bytes` already read from the stream (by whoever read it before).
+    pub fn with_buffered(mut self, bytes: Vec<u8>) -> Wire {
+        self.buf = bytes;
+        self
+    }
+
+    /// Takes the bytes read but not yet taken (the start of a next request), to read on elsewhere.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     pub fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
         self.stream.set_read_timeout(Some(t))
     }
@@ -138,37 +150,19 @@ impl Wire {
         mut parse: impl FnMut(&[u8]) -> Result<Option<(T, usize)>, String>,
     ) -> Result<T, HttpError> {
         loop {
-            match parse(&self.buf).map_err(HttpError::Protocol)? {
-                Some((_, n)) if n > MAX_HEAD => break,
+            match head_within_limit(&self.buf, &mut parse)? {
                 Some((head, n)) => {
                     self.buf.drain(..n);
                     return Ok(head);
                 }
-                None if self.buf.len() > MAX_HEAD => break,
                 None => self.fill(deadline)?,
             }
         }
-        Err(HttpError::TooLarge(format!("a message head longer than {MAX_HEAD} bytes")))
     }
 
     /// A request head: method, target, HTTP minor version, headers.
     pub fn read_request_head(&mut self, deadline: Instant) -> Result<RequestHead, HttpError> {
-        self.read_head(deadline, |buf| {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut slots);
-            match req.parse(buf).map_err(|e| format!("{e}"))? {
-                httparse::Status::Complete(n) => Ok(Some((
-                    RequestHead {
-                        method: req.method.unwrap_or_default().to_owned(),
-                        target: req.path.unwrap_or_default().to_owned(),
-                        minor_version: req.version.unwrap_or(1),
-                        headers: owned(req.headers),
-                    },
-                    n,
-                ))),
-                httparse::Status::Partial => Ok(None),
-            }
-        })
+        self.read_head(deadline, parse_request)
     }
 
     /// A response head: status and headers.
@@ -253,6 +247,47 @@ impl Wire {
             body.extend_from_slice(&chunk[..size]);
         }
     }
+}
+
+/// The head `parse` finds at the start of `buf` and its length, `None` while it is incomplete;
+/// too large past `MAX_HEAD` bytes, whole or not.
+fn head_within_limit<T>(
+    buf: &[u8],
+    parse: impl FnOnce(&[u8]) -> Result<Option<(T, usize)>, String>,
+) -> Result<Option<(T, usize)>, HttpError> {
+    match parse(buf).map_err(HttpError::Protocol)? {
+        Some((_, n)) if n > MAX_HEAD => {
+            Err(HttpError::TooLarge(format!("a message head longer than {MAX_HEAD} bytes")))
+        }
+        None if buf.len() > MAX_HEAD => {
+            Err(HttpError::TooLarge(format!("a message head longer than {MAX_HEAD} bytes")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// httparse's request parser on `buf`: the head and its length once whole.
+fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, String> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    match req.parse(buf).map_err(|e| format!("{e}"))? {
+        httparse::Status::Complete(n) => Ok(Some((
+            RequestHead {
+                method: req.method.unwrap_or_default().to_owned(),
+                target: req.path.unwrap_or_default().to_owned(),
+                minor_version: req.version.unwrap_or(1),
+                headers: owned(req.headers),
+            },
+            n,
+        ))),
+        httparse::Status::Partial => Ok(None),
+    }
+}
+
+/// The request head at the start of bytes read so far, and its length; `None` while it is
+/// incomplete (for a reader that is not a `Wire`: the host's poller of waiting connections).
+pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HttpError> {
+    head_within_limit(buf, parse_request)
 }
 
 fn owned(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {

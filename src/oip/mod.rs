@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod http;
+mod poll;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

@@ -4,24 +4,28 @@
 //! through the same `Host` as the framed link's (and its batcher, when on). Every bad request
 //! gets a 4xx with an OIP error body, and the endpoint keeps serving.
 //!
-//! Each connection has a thread of its own for its whole life, as on the framed link, so a
-//! device holding a kept-alive connection never delays another's (tiny_http, used before,
-//! queued new connections behind open ones under load: 6 of 64 devices got no answer to their
-//! first request within 10 s in the load test). Limits: connections at once (503 past it),
-//! head and body sizes (431, 413), the time a request may take to arrive (408), idle time.
+//! Connections wait in one poller thread (`poll`) until a request head has arrived whole; the
+//! request is then served on a worker thread (at most `max_conns` at once; past that a request
+//! waits a second for one, then gets 503) and the connection, kept alive, goes back to the
+//! poller. So idle and slow clients hold no thread: a device holding a kept-alive connection
+//! never delays another's (tiny_http, used before, queued new connections behind open ones),
+//! and heads trickling in a byte at a time hold nothing but their socket until their deadline
+//! (issue 18). Limits: the time a head and a
+//! whole request may take to arrive (408), connections waiting with and without the token,
+//! idle time, head and body sizes (431, 413).
 //!
 //! The model takes what the host model's graph takes: one FP32 tensor, its batch axis free
 //! (`[-1, 3, S, S]` for NCHW), already preprocessed as the manifest says; it gives one FP32
 //! tensor `[-1, classes]` of logits (or probabilities, as the manifest says).
 
 use super::http::{reason, Framing, HttpError, RequestHead, Wire};
+use super::poll::{self, After};
 use super::{decode_request, encode_response, error_body, ModelMetadata, ServerMetadata, Tensor, TensorMeta, FP32};
-use crate::host::{serve_connections, Host};
+use crate::host::Host;
 use crate::link::ErrorCode;
 use crate::manifest::OutputKind;
-use std::io::Read;
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,14 +35,25 @@ pub const VERSION: &str = "1";
 /// Limits of the endpoint.
 #[derive(Clone, Debug)]
 pub struct OipConfig {
-    /// Connections served at once, each on its own thread (past that: 503 and closed).
+    /// Requests served at once, each on a worker thread (past that a request waits up to a
+    /// second for one, then gets 503). Connections waiting for their next request take none.
     pub max_conns: usize,
+    /// Connections held that have not yet presented the host's token (on a host without one:
+    /// not yet sent a whole request); past that the oldest of them is closed.
+    pub max_waiting: usize,
+    /// Kept-alive connections held that have presented it; past that the one idle longest is
+    /// closed (its client connects again).
+    pub max_kept: usize,
     /// The largest request body taken, in bytes.
     pub max_body: usize,
     /// The largest batch one request may carry.
     pub max_request_batch: usize,
-    /// How long a kept-alive connection may wait for its next request.
+    /// How long a kept-alive connection that has presented the token may wait for its next
+    /// request.
     pub idle: Duration,
+    /// How long a request head may take to arrive whole: from its first byte on a connection
+    /// that has presented the token, from connecting (or the last answer) on one that has not.
+    pub head_time: Duration,
     /// How long a request may take to arrive once it has started (head and body).
     pub request_time: Duration,
 }
@@ -47,9 +62,12 @@ impl Default for OipConfig {
     fn default() -> Self {
         OipConfig {
             max_conns: 64,
+            max_waiting: 1024,
+            max_kept: 1024,
             max_body: 64 << 20,
             max_request_batch: 64,
             idle: Duration::from_secs(300),
+            head_time: Duration::from_secs(20),
             request_time: Duration::from_secs(60),
         }
     }
@@ -90,135 +108,104 @@ pub fn model_metadata(host: &Host) -> ModelMetadata {
     }
 }
 
-/// Serves until `stop` is set: every connection on a thread of its own (HTTP/1.1 keep-alive),
-/// at most `cfg.max_conns` at once.
+/// Serves until `stop` is set: connections wait in one poller thread, requests run on up to
+/// `cfg.max_conns` worker threads (HTTP/1.1 keep-alive).
 pub fn serve(host: Arc<Host>, listener: TcpListener, cfg: OipConfig, stop: Arc<AtomicBool>) -> std::io::Result<()> {
-    // Refusals are answered on short-lived threads of their own (the answer, then a moment for
-    // the client to read it), a few at a time; past that a connection is just closed.
-    let refusing = Arc::new(AtomicUsize::new(0));
-    let refuse = |sock: TcpStream, peer: &str| {
-        log::warn!("oip {peer}: refused, already serving {} connections", cfg.max_conns);
-        if refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
-            refusing.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        let mut r = Reply::error(503, format!("the host serves {} connections at once; try again", cfg.max_conns));
-        r.extra.push(("Retry-After", "1".to_owned()));
-        let count = refusing.clone();
-        let answered = std::thread::Builder::new().name("oip-refuse".into()).spawn(move || {
-            if let Ok(handle) = sock.try_clone() {
-                let mut wire = Wire::new(Box::new(sock));
-                if write_reply(&mut wire, r, false, false).is_ok() {
-                    linger(&handle);
-                }
-            }
-            count.fetch_sub(1, Ordering::Relaxed);
-        });
-        if answered.is_err() {
-            refusing.fetch_sub(1, Ordering::Relaxed);
-        }
-    };
-    serve_connections(listener, cfg.max_conns, &stop, refuse, |sock, peer| serve_conn(&host, &cfg, sock, peer, &stop))
+    poll::run(listener, &cfg, &stop, &Endpoint { host: &host, cfg: &cfg })
 }
 
-/// One connection: requests one after the other until the client closes, asks to close, idles
-/// past `cfg.idle`, sends something that leaves the stream unreadable, or the host stops.
-fn serve_conn(host: &Host, cfg: &OipConfig, sock: TcpStream, peer: &str, stop: &Arc<AtomicBool>) {
-    let Ok(handle) = sock.try_clone() else { return };
-    let mut wire = Wire::new(Box::new(sock)).with_stop(stop.clone());
-    loop {
-        // Wait for a request to start, then give it `request_time` to arrive.
-        if wire.buffered() == 0 && wire.fill(Instant::now() + cfg.idle).is_err() {
-            return;
+/// The endpoint's side of the poller: requests and refusals.
+struct Endpoint<'a> {
+    host: &'a Host,
+    cfg: &'a OipConfig,
+}
+
+impl poll::Serve for Endpoint<'_> {
+    fn request(&self, wire: &mut Wire, head: RequestHead, started: Instant, peer: SocketAddr) -> After {
+        serve_request(self.host, self.cfg, wire, head, started, &peer.to_string())
+    }
+
+    fn refusal(&self, status: u16, why: &str) -> Vec<u8> {
+        let mut r = Reply::error(status, why);
+        if status == 503 {
+            r.extra.push(("Retry-After", "1".to_owned()));
         }
-        let deadline = Instant::now() + cfg.request_time;
-        let head = match wire.read_request_head(deadline) {
-            Ok(h) => h,
-            Err(e) => return refuse_and_close(&mut wire, &handle, peer, None, e),
-        };
-        let framing = match Framing::of(&head.headers, Framing::Empty) {
-            Ok(Framing::Sized(n)) if n > cfg.max_body => {
-                Err(HttpError::TooLarge(format!("the body has {n} bytes, this host takes at most {}", cfg.max_body)))
-            }
-            other => other,
-        };
-        // A request without the token is refused before its body is read (and the connection
-        // closed, the body unread), so that nobody without it can make the host take 64 MiB.
-        if !is_health(&split_path(&head.target).1) {
-            if let Some(refusal) = unauthorized(host, &head) {
-                log_reply(peer, &head, &refusal);
-                let keep = head.keep_alive() && matches!(framing, Ok(Framing::Empty));
-                if write_reply(&mut wire, refusal, head.method == "HEAD", keep).is_err() {
-                    return;
-                }
-                if keep {
-                    continue;
-                }
-                return linger(&handle);
-            }
-        }
-        let body = framing.and_then(|f| {
-            if f != Framing::Empty && head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
-                wire.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-            }
-            wire.read_body(f, cfg.max_body, deadline)
-        });
-        let body = match body {
-            Ok(b) => b,
-            Err(e) => return refuse_and_close(&mut wire, &handle, peer, Some(&head), e),
-        };
-        let keep_alive = head.keep_alive();
-        let reply = route(host, cfg, &head, body);
-        log_reply(peer, &head, &reply);
-        if let Err(e) = write_reply(&mut wire, reply, head.method == "HEAD", keep_alive) {
-            log::info!("oip {peer}: client gone before the reply ({e})");
-            return;
-        }
-        if !keep_alive {
-            return;
-        }
+        r.encode(false, false)
     }
 }
 
-/// Answers a request that could not be read whole with its 4xx, if the client is still there to
-/// read it, and closes the connection (what is left of the request is unreadable).
-fn refuse_and_close(wire: &mut Wire, sock: &TcpStream, peer: &str, head: Option<&RequestHead>, e: HttpError) {
-    let what = head.map_or_else(String::new, |h| format!("{} {}: ", h.method, h.target));
+/// One request whose head has arrived: the token, then the body (given until `started` +
+/// `request_time`), then the answer; says whether the connection stays open.
+fn serve_request(
+    host: &Host,
+    cfg: &OipConfig,
+    wire: &mut Wire,
+    head: RequestHead,
+    started: Instant,
+    peer: &str,
+) -> After {
+    let deadline = started + cfg.request_time;
+    let framing = match Framing::of(&head.headers, Framing::Empty) {
+        Ok(Framing::Sized(n)) if n > cfg.max_body => {
+            Err(HttpError::TooLarge(format!("the body has {n} bytes, this host takes at most {}", cfg.max_body)))
+        }
+        other => other,
+    };
+    let presented = head.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let proven = host.admits(presented);
+    // A request without the token is refused before its body is read (and the connection
+    // closed, the body unread), so that nobody without it can make the host take 64 MiB.
+    if !is_health(&split_path(&head.target).1) {
+        if let Some(refusal) = unauthorized(host, presented) {
+            log_reply(peer, &head, &refusal);
+            let keep = head.keep_alive() && matches!(framing, Ok(Framing::Empty));
+            if write_reply(wire, refusal, head.method == "HEAD", keep).is_err() {
+                return After::Close;
+            }
+            return if keep { After::Keep { proven } } else { After::Drain };
+        }
+    }
+    let body = framing.and_then(|f| {
+        if f != Framing::Empty && head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+            wire.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        wire.read_body(f, cfg.max_body, deadline)
+    });
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return refuse(wire, peer, &head, e),
+    };
+    let keep_alive = head.keep_alive();
+    let reply = route(host, cfg, &head, body);
+    log_reply(peer, &head, &reply);
+    if let Err(e) = write_reply(wire, reply, head.method == "HEAD", keep_alive) {
+        log::info!("oip {peer}: client gone before the reply ({e})");
+        return After::Close;
+    }
+    if keep_alive {
+        After::Keep { proven }
+    } else {
+        After::Close
+    }
+}
+
+/// Answers a request whose body could not be read whole with its 4xx, if the client is still
+/// there to read it; the connection then closes (what is left of the request is unreadable).
+fn refuse(wire: &mut Wire, peer: &str, head: &RequestHead, e: HttpError) -> After {
+    let what = format!("{} {}: ", head.method, head.target);
     let reply = match &e {
-        HttpError::TooLarge(why) if head.is_some() => Reply::error(413, why),
-        HttpError::TooLarge(why) => Reply::error(431, why),
+        HttpError::TooLarge(why) => Reply::error(413, why),
         HttpError::Protocol(why) => Reply::error(400, why),
         e if e.is_timeout() => Reply::error(408, format!("{what}the request did not arrive in time")),
         e => {
             log::info!("oip {peer}: {what}connection ended: {e}");
-            return;
+            return After::Close;
         }
     };
     log::warn!("oip {peer}: {what}{} {}", reply.status, String::from_utf8_lossy(&reply.body));
-    if write_reply(wire, reply, false, false).is_ok() {
-        linger(sock);
-    }
-}
-
-/// Refusals answered at once, each on a thread of its own for up to `LINGER`.
-const MAX_REFUSING: usize = 16;
-const LINGER: Duration = Duration::from_secs(1);
-
-/// Closes our side after an answer and drains what the client is still sending for a moment,
-/// so that it reads the answer instead of a connection reset (closing a socket with unread
-/// bytes resets it).
-fn linger(sock: &TcpStream) {
-    let _ = sock.shutdown(Shutdown::Write);
-    let until = Instant::now() + LINGER;
-    let mut sink = [0u8; 16 << 10];
-    let mut sock = sock;
-    while Instant::now() < until {
-        match sock.read(&mut sink) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => break,
-        }
+    match write_reply(wire, reply, false, false) {
+        Ok(()) => After::Drain,
+        Err(_) => After::Close,
     }
 }
 
@@ -249,28 +236,33 @@ impl Reply {
     fn error(status: u16, msg: impl AsRef<str>) -> Reply {
         Reply::json(status, error_body(msg.as_ref()))
     }
+
+    /// The whole message: head and, unless `head_only` (a HEAD request), body.
+    fn encode(self, head_only: bool, keep_alive: bool) -> Vec<u8> {
+        let content_type = if self.header_len.is_some() { "application/octet-stream" } else { "application/json" };
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+            self.status,
+            reason(self.status),
+            self.body.len()
+        );
+        if let Some(n) = self.header_len {
+            head.push_str(&format!("{}: {n}\r\n", super::HEADER_LEN));
+        }
+        for (k, v) in &self.extra {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(if keep_alive { "Connection: keep-alive\r\n\r\n" } else { "Connection: close\r\n\r\n" });
+        let mut msg = head.into_bytes();
+        if !head_only {
+            msg.extend_from_slice(&self.body);
+        }
+        msg
+    }
 }
 
 fn write_reply(wire: &mut Wire, reply: Reply, head_only: bool, keep_alive: bool) -> std::io::Result<()> {
-    let content_type = if reply.header_len.is_some() { "application/octet-stream" } else { "application/json" };
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
-        reply.status,
-        reason(reply.status),
-        reply.body.len()
-    );
-    if let Some(n) = reply.header_len {
-        head.push_str(&format!("{}: {n}\r\n", super::HEADER_LEN));
-    }
-    for (k, v) in &reply.extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(if keep_alive { "Connection: keep-alive\r\n\r\n" } else { "Connection: close\r\n\r\n" });
-    let mut msg = head.into_bytes();
-    if !head_only {
-        msg.extend_from_slice(&reply.body);
-    }
-    wire.write_all(&msg)
+    wire.write_all(&reply.encode(head_only, keep_alive))
 }
 
 /// A request target's path, and its segments.
@@ -284,10 +276,9 @@ fn is_health(parts: &[&str]) -> bool {
     matches!(parts, ["v2", "health", "live" | "ready"])
 }
 
-/// The 401 a request gets when the host needs a token and the request does not carry it.
-fn unauthorized(host: &Host, req: &RequestHead) -> Option<Reply> {
-    host.token.as_ref()?;
-    let presented = req.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+/// The 401 a request gets when the host needs a token and the request does not carry it
+/// (`presented`: the bearer token it carries, if any).
+fn unauthorized(host: &Host, presented: Option<&str>) -> Option<Reply> {
     if host.admits(presented) {
         return None;
     }
@@ -313,7 +304,7 @@ fn route(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
     if is_health(&parts) {
         return if get { Reply::empty(200) } else { wrong_method("GET") };
     }
-    // (A request without the host's token never gets here: `serve_conn` answers it first.)
+    // (A request without the host's token never gets here: `serve_request` answers it first.)
     let name = host.model.name();
     let (model, rest) = match parts.as_slice() {
         ["v2"] if get => {
