@@ -130,9 +130,12 @@ struct CacheFile {
 struct Measured {
     kernel: String,
     ms: BTreeMap<String, f64>,
+    /// The kept kernel's time with the product split between N threads, by N.
+    #[serde(default)]
+    split_ms: BTreeMap<String, f64>,
 }
 
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 
 /// How the kernels of a model were chosen, for the log.
 #[derive(Debug, Default)]
@@ -142,6 +145,8 @@ pub struct Choices {
     pub measured: usize,
     pub cached: usize,
     pub forced: usize,
+    /// Products split between threads (measured faster split).
+    pub split: usize,
     pub tuning_ms: f64,
 }
 
@@ -149,18 +154,20 @@ impl Choices {
     pub fn summary(&self) -> String {
         let kinds: Vec<String> = self.count.iter().map(|((kind, k), n)| format!("{kind} {k} x{n}")).collect();
         format!(
-            "{} ({} shapes measured in {:.0} ms, {} from the cache, {} forced)",
+            "{} ({} shapes measured in {:.0} ms, {} from the cache, {} forced; {} split between threads)",
             kinds.join(", "),
             self.measured,
             self.tuning_ms,
             self.cached,
-            self.forced
+            self.forced,
+            self.split
         )
     }
 }
 
-/// A product's engine and its measured time on one thread (ms; none for a forced kernel).
-pub type Chosen = (Engine, Option<f64>);
+/// A product's engine, and whether to split it between threads (measured faster that way, or,
+/// for a forced kernel, large enough).
+pub type Chosen = (Engine, bool);
 
 /// Chooses and builds the kernel of every product of a model (`model_sha256`: its file's
 /// checksum, the cache key with the CPU).
@@ -178,6 +185,7 @@ pub fn choose(
     let mut engines = Vec::with_capacity(specs.len());
     // Shapes measured in this load (several products share one).
     let mut known: HashMap<String, String> = HashMap::new();
+    let threads = super::ops::pool_threads();
     for spec in specs {
         let sig = spec.signature();
         let forced = match spec.kind {
@@ -211,11 +219,29 @@ pub fn choose(
             Kind::Im2col => "im2col",
         };
         *choices.count.entry((kind.to_owned(), engine.name().to_owned())).or_default() += 1;
-        let ms = match forced {
-            Some(_) => None,
-            None => cache.get(&sig).and_then(|m| m.ms.get(engine.name()).copied()),
+        // With several threads: split the product between them only where that measured faster.
+        let split = match (forced, cache.get_mut(&sig)) {
+            _ if threads < 2 => false,
+            (None, Some(m)) => {
+                let single = m.ms.get(engine.name()).copied().unwrap_or(f64::MAX);
+                let key = threads.to_string();
+                let split_ms = match m.split_ms.get(&key) {
+                    Some(&t) => t,
+                    None => {
+                        let t = time_split(spec, &engine)?;
+                        m.split_ms.insert(key, t);
+                        dirty = true;
+                        t
+                    }
+                };
+                split_ms < 0.9 * single
+            }
+            _ => spec.macs() >= super::ops::SPLIT_MACS,
         };
-        engines.push((engine, ms));
+        if split {
+            choices.split += 1;
+        }
+        engines.push((engine, split));
     }
     choices.tuning_ms = started.elapsed().as_secs_f64() * 1e3;
     if let (Some(file), true) = (&file, dirty) {
@@ -272,17 +298,15 @@ pub(crate) fn build(spec: &ProductSpec, name: &str) -> Result<Engine, String> {
     }
 }
 
-/// Times every candidate kernel on the product's shape (single-threaded, on deterministic
-/// pseudo-random int8 input), best of a few runs after a warm-up, and returns the fastest one's
-/// engine with every candidate's time.
-fn measure(spec: &ProductSpec) -> Result<(Engine, Measured), String> {
-    let names = contenders(spec.kind);
+/// Deterministic pseudo-random int8 input of the product's shape (one batch item), and room
+/// for its output.
+fn test_input(spec: &ProductSpec) -> (Vec<i8>, Vec<i8>) {
     let len = match spec.kind {
         Kind::Depthwise => spec.geo.cin * spec.geo.h * spec.geo.w,
         Kind::Matmul | Kind::Im2col => spec.k() * spec.n,
     };
     let mut s = 0x9E37_79B9u32;
-    let x: Vec<i8> = (0..len)
+    let x = (0..len)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 17;
@@ -290,10 +314,33 @@ fn measure(spec: &ProductSpec) -> Result<(Engine, Measured), String> {
             (s >> 8) as i8
         })
         .collect();
-    let mut out = vec![0i8; spec.out_shape[1..].iter().product()];
+    (x, vec![0i8; spec.out_shape[1..].iter().product()])
+}
+
+/// The best time of `run` in ms, after a warm-up: at least 3 runs, more while they are short
+/// (up to 2 ms in all, 20 runs at most).
+fn best_ms(mut run: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    run()?;
+    let mut best = f64::MAX;
+    let budget = Instant::now();
+    for i in 0.. {
+        let t = Instant::now();
+        run()?;
+        best = best.min(t.elapsed().as_secs_f64());
+        if i >= 2 && (budget.elapsed().as_secs_f64() > 2e-3 || i >= 20) {
+            break;
+        }
+    }
+    Ok((best * 1e6).round() / 1e3)
+}
+
+/// Times every candidate kernel on the product's shape (single-threaded, on deterministic
+/// pseudo-random int8 input) and returns the fastest one's engine with every candidate's time.
+fn measure(spec: &ProductSpec) -> Result<(Engine, Measured), String> {
+    let (x, mut out) = test_input(spec);
     let mut best: Option<(f64, Engine)> = None;
     let mut ms = BTreeMap::new();
-    for name in names {
+    for name in contenders(spec.kind) {
         let engine = match build(spec, name) {
             Ok(e) => e,
             Err(e) => {
@@ -301,27 +348,22 @@ fn measure(spec: &ProductSpec) -> Result<(Engine, Measured), String> {
                 continue;
             }
         };
-        let mut run = || engine.run_single(&x, spec.n, &mut out).map_err(|e| format!("{e:#}"));
-        run()?;
-        let mut t_best = f64::MAX;
-        let budget = Instant::now();
-        for i in 0.. {
-            let t = Instant::now();
-            run()?;
-            t_best = t_best.min(t.elapsed().as_secs_f64());
-            // At least 3 runs; more while they are short (up to 2 ms in all).
-            if i >= 2 && (budget.elapsed().as_secs_f64() > 2e-3 || i >= 20) {
-                break;
-            }
-        }
-        ms.insert(name.to_owned(), (t_best * 1e6).round() / 1e3);
-        if best.as_ref().is_none_or(|(b, _)| t_best < *b) {
-            best = Some((t_best, engine));
+        let t = best_ms(|| engine.run_single(&x, spec.n, &mut out).map_err(|e| format!("{e:#}")))?;
+        ms.insert(name.to_owned(), t);
+        if best.as_ref().is_none_or(|(b, _)| t < *b) {
+            best = Some((t, engine));
         }
     }
     let (_, engine) = best.ok_or_else(|| format!("no int8 kernel can run {}", spec.signature()))?;
     let kernel = engine.name().to_owned();
-    Ok((engine, Measured { kernel, ms }))
+    Ok((engine, Measured { kernel, ms, split_ms: BTreeMap::new() }))
+}
+
+/// The engine's time on the product split between tract's threads, run from inside its pool as
+/// inferences are.
+fn time_split(spec: &ProductSpec, engine: &Engine) -> Result<f64, String> {
+    let (x, mut out) = test_input(spec);
+    super::ops::in_pool(|| best_ms(|| engine.run(&x, spec.n, &mut out, true).map_err(|e| format!("{e:#}"))))
 }
 
 fn cache_file(dir: &Path, model_sha256: &str, fingerprint: &str) -> PathBuf {

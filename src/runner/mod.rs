@@ -330,8 +330,8 @@ fn choose_kernels(
         .collect();
     let specs: Vec<Arc<ops::ProductSpec>> = pending.iter().map(|(_, s)| s.clone()).collect();
     let (engines, choices) = dispatch::choose(&specs, model_sha256, kernels)?;
-    for ((id, spec), (engine, ms)) in pending.into_iter().zip(engines) {
-        model.node_mut(id).op = Box::new(ops::Int8Product::new(Arc::new(spec.without_weights()), engine, ms));
+    for ((id, spec), (engine, split)) in pending.into_iter().zip(engines) {
+        model.node_mut(id).op = Box::new(ops::Int8Product::new(Arc::new(spec.without_weights()), engine, split));
     }
     Ok((specs.iter().map(|s| s.kind).collect(), choices))
 }
@@ -387,7 +387,7 @@ impl ModelRunner for TractRunner {
             return Err(RunError::InputLen { got: input.len(), want });
         }
         let tensor = Tensor::from_shape(&self.shape, input).map_err(inference)?;
-        let out = self.plan.run(tvec!(tensor.into_tvalue())).map_err(inference)?;
+        let out = ops::in_pool(|| self.plan.run(tvec!(tensor.into_tvalue()))).map_err(inference)?;
         let view = out[0].to_plain_array_view::<f32>().map_err(inference)?;
         Ok(view.iter().copied().collect())
     }
@@ -413,7 +413,7 @@ impl ModelRunner for TractRunner {
             shape[0] = n;
             let flat: Vec<f32> = chunk.iter().flat_map(|i| i.iter().copied()).collect();
             let tensor = Tensor::from_shape(&shape, &flat).map_err(inference)?;
-            let out = plan.run(tvec!(tensor.into_tvalue())).map_err(inference)?;
+            let out = ops::in_pool(|| plan.run(tvec!(tensor.into_tvalue()))).map_err(inference)?;
             let view = out[0].to_plain_array_view::<f32>().map_err(inference)?;
             let all: Vec<f32> = view.iter().copied().collect();
             if all.len() != self.outputs * n {
@@ -453,7 +453,7 @@ impl ModelRunner for TractRunner {
             let mut best = f64::MAX;
             for _ in 0..3 {
                 let start = Instant::now();
-                plan.run(tvec!(t.clone().into_tvalue())).map_err(inference)?;
+                ops::in_pool(|| plan.run(tvec!(t.clone().into_tvalue()))).map_err(inference)?;
                 best = best.min(start.elapsed().as_secs_f64() / n as f64);
             }
             Ok(best)

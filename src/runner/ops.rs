@@ -236,6 +236,12 @@ impl ProductSpec {
         }
     }
 
+    /// Multiply-accumulates of one batch item.
+    pub fn macs(&self) -> usize {
+        let per_out = if self.kind == Kind::Depthwise { self.geo.kh * self.geo.kw } else { self.k() };
+        self.out_shape[1..].iter().product::<usize>() * per_out
+    }
+
     /// Values of one batch item's input and output.
     fn item_sizes(&self) -> (usize, usize) {
         (self.in_shape[1..].iter().product(), self.out_shape[1..].iter().product())
@@ -455,14 +461,27 @@ impl Engine {
     }
 }
 
-/// A product whose kernel runs it in less than this on one thread is not split between
-/// threads (handing work to the pool costs tens of microseconds); one measured at or above it
-/// is.
-pub const SPLIT_MS: f64 = 0.05;
-
-/// For a product without a measured time (a forced kernel): split from this many
-/// multiply-accumulates up.
+/// A product on a forced kernel (not measured) is split between threads from this many
+/// multiply-accumulates up; measured ones are split where that measured faster.
 pub const SPLIT_MACS: usize = 4 << 20;
+
+/// How many threads tract's pool has (1 without one).
+pub fn pool_threads() -> usize {
+    match current_tract_executor() {
+        Executor::MultiThread(pool) => pool.current_num_threads(),
+        _ => 1,
+    }
+}
+
+/// Runs `f` on a thread of tract's pool when `--threads` made one: the ops that split their
+/// work between threads then run one part on this very thread and hand the other to a pool
+/// thread that is awake, rather than waking threads from outside the pool and waiting idle.
+pub fn in_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => pool.install(f),
+        _ => f(),
+    }
+}
 
 /// tract-linalg's int8 matrix kernel for one product: the kernel, the index of its i8 x i8
 /// packing, the weights packed once, the bias (added in the kernel), then the requantization
@@ -541,12 +560,8 @@ pub struct Int8Product {
 }
 
 impl Int8Product {
-    /// `ms`: the kernel's measured time on one thread, which decides whether the product is
-    /// worth splitting between threads (without it, its multiply-accumulates decide).
-    pub fn new(spec: Arc<ProductSpec>, engine: Engine, ms: Option<f64>) -> Int8Product {
-        let per_out = if spec.kind == Kind::Depthwise { spec.geo.kh * spec.geo.kw } else { spec.k() };
-        let macs = spec.out_shape.iter().product::<usize>() * per_out;
-        let split = ms.map_or(macs >= SPLIT_MACS, |ms| ms >= SPLIT_MS);
+    /// `split`: whether to split the product between tract's threads, when there are several.
+    pub fn new(spec: Arc<ProductSpec>, engine: Engine, split: bool) -> Int8Product {
         Int8Product { spec, engine: Arc::new(engine), split }
     }
 

@@ -689,7 +689,7 @@ mod tests {
                         .into_iter()
                         .map(|k| {
                             let e = dispatch::build(&spec, k).unwrap();
-                            (k.to_owned(), Box::new(Int8Product::new(spec.clone(), e, None)) as Box<dyn TypedOp>)
+                            (k.to_owned(), Box::new(Int8Product::new(spec.clone(), e, true)) as Box<dyn TypedOp>)
                         })
                         .collect()
                 }
