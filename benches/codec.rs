@@ -12,7 +12,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgecascade::link::{decode, encode, Encoding, FrameReader, InferRequest, InferResponse, Message};
-use edgecascade::{device, preprocess};
+use edgecascade::model::preprocess;
+use edgecascade::offload as device;
 use std::hint::black_box;
 use std::time::Duration;
 

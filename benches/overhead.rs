@@ -22,13 +22,13 @@
 use criterion::{criterion_group, Criterion, SamplingMode};
 use edgecascade::config::CascadeConfig;
 use edgecascade::energy::EnergyContext;
-use edgecascade::inputs::Input;
-use edgecascade::manifest::Manifest;
+use edgecascade::model::manifest::Manifest;
+use edgecascade::model::preprocess;
+use edgecascade::model::runner::{ModelRunner, ScriptedRunner, TractRunner};
 use edgecascade::model::Model;
-use edgecascade::pipeline::Pipeline;
-use edgecascade::preprocess;
-use edgecascade::runner::{ModelRunner, ScriptedRunner, TractRunner};
-use edgecascade::session::{self, Sink};
+use edgecascade::run::inputs::Input;
+use edgecascade::run::pipeline::Pipeline;
+use edgecascade::run::session::{self, Sink};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::LineWriter;
@@ -45,7 +45,7 @@ type Golden = BTreeMap<String, BTreeMap<String, Vec<f32>>>;
 fn input_jpeg() -> Vec<u8> {
     let photo = std::fs::read(root().join("photos/china.jpg")).expect("photos/china.jpg");
     let img = preprocess::decode(&photo).unwrap();
-    edgecascade::device::crop_jpeg(&img, 227, 1.0, 90).unwrap()
+    edgecascade::offload::crop_jpeg(&img, 227, 1.0, 90).unwrap()
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -131,7 +131,7 @@ impl Run {
         let mut out = LineWriter::new(File::create("/dev/null").unwrap());
         // The results log as `run --log` keeps it: each line synced to the disk.
         let log = (self.setup != Setup::ExitBare).then(|| {
-            edgecascade::results_log::ResultsLog::open(&self.log_dir.path().join("results.jsonl"), "bench", None)
+            edgecascade::run::results_log::ResultsLog::open(&self.log_dir.path().join("results.jsonl"), "bench", None)
                 .unwrap()
                 .0
         });
@@ -155,7 +155,7 @@ impl Run {
 
 /// The small model for real, on the bench input's tensor, one thread.
 fn lite0() -> (TractRunner, Vec<f32>) {
-    edgecascade::runner::set_threads(1);
+    edgecascade::model::runner::set_threads(1);
     let manifest = Manifest::load(&root().join("models/efficientnet-lite0-int8.toml")).unwrap();
     let runner =
         TractRunner::load(&manifest.onnx, &manifest.input.shape(), &Default::default()).expect("Lite0 int8 loads");

@@ -9,8 +9,8 @@
 //! `cargo bench --bench policy`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use edgecascade::cascade;
-use edgecascade::policy::{decide, softmax, top_k, Metric, StagePolicy};
+use edgecascade::core::cascade;
+use edgecascade::core::policy::{decide, softmax, top_k, Metric, StagePolicy};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Duration;

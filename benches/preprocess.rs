@@ -16,8 +16,8 @@
 //! `cargo bench --bench preprocess`; `cargo bench --bench preprocess -- crop-resize` for one group.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use edgecascade::manifest::{Layout, Manifest};
-use edgecascade::preprocess;
+use edgecascade::model::manifest::{Layout, Manifest};
+use edgecascade::model::preprocess;
 use fast_image_resize as fir;
 use image::RgbImage;
 use std::hint::black_box;
@@ -42,7 +42,7 @@ struct Input {
 fn inputs() -> Vec<Input> {
     let photo = std::fs::read(root().join("photos/china.jpg")).expect("photos/china.jpg");
     let img = preprocess::decode(&photo).expect("china.jpg decodes");
-    let small = edgecascade::device::crop_jpeg(&img, 227, 1.0, 90).expect("crop encodes");
+    let small = edgecascade::offload::crop_jpeg(&img, 227, 1.0, 90).expect("crop encodes");
     let mut v = vec![
         Input { name: "china-640x427".into(), bytes: photo },
         Input { name: "china-227x227-q90".into(), bytes: small },

@@ -9,12 +9,12 @@
 //!
 //! `cargo run --example link_bench -- [--data DIR] [--limit N] [--rounds R]`
 
-use edgecascade::dataset;
-use edgecascade::device::encode_payload;
 use edgecascade::host::Host;
 use edgecascade::link::{self, Encoding, FrameReader, InferRequest, Message, Stream};
+use edgecascade::model::preprocess;
 use edgecascade::model::Model;
-use edgecascade::preprocess;
+use edgecascade::offload::encode_payload;
+use edgecascade::tune::dataset;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -10,11 +10,11 @@
 //! ```
 
 use anyhow::{bail, Context, Result};
-use edgecascade::device::{LinkReport, Remote, RemoteConfig, RemoteStage};
 use edgecascade::link::{Encoding, LinkAddr};
-use edgecascade::manifest::Manifest;
-use edgecascade::oip::client::OipRemote;
-use edgecascade::stage::Spans;
+use edgecascade::model::manifest::Manifest;
+use edgecascade::offload::oip::OipRemote;
+use edgecascade::offload::{LinkReport, Remote, RemoteConfig, RemoteStage};
+use edgecascade::run::spans::Spans;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -148,7 +148,7 @@ fn remote(
     protocol: &str,
     host: &HostProc,
     model: &str,
-    spec: &edgecascade::manifest::InputSpec,
+    spec: &edgecascade::model::manifest::InputSpec,
 ) -> Box<dyn RemoteStage> {
     let addr: LinkAddr = match protocol {
         "oip" => format!("oip+http://{}/v2/models/{model}", host.http),
@@ -180,7 +180,7 @@ fn drive(
     protocol: &str,
     host: &HostProc,
     model: &str,
-    spec: &edgecascade::manifest::InputSpec,
+    spec: &edgecascade::model::manifest::InputSpec,
     photos: &Arc<Vec<Photo>>,
     devices: usize,
     per: usize,
@@ -204,7 +204,7 @@ fn drive(
                     match r.infer(&p.bytes, &p.img, &mut Spans::default(), 1, &mut report) {
                         Ok(logits) => {
                             lat.push(t.elapsed());
-                            if edgecascade::policy::argmax(&logits) != p.class {
+                            if edgecascade::core::policy::argmax(&logits) != p.class {
                                 wrong += 1;
                             }
                         }
@@ -241,23 +241,24 @@ fn main() -> Result<()> {
     // The reference answers: the model run here, alone.
     let model = edgecascade::model::Model::load(&o.model, &Default::default())?;
     let mut photos = Vec::new();
-    for path in edgecascade::dataset::list_images(&o.images)? {
+    for path in edgecascade::tune::dataset::list_images(&o.images)? {
         let bytes = std::fs::read(&path)?;
-        let img = edgecascade::preprocess::decode(&bytes)?;
+        let img = edgecascade::model::preprocess::decode(&bytes)?;
         // The TCP link sends the crop as JPEG, which the host decodes: reference on that, so
         // both protocols are held to the answer for what they send (OIP sends exact tensors).
         let crop =
-            edgecascade::device::crop_jpeg(&img, spec.size, spec.crop_fraction, 90).map_err(anyhow::Error::msg)?;
-        let as_sent = edgecascade::preprocess::normalise(
-            &edgecascade::preprocess::decode(&crop)?,
+            edgecascade::offload::crop_jpeg(&img, spec.size, spec.crop_fraction, 90).map_err(anyhow::Error::msg)?;
+        let as_sent = edgecascade::model::preprocess::normalise(
+            &edgecascade::model::preprocess::decode(&crop)?,
             spec.mean,
             spec.std,
             spec.layout,
         );
-        let class_of =
-            |t: &[f32]| -> Result<usize> { Ok(edgecascade::policy::argmax(&model.as_logits(model.runner.run(t)?))) };
+        let class_of = |t: &[f32]| -> Result<usize> {
+            Ok(edgecascade::core::policy::argmax(&model.as_logits(model.runner.run(t)?)))
+        };
         let class_tcp = class_of(&as_sent)?;
-        let class = class_of(&edgecascade::preprocess::to_tensor(&img, &spec))?;
+        let class = class_of(&edgecascade::model::preprocess::to_tensor(&img, &spec))?;
         let name = path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
         if class != class_tcp {
             eprintln!("note: {name}: the JPEG crop changes the class ({class} -> {class_tcp}); left out");
@@ -336,7 +337,7 @@ fn main() -> Result<()> {
 /// (inferences, executions) from the host's stats endpoint.
 fn stats(host: &HostProc, model: &str) -> Option<(u64, u64)> {
     let s = std::net::TcpStream::connect(&host.http).ok()?;
-    let mut c = edgecascade::oip::client::HttpConn::new(Box::new(s), &host.http);
+    let mut c = edgecascade::offload::oip::HttpConn::new(Box::new(s), &host.http);
     c.send("GET", &format!("/v2/models/{model}/stats"), &[], &[]).ok()?;
     let r = c.receive(Duration::from_secs(10)).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;

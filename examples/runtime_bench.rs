@@ -23,11 +23,11 @@
 //! command read on stdin (`infer N`, `path N`, `quit`), so that a driver can interleave rounds
 //! of this process with rounds of another runtime's process.
 
-use edgecascade::dataset;
+use edgecascade::core::policy::{self, Metric, StagePolicy};
+use edgecascade::model::preprocess;
+use edgecascade::model::runner::{set_threads, ForcedKernels, KernelOptions, RunnerOptions};
 use edgecascade::model::Model;
-use edgecascade::policy::{self, Metric, StagePolicy};
-use edgecascade::preprocess;
-use edgecascade::runner::{set_threads, ForcedKernels, KernelOptions, RunnerOptions};
+use edgecascade::tune::dataset;
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! the file is read: parse and validate (`CascadeConfig::parse`), then apply command-line
 //! overrides; loading the models is the caller's next step.
 
-use crate::policy::{Metric, StagePolicy};
+use crate::core::policy::{Metric, StagePolicy};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

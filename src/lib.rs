@@ -1,42 +1,30 @@
 //! edgecascade: an early-exit cascade of image classifiers for edge devices. A small
 //! quantized model answers on the device; inputs it is unsure about go on to a larger model.
 //!
-//! Crate map (see ARCHITECTURE.md):
-//! - pure core: `policy` (metrics, exit decision, ensembling), `cascade` (the stage driver),
-//!   `eval::score`, `calibrate` (temperatures, sweeps, Pareto front, threshold choice), `cost`
-//!   (the cost model), `plot` (SVG);
-//! - configuration: `config` (cascade.toml), `manifest` (per-model TOML);
-//! - edges: `runner` (tract, the only module naming it), `model`, `preprocess` (images),
-//!   `dataset` (files and labels), `stage` (timed spans), `pipeline` (one input through
-//!   every stage), `eval`, `cache` (logit cache), `tune` (the calibrate and report commands);
-//! - the link: `link` (wire messages, framing, transports, fault relay), `host` (serves the
-//!   last stage), `device` (the last stage seen from the device);
-//! - energy: `board` (profiles from boards/*.toml, detection, `SysRoot`), `energy` (the
-//!   `EnergyMeter` readers per sensor, the sampler, attribution to spans, `bench`).
+//! Crate map, by who runs where (ARCHITECTURE.md has the whole code map):
+//! - `core`: what decides, pure (no I/O, no clock): the policy, the cascade driver, the
+//!   calibration maths, the cost model, the plot;
+//! - `model`: a model and what it takes: manifests, preprocessing, the `runner` (tract: the only
+//!   module naming it, with the int8 rewrite and the kernel choice);
+//! - `run`: one run over inputs on this machine: the pipeline of stages, the input sources, the
+//!   session with its output and results log, the timed spans;
+//! - `offload`: the device's remote last stage: one retrying driver, over the framed link or OIP;
+//! - `host`: the host's side: the core that runs requests, the framed session, the OIP endpoint,
+//!   the accept loop, the batcher;
+//! - `link`, `oip`: the wire formats alone (frames and messages; OIP's JSON/binary and HTTP);
+//! - `tune`: measuring a cascade on labeled data: datasets, the logit cache, eval, the calibrate
+//!   and report drivers, the MLPerf-style bench;
+//! - `energy` and `board`: power sensors, attribution of energy to spans, board profiles;
+//! - `config`: `cascade.toml`.
 
-pub mod batch;
 pub mod board;
-pub mod cache;
-pub mod calibrate;
-pub mod cascade;
 pub mod config;
-pub mod cost;
-pub mod dataset;
-pub mod device;
+pub mod core;
 pub mod energy;
-pub mod eval;
 pub mod host;
-pub mod inputs;
 pub mod link;
-pub mod manifest;
 pub mod model;
+pub mod offload;
 pub mod oip;
-pub mod pipeline;
-pub mod plot;
-pub mod policy;
-pub mod preprocess;
-pub mod results_log;
-pub mod runner;
-pub mod session;
-pub mod stage;
+pub mod run;
 pub mod tune;

@@ -5,24 +5,25 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use edgecascade::batch::BatchConfig;
 use edgecascade::board;
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
-use edgecascade::dataset;
-use edgecascade::device::{Backoff, ConnectError, Remote, RemoteConfig, RemoteStage};
+use edgecascade::core::policy::Metric;
 use edgecascade::energy::{self, EnergyContext};
-use edgecascade::eval;
+use edgecascade::host::batch::BatchConfig;
+use edgecascade::host::oip::{self as oip_server, OipConfig};
 use edgecascade::host::{self, Host};
-use edgecascade::inputs;
 use edgecascade::link::{Encoding, LinkAddr, LinkError, SerialStream, Shaping};
-use edgecascade::manifest::Manifest;
+use edgecascade::model::manifest::Manifest;
+use edgecascade::model::runner::{ForcedKernels, KernelOptions, RunnerOptions};
 use edgecascade::model::Model;
-use edgecascade::oip::{self, client::OipRemote, server::OipConfig};
-use edgecascade::pipeline::Pipeline;
-use edgecascade::policy::Metric;
-use edgecascade::results_log::{self, ResultsLog};
-use edgecascade::runner::{ForcedKernels, KernelOptions, RunnerOptions};
-use edgecascade::session::{self, Sink, Summary};
+use edgecascade::offload::oip::OipRemote;
+use edgecascade::offload::{Backoff, ConnectError, Remote, RemoteConfig, RemoteStage};
+use edgecascade::run::inputs;
+use edgecascade::run::pipeline::Pipeline;
+use edgecascade::run::results_log::{self, ResultsLog};
+use edgecascade::run::session::{self, Sink, Summary};
+use edgecascade::tune::dataset;
+use edgecascade::tune::eval;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -512,13 +513,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_image = matches!(cli.command, Command::Eval { .. } | Command::Calibrate { .. });
-    let threads = edgecascade::runner::set_threads(cli.threads.unwrap_or(if per_image { 1 } else { cores }));
-    log::info!("tract: {threads} thread(s); CPU {}", edgecascade::runner::cpu_features());
+    let threads = edgecascade::model::runner::set_threads(cli.threads.unwrap_or(if per_image { 1 } else { cores }));
+    log::info!("tract: {threads} thread(s); CPU {}", edgecascade::model::runner::cpu_features());
     let _ = RUNNER.set(RunnerOptions {
         int8_rewrite: cli.qdq == QdqPath::Int8,
         kernels: KernelOptions {
             forced: cli.int8_kernel.clone().unwrap_or_default(),
-            cache_dir: Some(cli.kernel_cache.clone().unwrap_or_else(edgecascade::cache::default_dir)),
+            cache_dir: Some(cli.kernel_cache.clone().unwrap_or_else(edgecascade::tune::cache::default_dir)),
         },
     });
     let result = match cli.command {
@@ -540,7 +541,7 @@ fn main() -> ExitCode {
         }
         Command::Boards { energy, json } => run_boards(&energy, json).map(|()| Outcome::default()),
         Command::Bench { cascade, energy, data, runs, min_seconds, min_inferences, min_top1, json } => {
-            let options = energy::bench::BenchOptions {
+            let options = edgecascade::tune::bench::BenchOptions {
                 runs: runs as usize,
                 min_duration: Duration::try_from_secs_f64(min_seconds).unwrap_or(Duration::MAX),
                 min_inferences: min_inferences as usize,
@@ -564,7 +565,7 @@ fn main() -> ExitCode {
             jobs,
             json,
         } => {
-            use edgecascade::calibrate::Target;
+            use edgecascade::core::calibrate::Target;
             let target = target_accuracy
                 .map(Target::Accuracy)
                 .or(budget_macs.map(Target::Macs))
@@ -577,7 +578,7 @@ fn main() -> ExitCode {
                     target,
                     out,
                     force,
-                    cache_dir: cache.unwrap_or_else(edgecascade::cache::default_dir),
+                    cache_dir: cache.unwrap_or_else(edgecascade::tune::cache::default_dir),
                     jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                     link: edgecascade::tune::LinkAssumptions { baud: link_baud, ..Default::default() },
                     jpeg_quality: 90,
@@ -700,7 +701,7 @@ fn serve(args: &HostArgs) -> Result<()> {
     let name = host.model.name().to_owned();
     let oip = match &args.oip_listen {
         Some(addr) => {
-            let listener = oip::server::bind(addr).map_err(anyhow::Error::msg)?;
+            let listener = oip_server::bind(addr).map_err(anyhow::Error::msg)?;
             warn_if_open(&listener, "--oip-listen", host.token.is_some());
             let bound = listener.local_addr().map_or_else(|_| addr.clone(), |a| a.to_string());
             // The ready line: scripts and tests read the bound port from it (`--oip-listen 127.0.0.1:0`).
@@ -708,7 +709,7 @@ fn serve(args: &HostArgs) -> Result<()> {
             std::io::stdout().flush()?;
             let (host, stop) = (host.clone(), stop.clone());
             let cfg = OipConfig { max_conns: args.max_devices.max(1), ..OipConfig::default() };
-            Some(std::thread::spawn(move || oip::server::serve(host, listener, cfg, stop)))
+            Some(std::thread::spawn(move || oip_server::serve(host, listener, cfg, stop)))
         }
         None => None,
     };
@@ -1036,7 +1037,7 @@ fn run_eval(
 /// Runs `boards`: the profiles, the board chosen here, its sensor and a live reading.
 fn run_boards(args: &EnergyArgs, json: bool) -> Result<()> {
     let mut survey = energy::survey::survey(&args.resolve()?);
-    survey.cpu = edgecascade::runner::cpu_features();
+    survey.cpu = edgecascade::model::runner::cpu_features();
     if json {
         println!("{}", serde_json::to_string(&survey)?);
     } else {
@@ -1050,7 +1051,7 @@ fn run_bench(
     args: &CascadeArgs,
     energy_args: &EnergyArgs,
     data: Option<&Path>,
-    options: &energy::bench::BenchOptions,
+    options: &edgecascade::tune::bench::BenchOptions,
     json: bool,
 ) -> Result<usize> {
     if options.min_top1.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
@@ -1064,7 +1065,7 @@ fn run_bench(
     let mut inputs = Vec::new();
     for item in dataset::read_labels(&dir, pipeline.models[0].classes.len())? {
         let bytes = std::fs::read(&item.path).with_context(|| format!("cannot read {}", item.path.display()))?;
-        inputs.push(energy::bench::BenchInput {
+        inputs.push(edgecascade::tune::bench::BenchInput {
             name: item.path.display().to_string(),
             bytes,
             label: Some(item.label),
@@ -1079,15 +1080,15 @@ fn run_bench(
         inputs.len(),
         dir.display()
     );
-    let mut report = energy::bench::run(&mut pipeline, &ctx, &inputs, options, &mut |r| {
+    let mut report = edgecascade::tune::bench::run(&mut pipeline, &ctx, &inputs, options, &mut |r| {
         log::info!("bench run {}: {} inferences, {:.1} mJ per inference", r.run, r.inferences, r.mj_per_inference)
     });
-    report.cpu = edgecascade::runner::cpu_features();
-    report.threads = edgecascade::runner::threads();
+    report.cpu = edgecascade::model::runner::cpu_features();
+    report.threads = edgecascade::model::runner::threads();
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{}", energy::bench::report_text(&report));
+        println!("{}", edgecascade::tune::bench::report_text(&report));
     }
     if report.accuracy_ok == Some(false) {
         bail!(

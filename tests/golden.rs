@@ -2,9 +2,9 @@
 //! and the logits ONNX Runtime computed for the demo photos (tests/golden, made by
 //! scripts/golden.py).
 
+use edgecascade::core::policy::argmax;
+use edgecascade::model::preprocess;
 use edgecascade::model::Model;
-use edgecascade::policy::argmax;
-use edgecascade::preprocess;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -13,7 +13,7 @@ fn root() -> PathBuf {
 }
 
 fn photos() -> Vec<PathBuf> {
-    edgecascade::dataset::list_images(&root().join("photos")).unwrap()
+    edgecascade::tune::dataset::list_images(&root().join("photos")).unwrap()
 }
 
 #[test]

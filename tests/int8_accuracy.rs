@@ -10,10 +10,10 @@
 //! `EDGECASCADE_VAL_A=DIR` points it at another copy of the data. Without the data it passes
 //! with a loud SKIPPED message (a fresh clone has no data set).
 
-use edgecascade::dataset;
-use edgecascade::eval;
+use edgecascade::core::policy::argmax;
 use edgecascade::model::Model;
-use edgecascade::policy::argmax;
+use edgecascade::tune::dataset;
+use edgecascade::tune::eval;
 use std::collections::HashMap;
 use std::path::PathBuf;
 

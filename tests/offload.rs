@@ -76,7 +76,7 @@ impl Drop for HostProc {
 }
 
 fn photo_names() -> Vec<String> {
-    let mut v: Vec<String> = edgecascade::dataset::list_images(&root().join("photos"))
+    let mut v: Vec<String> = edgecascade::tune::dataset::list_images(&root().join("photos"))
         .unwrap()
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())

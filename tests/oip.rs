@@ -5,14 +5,14 @@
 //! the server is gone. (The interoperability checks with Triton's client and a real MLServer
 //! are in scripts/interop.sh: they need packages from PyPI.)
 
-use edgecascade::device::{LinkReport, Remote, RemoteConfig, RemoteStage};
 use edgecascade::link::{Encoding, LinkAddr};
-use edgecascade::manifest::Manifest;
+use edgecascade::model::manifest::Manifest;
+use edgecascade::model::preprocess;
 use edgecascade::model::Model;
-use edgecascade::oip::client::HttpConn;
+use edgecascade::offload::oip::HttpConn;
+use edgecascade::offload::{LinkReport, Remote, RemoteConfig, RemoteStage};
 use edgecascade::oip::{self, Tensor};
-use edgecascade::preprocess;
-use edgecascade::stage::Spans;
+use edgecascade::run::spans::Spans;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -316,7 +316,7 @@ fn device_offloads_over_oip_with_the_host_models_answers() {
     for l in &lines {
         let name = l["input"].as_str().unwrap();
         let name = Path::new(name).file_name().unwrap().to_str().unwrap();
-        let want = edgecascade::policy::argmax(&model().runner.run(&photo_tensor(name)).unwrap());
+        let want = edgecascade::core::policy::argmax(&model().runner.run(&photo_tensor(name)).unwrap());
         assert_eq!((l["model"].as_str(), l["degraded"].as_bool()), (Some(NAME), Some(false)), "{l}");
         assert_eq!(l["class"].as_u64(), Some(want as u64), "{l}");
         assert_eq!(l["link"]["encoding"], "oip-fp32-binary");
@@ -436,8 +436,10 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
         })
         .collect();
     let photos = Arc::new(photos);
-    let wants: Vec<usize> =
-        PHOTOS.iter().map(|p| edgecascade::policy::argmax(&model().runner.run(&photo_tensor(p)).unwrap())).collect();
+    let wants: Vec<usize> = PHOTOS
+        .iter()
+        .map(|p| edgecascade::core::policy::argmax(&model().runner.run(&photo_tensor(p)).unwrap()))
+        .collect();
     let threads: Vec<_> = (0..8)
         .map(|d| {
             let (host, photos, spec) = (host.clone(), photos.clone(), spec.clone());
@@ -450,7 +452,7 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
                 cfg.tensor_spec = Some(spec);
                 cfg.want_probs = true;
                 let mut remote: Box<dyn RemoteStage> = match addr {
-                    LinkAddr::Oip { .. } => Box::new(edgecascade::oip::client::OipRemote::new(cfg).unwrap()),
+                    LinkAddr::Oip { .. } => Box::new(edgecascade::offload::oip::OipRemote::new(cfg).unwrap()),
                     _ => Box::new(Remote::new(cfg)),
                 };
                 remote.connect().unwrap();
@@ -460,7 +462,7 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
                     let (_, img, bytes) = &photos[i];
                     let mut report = LinkReport::default();
                     let logits = remote.infer(bytes, img, &mut Spans::default(), 1, &mut report).unwrap();
-                    got.push((i, edgecascade::policy::argmax(&logits)));
+                    got.push((i, edgecascade::core::policy::argmax(&logits)));
                 }
                 got
             })
@@ -712,7 +714,7 @@ fn seventy_trickling_heads_do_not_keep_health_ready_from_its_answer() {
 fn trickling_and_idle_connections_leave_health_and_inference_answered_within_a_second() {
     assert!(raise_fd_limit(2048) >= 1500, "this test holds about 1,500 open files: raise `ulimit -n`");
     let host = HostProc::start(&["--token", "T"], &[]);
-    let head_time = edgecascade::oip::server::OipConfig::default().head_time;
+    let head_time = edgecascade::host::oip::OipConfig::default().head_time;
     let auth = vec![("Authorization", "Bearer T".to_owned())];
     let tricklers = Tricklers::open(&host.http, 500);
     let mut idle: Vec<HttpConn> = (0..200)

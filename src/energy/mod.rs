@@ -5,7 +5,6 @@
 //! (`crate::board`) into a meter; `EnergyContext` is what `session` and `bench` use.
 
 pub mod attribute;
-pub mod bench;
 pub mod estimate;
 pub mod hwmon;
 pub mod iio;

@@ -9,7 +9,7 @@
 use super::attribute::{counter_integral, is_interpolated, power_integral};
 use super::{clamp_interval, EnergyMeter, Reading, StageEnergy};
 use crate::board::{Board, SensorKind, SysRoot};
-use crate::stage::Span;
+use crate::run::spans::Span;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;

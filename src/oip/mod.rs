@@ -7,10 +7,7 @@
 //! error body. `server` serves a `Host` on it; `client` is the device's remote stage for any
 //! OIP v2 server; `http` is the HTTP/1.1 framing both use.
 
-pub mod client;
 pub mod http;
-mod poll;
-pub mod server;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

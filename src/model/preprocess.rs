@@ -2,7 +2,7 @@
 //! filter as Pillow (bit for bit, so the Python reference's accuracy carries over), and
 //! normalise into the tensor a model's manifest asks for. No file I/O: callers pass bytes.
 
-use crate::manifest::{InputSpec, Layout};
+use crate::model::manifest::{InputSpec, Layout};
 use edgecascade_kernels::pixels;
 use image::RgbImage;
 

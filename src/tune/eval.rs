@@ -2,12 +2,12 @@
 //! all cores), then each model's top-1 alone and the cascade's top-1, fraction forwarded and
 //! mean MACs per input, decided by the same driver as live runs. `score` is pure.
 
-use crate::cascade;
-use crate::dataset::Labeled;
+use crate::core::cascade;
+use crate::core::policy::{argmax, softmax, StagePolicy};
+use crate::model::preprocess;
 use crate::model::Model;
-use crate::policy::{argmax, softmax, StagePolicy};
-use crate::preprocess;
-use crate::stage::Spans;
+use crate::run::spans::Spans;
+use crate::tune::dataset::Labeled;
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -186,7 +186,7 @@ fn record(models: &[&Model], item: &Labeled) -> Result<Record, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Metric;
+    use crate::core::policy::Metric;
 
     fn rec(label: usize, a: [f32; 3], b: [f32; 3]) -> Record {
         let l = |p: [f32; 3]| p.iter().map(|x| x.ln()).collect();

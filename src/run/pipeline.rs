@@ -4,14 +4,14 @@
 //! what the link did). `classify`, `run` and `demo` all answer through `Pipeline::answer`;
 //! `eval` uses its models and the same cascade driver over cached logits.
 
-use crate::cascade::{self, StageFailure};
 use crate::config::CascadeConfig;
-use crate::device::{LinkReport, RemoteStage};
+use crate::core::cascade::{self, StageFailure};
+use crate::core::policy::{Metric, StagePolicy};
+use crate::model::preprocess;
+use crate::model::runner::RunnerOptions;
 use crate::model::{Model, ModelError};
-use crate::policy::{Metric, StagePolicy};
-use crate::preprocess;
-use crate::runner::RunnerOptions;
-use crate::stage::Spans;
+use crate::offload::{LinkReport, RemoteStage};
+use crate::run::spans::Spans;
 use serde::Serialize;
 
 /// One input's answer, as printed and logged.

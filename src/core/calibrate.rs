@@ -4,9 +4,9 @@
 //! budget, and the prediction interval of the forward rate. Pure: no I/O, no clock. Every
 //! decision goes through `policy::decide` and `Metric::clears`, the rule live runs use.
 
-use crate::cost::{Cost, CostModel};
-use crate::eval::Record;
-use crate::policy::{decide, Metric, StagePolicy};
+use crate::core::cost::{Cost, CostModel};
+use crate::core::policy::{decide, Metric, StagePolicy};
+use crate::tune::eval::Record;
 use serde::Serialize;
 
 /// Mean negative log-likelihood of the labels under softmax(logits / t).
@@ -89,7 +89,7 @@ fn decisions(records: &[Record], metric: Metric, ensemble: bool, temps: &[f64]) 
         let mut history = Vec::with_capacity(stages);
         let (mut s, mut c) = (Vec::with_capacity(stages), Vec::with_capacity(stages));
         for (i, &t) in temps.iter().enumerate() {
-            history.push(crate::policy::softmax(&r.logits[i], t as f32));
+            history.push(crate::core::policy::softmax(&r.logits[i], t as f32));
             let v = decide(&StagePolicy { metric, threshold: None, temperature: t as f32 }, &history, ensemble);
             s.push(v.score);
             c.push(v.class);
@@ -271,7 +271,7 @@ pub fn merit(curves: &[Curve], singles: &[(String, f64, f64)]) -> Option<Merit> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cost::{Figure, LocalStage};
+    use crate::core::cost::{Figure, LocalStage};
 
     fn local_model(macs: &[u64]) -> CostModel {
         CostModel {
@@ -324,7 +324,7 @@ mod tests {
         };
         for p in &c.points {
             let names = vec!["a".to_string(), "b".to_string()];
-            let e = crate::eval::score(&records, 0, &names, &[100, 1000], &policies(p.threshold), false);
+            let e = crate::tune::eval::score(&records, 0, &names, &[100, 1000], &policies(p.threshold), false);
             assert_eq!((e.cascade.top1, e.cascade.forwarded), (p.top1, p.forwarded));
         }
         let auto = sweep(&records, Metric::Entropy, true, &[1.0, 1.0], &model, &[]);

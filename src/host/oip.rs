@@ -18,12 +18,14 @@
 //! (`[-1, 3, S, S]` for NCHW), already preprocessed as the manifest says; it gives one FP32
 //! tensor `[-1, classes]` of logits (or probabilities, as the manifest says).
 
-use super::http::{reason, Framing, HttpError, RequestHead, Wire};
 use super::poll::{self, After};
-use super::{decode_request, encode_response, error_body, ModelMetadata, ServerMetadata, Tensor, TensorMeta, FP32};
 use crate::host::Host;
 use crate::link::ErrorCode;
-use crate::manifest::OutputKind;
+use crate::model::manifest::OutputKind;
+use crate::oip::http::{reason, Framing, HttpError, RequestHead, Wire};
+use crate::oip::{
+    decode_request, encode_response, error_body, ModelMetadata, ServerMetadata, Tensor, TensorMeta, FP32,
+};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -247,7 +249,7 @@ impl Reply {
             self.body.len()
         );
         if let Some(n) = self.header_len {
-            head.push_str(&format!("{}: {n}\r\n", super::HEADER_LEN));
+            head.push_str(&format!("{}: {n}\r\n", crate::oip::HEADER_LEN));
         }
         for (k, v) in &self.extra {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -311,7 +313,7 @@ fn route(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
             let meta = ServerMetadata {
                 name: "edgecascade".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
-                extensions: vec![super::BINARY_EXTENSION.into()],
+                extensions: vec![crate::oip::BINARY_EXTENSION.into()],
             };
             return Reply::json(200, serde_json::to_vec(&meta).expect("JSON"));
         }
@@ -352,10 +354,10 @@ fn route(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
 /// Runs one inference request. The body is dropped once decoded and the tensor's data moved,
 /// not copied, into the model's inputs: a request holds one copy of its tensor while it waits.
 fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Reply {
-    let header_len = match req.header(super::HEADER_LEN).map(|v| v.parse::<usize>()) {
+    let header_len = match req.header(crate::oip::HEADER_LEN).map(|v| v.parse::<usize>()) {
         None => None,
         Some(Ok(n)) => Some(n),
-        Some(Err(_)) => return Reply::error(400, format!("{} is not a number of bytes", super::HEADER_LEN)),
+        Some(Err(_)) => return Reply::error(400, format!("{} is not a number of bytes", crate::oip::HEADER_LEN)),
     };
     let mut request = match decode_request(&body, header_len) {
         Ok(r) => r,

@@ -9,13 +9,15 @@
 //! link over serial or TCP) and `oip::client::OipRemote` (any Open Inference Protocol v2
 //! server over HTTP). Both share `Backoff` and `LinkReport`.
 
-use crate::cascade::StageFailure;
+pub mod oip;
+
+use crate::core::cascade::StageFailure;
 use crate::link::{
     connect, write_msg, write_sync, Encoding, ErrorCode, FrameReader, Hello, InferRequest, InferResponse, LinkAddr,
     LinkError, Message, Paced, Shaping, Stream, Welcome, DEFAULT_MAX_FRAME,
 };
-use crate::preprocess;
-use crate::stage::Spans;
+use crate::model::preprocess;
+use crate::run::spans::Spans;
 use image::RgbImage;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -41,7 +43,7 @@ pub struct RemoteConfig {
     pub token: Option<String>,
     /// How to preprocess for a host that takes tensors (an OIP v2 server): the host model's
     /// manifest input (mean, std, crop). The size comes from the server's metadata.
-    pub tensor_spec: Option<crate::manifest::InputSpec>,
+    pub tensor_spec: Option<crate::model::manifest::InputSpec>,
 }
 
 impl RemoteConfig {
@@ -418,7 +420,7 @@ fn answer_logits(a: &InferResponse, classes: usize) -> Vec<f32> {
             p
         }
     };
-    crate::policy::log_probs(probs)
+    crate::core::policy::log_probs(probs)
 }
 
 /// The request's payload in `encoding`: the bytes as read, or the host model's centre crop
@@ -463,8 +465,8 @@ mod tests {
             host_mj: None,
         };
         let l = answer_logits(&a, 10);
-        let p = crate::policy::softmax(&l, 1.0);
-        assert_eq!(crate::policy::argmax(&p), 7);
+        let p = crate::core::policy::softmax(&l, 1.0);
+        assert_eq!(crate::core::policy::argmax(&p), 7);
         assert!((p[7] - 0.6).abs() < 1e-5 && (p[3] - 0.2).abs() < 1e-5, "{p:?}");
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }

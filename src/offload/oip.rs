@@ -11,16 +11,16 @@
 //! HTTP/1.1 is spoken here over the link's own `Stream` (keep-alive, Content-Length or chunked
 //! bodies), so the bytes each request costs are counted exactly and `--shape` paces it.
 
-use super::http::{find_header, Framing, HttpError, Wire};
-use super::{
+use crate::core::cascade::StageFailure;
+use crate::link::{connect, LinkAddr, Paced, Stream};
+use crate::model::manifest::{InputSpec, Layout};
+use crate::model::preprocess;
+use crate::offload::{Backoff, ConnectError, LinkReport, RemoteConfig, RemoteInfo, RemoteStage};
+use crate::oip::http::{find_header, Framing, HttpError, Wire};
+use crate::oip::{
     decode_response, encode_request, ModelMetadata, ServerMetadata, Tensor, BINARY_EXTENSION, FP32, HEADER_LEN,
 };
-use crate::cascade::StageFailure;
-use crate::device::{Backoff, ConnectError, LinkReport, RemoteConfig, RemoteInfo, RemoteStage};
-use crate::link::{connect, LinkAddr, Paced, Stream};
-use crate::manifest::{InputSpec, Layout};
-use crate::preprocess;
-use crate::stage::Spans;
+use crate::run::spans::Spans;
 use image::RgbImage;
 use std::io;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ impl HttpResponse {
 
     /// The OIP error message of a failed request, or the body as text.
     pub fn error_text(&self) -> String {
-        serde_json::from_slice::<super::ErrorBody>(&self.body)
+        serde_json::from_slice::<crate::oip::ErrorBody>(&self.body)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&self.body).chars().take(300).collect())
     }
@@ -397,7 +397,7 @@ pub fn as_logits(out: Vec<f32>) -> Vec<f32> {
     let sum: f32 = out.iter().sum();
     let probabilities = out.iter().all(|&p| (0.0..=1.0).contains(&p)) && (sum - 1.0).abs() < 1e-3;
     if probabilities {
-        crate::policy::log_probs(out)
+        crate::core::policy::log_probs(out)
     } else {
         out
     }
@@ -570,7 +570,7 @@ mod tests {
         let link: LinkAddr = format!("oip+http://{addr}/v2/models/m").parse().unwrap();
         let mut cfg = RemoteConfig::new(link);
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/models/efficientnet-lite2-fp32.toml");
-        cfg.tensor_spec = Some(crate::manifest::Manifest::load(std::path::Path::new(manifest)).unwrap().input);
+        cfg.tensor_spec = Some(crate::model::manifest::Manifest::load(std::path::Path::new(manifest)).unwrap().input);
         let mut remote = OipRemote::new(cfg).unwrap();
         let t = Duration::from_secs(5);
         let first = remote.exchange("GET", "/v2", Vec::new(), &[], t, &mut (0, 0)).map_err(|_| "first").unwrap();

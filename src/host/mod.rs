@@ -6,14 +6,18 @@
 //! OIP endpoint, `oip::server`) run through the model together in batches. With a token, a
 //! connection must present it (`Auth`) before anything else.
 
-use crate::batch::{BatchConfig, BatchError, Batcher};
+pub mod batch;
+pub mod oip;
+mod poll;
+
+use crate::core::policy::{mean_probs, softmax, top_k};
+use crate::host::batch::{BatchConfig, BatchError, Batcher};
 use crate::link::{
     write_msg, Encoding, ErrorCode, ErrorMsg, FrameError, FrameReader, InferRequest, InferResponse, InputSpec,
     LinkError, Message, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
+use crate::model::preprocess;
 use crate::model::Model;
-use crate::policy::{mean_probs, softmax, top_k};
-use crate::preprocess;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

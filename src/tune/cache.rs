@@ -4,8 +4,8 @@
 //! the ONNX file and the manifest) and the data's fingerprint (labels.csv, file sizes) decide
 //! whether it still holds: a cache made by other models or other data is rebuilt.
 
-use crate::eval::Record;
 use crate::model::Model;
+use crate::tune::eval::Record;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

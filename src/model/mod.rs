@@ -2,10 +2,13 @@
 //! Turns a decoded image into the model's logits (probability outputs are turned back into
 //! log-probabilities, so the policy's softmax and temperature work on every model alike).
 
-use crate::manifest::{Manifest, ManifestError, OutputKind};
-use crate::preprocess;
-use crate::runner::{ModelRunner, RunError, RunnerOptions, TractRunner};
-use crate::stage::Spans;
+pub mod manifest;
+pub mod preprocess;
+pub mod runner;
+
+use crate::model::manifest::{Manifest, ManifestError, OutputKind};
+use crate::model::runner::{ModelRunner, RunError, RunnerOptions, TractRunner};
+use crate::run::spans::Spans;
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 
@@ -83,7 +86,7 @@ impl Model {
     pub fn as_logits(&self, out: Vec<f32>) -> Vec<f32> {
         match self.manifest.output.kind {
             OutputKind::Logits => out,
-            OutputKind::Probabilities => crate::policy::log_probs(out),
+            OutputKind::Probabilities => crate::core::policy::log_probs(out),
         }
     }
 }

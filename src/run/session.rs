@@ -4,9 +4,9 @@
 //! most the input in flight. Then the summary: counts, link bytes, mean span times and, on
 //! labeled inputs, accuracy.
 
-use crate::inputs::Source;
-use crate::pipeline::{Answer, Pipeline};
-use crate::results_log::ResultsLog;
+use crate::run::inputs::Source;
+use crate::run::pipeline::{Answer, Pipeline};
+use crate::run::results_log::ResultsLog;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

@@ -596,10 +596,10 @@ mod tests {
     use super::super::ops::{Int8Add, Int8Product, Quantizer};
     use super::super::{dispatch, KernelOptions, RunnerOptions, TractRunner};
     use super::*;
-    use crate::manifest::Manifest;
-    use crate::policy::argmax;
-    use crate::preprocess;
-    use crate::runner::ModelRunner;
+    use crate::core::policy::argmax;
+    use crate::model::manifest::Manifest;
+    use crate::model::preprocess;
+    use crate::model::runner::ModelRunner;
     use std::path::PathBuf;
 
     fn root() -> PathBuf {

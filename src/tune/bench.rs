@@ -4,8 +4,8 @@
 //! and p95 latency per stage and per inference, and the top-1 accuracy, checked against a
 //! target when one is given. The statistics are pure functions.
 
-use super::EnergyContext;
-use crate::pipeline::Pipeline;
+use crate::energy::EnergyContext;
+use crate::run::pipeline::Pipeline;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -13,9 +13,9 @@
 //! once by `max_conns` (past it a request waits up to `WORKER_WAIT` for a worker, then 503).
 //! Memory: a connection buffers at most `MAX_HEAD` and one 16 KiB read.
 
-use super::http::{parse_request_head, HttpError, RequestHead, Wire};
-use super::server::OipConfig;
+use super::oip::OipConfig;
 use crate::link::Stream;
+use crate::oip::http::{parse_request_head, HttpError, RequestHead, Wire};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

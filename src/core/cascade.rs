@@ -3,7 +3,7 @@
 //! which runs a local model, asks a host over a link, or reads cached logits during
 //! evaluation and calibration, so all of them take one decision path.
 
-use crate::policy::{decide, softmax, StagePolicy, Verdict};
+use crate::core::policy::{decide, softmax, StagePolicy, Verdict};
 
 /// Why a stage gave no logits.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -73,7 +73,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Metric;
+    use crate::core::policy::Metric;
 
     fn two_stage(threshold: f32) -> Vec<StagePolicy> {
         vec![

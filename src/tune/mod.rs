@@ -4,18 +4,21 @@
 //! deciding, picks the threshold for the target, and writes the config, the curves (CSV, JSON)
 //! and the plot (SVG). `report` reads a results log and compares it with the calibration.
 
+pub mod bench;
+pub mod cache;
+pub mod dataset;
+pub mod eval;
+
 use crate::board::Board;
-use crate::cache;
-use crate::calibrate::{self, Curve, Merit, Point, Target};
 use crate::config::{CalibrationInfo, CascadeConfig};
-use crate::cost::{CostModel, Figure, Link, LocalStage, RemoteStage};
-use crate::dataset;
-use crate::eval::{self, Record};
+use crate::core::calibrate::{self, Curve, Merit, Point, Target};
+use crate::core::cost::{CostModel, Figure, Link, LocalStage, RemoteStage};
+use crate::core::plot;
+use crate::core::policy::Metric;
 use crate::link::{self, Encoding, InferRequest, InferResponse, Message};
+use crate::model::runner::RunnerOptions;
 use crate::model::Model;
-use crate::plot;
-use crate::policy::Metric;
-use crate::runner::RunnerOptions;
+use crate::tune::eval::Record;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -213,7 +216,8 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
         .enumerate()
         .map(|(i, m)| Single {
             name: m.name().to_owned(),
-            top1: records.iter().filter(|r| crate::policy::argmax(&r.logits[i]) == r.label).count() as f64 / n as f64,
+            top1: records.iter().filter(|r| crate::core::policy::argmax(&r.logits[i]) == r.label).count() as f64
+                / n as f64,
             macs: m.runner.macs() as f64,
         })
         .collect();
@@ -336,9 +340,9 @@ fn cost_model(
     let mut bytes = Vec::new();
     for f in files.iter().take(100) {
         let raw = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-        let Ok(img) = crate::preprocess::decode(&raw) else { continue };
+        let Ok(img) = crate::model::preprocess::decode(&raw) else { continue };
         let jpeg =
-            crate::device::crop_jpeg(&img, spec.size, spec.crop_fraction, quality).map_err(anyhow::Error::msg)?;
+            crate::offload::crop_jpeg(&img, spec.size, spec.crop_fraction, quality).map_err(anyhow::Error::msg)?;
         let request = InferRequest {
             seq: bytes.len() as u64 + 1,
             encoding: Encoding::CropJpeg,
@@ -355,7 +359,8 @@ fn cost_model(
         .take(100)
         .enumerate()
         .map(|(i, r)| {
-            let top = crate::policy::top_k(&crate::policy::softmax(&r.logits[last], 1.0), crate::host::TOP_K);
+            let top =
+                crate::core::policy::top_k(&crate::core::policy::softmax(&r.logits[last], 1.0), crate::host::TOP_K);
             let answer = InferResponse {
                 seq: i as u64 + 1,
                 top: top.into_iter().map(|(c, p)| (c as u32, p)).collect(),
@@ -577,7 +582,7 @@ pub fn report(log: &Path, calibration: Option<&CalibrationInfo>) -> Result<Repor
     let (mut stage_counts, mut correct, mut scored) = (Vec::<usize>::new(), 0usize, 0usize);
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         // A line cut short by a power cut (the run after it goes on on a new line).
-        if crate::results_log::is_torn(line) {
+        if crate::run::results_log::is_torn(line) {
             log::warn!("{} line {}: a torn line (a run cut off mid-write), skipped", log.display(), i + 1);
             r.torn += 1;
             continue;

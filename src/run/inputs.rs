@@ -2,7 +2,7 @@
 //! image as a camera tool writes it), or a stream of JPEG frames on standard input (MJPEG, as
 //! `libcamera-vid --codec mjpeg -o -` writes it). Each source yields (name, encoded bytes).
 
-use crate::dataset;
+use crate::tune::dataset;
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
@@ -426,7 +426,7 @@ mod tests {
         assert_eq!(frames[2].1.as_ref().unwrap(), &c);
         assert_eq!(frames[1].0, "stdin#2");
         for (_, f) in frames {
-            crate::preprocess::decode(&f.unwrap()).unwrap();
+            crate::model::preprocess::decode(&f.unwrap()).unwrap();
         }
     }
 
