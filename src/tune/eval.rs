@@ -111,6 +111,35 @@ pub fn cascade_on(r: &Record, policies: &[StagePolicy], ensemble: bool) -> casca
 }
 
 /// Every prediction of every model, and the cascade's, for `--predictions`.
+/// The text `eval` prints: images, then each model's and the cascade's top-1 and cost.
+pub fn report_text(r: &EvalReport, data: &std::path::Path) -> String {
+    let mut t = format!("{} images ({} failed) from {}\n", r.n, r.errors, data.display());
+    for m in &r.models {
+        t += &format!("  {:<28} top-1 {:>6.2}%  {:>6.0} M MACs\n", m.name, m.top1 * 100.0, m.macs as f64 / 1e6);
+    }
+    let c = &r.cascade;
+    t += &format!(
+        "  {:<28} top-1 {:>6.2}%  {:>6.0} M MACs per input; forwarded {:.1}% ({}{}{})",
+        "cascade",
+        c.top1 * 100.0,
+        c.macs_per_input / 1e6,
+        c.forwarded * 100.0,
+        c.metric,
+        c.threshold.map_or(String::new(), |t| format!(" at {t}")),
+        if c.ensemble { ", ensembled" } else { "" }
+    );
+    t
+}
+
+/// Writes every model's and the cascade's answer per image as CSV (`eval --predictions`).
+pub fn write_predictions(w: &mut impl std::io::Write, predictions: &[Prediction]) -> std::io::Result<()> {
+    writeln!(w, "file,label,model,top1,maxprob")?;
+    for p in predictions {
+        writeln!(w, "{},{},{},{},{}", p.file, p.label, p.model, p.top1, p.maxprob)?;
+    }
+    Ok(())
+}
+
 pub fn predictions<'a>(
     records: &'a [Record],
     names: &'a [String],

@@ -1,0 +1,173 @@
+//! What `run` and `demo` share, the device's side: the cascade, the link to the host, the
+//! board, the results log, and the pipeline whose last stage is the host.
+
+use super::{runner_opts, CascadeArgs, EnergyArgs};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use edgecascade::config::CascadeConfig;
+use edgecascade::link::{Encoding, LinkAddr, Shaping};
+use edgecascade::model::manifest::Manifest;
+use edgecascade::offload::oip::OipRemote;
+use edgecascade::offload::{ConnectError, Remote, RemoteConfig, RemoteStage};
+use edgecascade::run::pipeline::Pipeline;
+use edgecascade::run::results_log::{self, ResultsLog};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What `run` and `demo` share: the cascade, the link, the board, the results log.
+#[derive(Args)]
+pub struct DeviceArgs {
+    #[command(flatten)]
+    pub cascade: CascadeArgs,
+    #[command(flatten)]
+    pub link: LinkArgs,
+    #[command(flatten)]
+    pub energy: EnergyArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Answer damaged images (a JPEG cut short, corrupt data) as far as they decode, marked
+    /// `damaged`, instead of reporting them as errors.
+    #[arg(long)]
+    pub accept_damaged: bool,
+    /// One JSON object per input per line, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The results log.
+#[derive(Args)]
+pub struct LogArgs {
+    /// Append one JSON line per input to this file (time, run id, sequence number, answer),
+    /// synced to the disk before the next input.
+    #[arg(long = "log", value_name = "FILE")]
+    path: Option<PathBuf>,
+    /// Start a new log file when it would pass this many MB (FILE.1, FILE.2, ... keep the
+    /// older ones).
+    #[arg(long, value_name = "MB", requires = "path")]
+    log_max_mb: Option<f64>,
+    /// With --log-max-mb: how many older files to keep.
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "log_max_mb")]
+    log_keep: usize,
+}
+
+impl LogArgs {
+    /// Opens the log (closing a torn last line, continuing its sequence numbers); also what it
+    /// found in it.
+    pub fn open(&self) -> Result<Option<(ResultsLog, results_log::Found)>> {
+        let Some(p) = &self.path else { return Ok(None) };
+        if self.log_max_mb.is_some_and(|m| m.is_nan() || m <= 0.0) {
+            bail!("--log-max-mb must be more than 0");
+        }
+        let rotation =
+            self.log_max_mb.map(|mb| results_log::Rotation { max_bytes: (mb * 1e6) as u64, keep: self.log_keep });
+        let (log, found) = ResultsLog::open(p, &results_log::run_id(), rotation)
+            .with_context(|| format!("cannot open the results log {}", p.display()))?;
+        if found.torn {
+            log::warn!(
+                "the results log {} ended in a torn line (the last run was cut off mid-write); it goes on on a new line",
+                p.display()
+            );
+        }
+        Ok(Some((log, found)))
+    }
+}
+
+/// How the device uses its link.
+#[derive(Args)]
+pub struct LinkArgs {
+    /// Payload encoding to send: crop-jpeg, original or crop-raw.
+    #[arg(long, default_value = "crop-jpeg")]
+    encoding: Encoding,
+    /// JPEG quality of a crop-jpeg payload.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    jpeg_quality: u8,
+    /// Pace the link to rehearse a slower one, e.g. `baud=115200,latency=20ms,loss=0.001`.
+    #[arg(long, value_name = "SPEC")]
+    pub shape: Option<Shaping>,
+    /// Milliseconds to wait for the host's answer before sending again.
+    #[arg(long, default_value_t = 5000)]
+    reply_timeout_ms: u64,
+    /// Sends per request before answering locally, degraded.
+    #[arg(long, default_value_t = 3)]
+    tries: u32,
+    /// The host's pre-shared key, when it needs one (or set EDGECASCADE_TOKEN).
+    #[arg(long, env = "EDGECASCADE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Run even when the link does not work at start (no such device, not a terminal, nothing
+    /// listening, no answer to the handshake): answer locally, marked degraded, until the host
+    /// answers. Without it that is an error at start.
+    #[arg(long)]
+    pub start_degraded: bool,
+}
+
+impl LinkArgs {
+    pub fn remote_config(&self, addr: LinkAddr, ensemble: bool) -> RemoteConfig {
+        let mut c = RemoteConfig::new(addr);
+        let mut encodings = vec![self.encoding];
+        encodings.extend(
+            [Encoding::CropJpeg, Encoding::Original, Encoding::CropRaw].into_iter().filter(|e| *e != self.encoding),
+        );
+        c.encodings = encodings;
+        c.jpeg_quality = self.jpeg_quality;
+        c.shaping = self.shape.clone();
+        c.reply_timeout = Duration::from_millis(self.reply_timeout_ms);
+        c.tries = self.tries;
+        c.want_probs = ensemble;
+        c.token = self.token.clone().filter(|t| !t.is_empty());
+        c
+    }
+
+    /// The remote last stage for `addr`: the framed link, or an OIP v2 server, which takes
+    /// tensors made as the config's last stage's manifest says.
+    pub fn remote(&self, addr: LinkAddr, config: &CascadeConfig) -> Result<Box<dyn RemoteStage>> {
+        let mut c = self.remote_config(addr, config.ensemble);
+        Ok(match &c.addr {
+            LinkAddr::Oip { .. } => {
+                let last = &config.stages.last().expect("a config has a stage").model;
+                c.tensor_spec = Some(
+                    Manifest::load(last)
+                        .with_context(|| format!("the OIP link needs the host model's manifest {}", last.display()))?
+                        .input,
+                );
+                Box::new(OipRemote::new(c).map_err(anyhow::Error::msg)?)
+            }
+            _ => Box::new(Remote::new(c)),
+        })
+    }
+}
+
+/// The device pipeline over `remote`: every stage but the last loaded here. A link that does
+/// not work at start is an error unless `start_degraded`.
+pub fn device_pipeline(args: &CascadeArgs, mut remote: Box<dyn RemoteStage>, start_degraded: bool) -> Result<Pipeline> {
+    let config = args.resolve()?;
+    if config.stages.len() < 2 {
+        bail!("{}: offloading needs at least two stages (the last one runs on the host)", config.path.display());
+    }
+    let info = match remote.connect() {
+        Ok(info) => Some(info),
+        Err(ConnectError::Refused(e)) => bail!("{e}"),
+        Err(ConnectError::Unreachable(e)) if start_degraded => {
+            log::warn!("{e}; answering locally (degraded) until the host answers (--start-degraded)");
+            None
+        }
+        Err(ConnectError::Unreachable(e)) => bail!(
+            "{e}\n(the link must work at start; give --start-degraded to run anyway, answering locally, \
+             marked degraded, until the host answers)"
+        ),
+    };
+    let name = match &info {
+        Some(i) => i.model.clone(),
+        None => {
+            let last = &config.stages.last().expect("two stages").model;
+            Manifest::load(last).map_or_else(|_| "host".to_owned(), |m| m.name)
+        }
+    };
+    let pipeline = Pipeline::offloading(config, remote, name, runner_opts())?;
+    if let Some(i) = info {
+        let local = pipeline.models[0].classes.len();
+        if i.classes != local {
+            bail!("the host's model {} has {} classes, the device's {local}", i.model, i.classes);
+        }
+    }
+    Ok(pipeline)
+}

@@ -1,0 +1,235 @@
+//! The command layer: one module per subcommand, each its arguments (clap), what it loads and
+//! what it prints, over the library. The only code that uses `anyhow`; it maps environment
+//! variables and flags to the options the library takes as values, and how a command ended to
+//! its exit code (1: could not run; 2: bad command line, from clap; 3: some inputs failed; 4:
+//! every input answered, some locally, marked degraded, because the host could not answer).
+
+pub mod bench;
+pub mod boards;
+pub mod calibrate;
+pub mod classify;
+pub mod demo;
+pub mod device;
+pub mod eval;
+pub mod host;
+pub mod report;
+pub mod run;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use edgecascade::board;
+use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
+use edgecascade::core::policy::Metric;
+use edgecascade::energy::EnergyContext;
+use edgecascade::model::runner::{self, ForcedKernels, KernelOptions, RunnerOptions};
+use edgecascade::run::session::{self, Sink, Summary};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// How every model of this process runs: threads and the int8 path (global flags).
+#[derive(Args)]
+pub struct RunnerArgs {
+    /// Threads for each model's matrix products (default: every core for the commands that
+    /// answer one input at a time; 1 for eval and calibrate, which spread images over cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Force the int8 rewrite's kernels instead of measuring which is fastest here: a kernel
+    /// name for every kind of product that has one (plain, avx2, avx512vnni, avxvnni, avx512,
+    /// neon, neon-dot, tract), or matrix=NAME / depthwise=NAME, comma-separated.
+    #[arg(long, global = true, value_name = "NAME", env = "EDGECASCADE_INT8_KERNEL", value_parser = parse_kernels)]
+    int8_kernel: Option<ForcedKernels>,
+    /// How QDQ (int8) models run: `int8`, the integer rewrite (default), or `float`, tract's own
+    /// path (float products between quantize and dequantize steps), for comparison.
+    #[arg(long, global = true, value_enum, value_name = "PATH", env = "EDGECASCADE_INT8", default_value = "int8")]
+    qdq: QdqPath,
+    /// Where the int8 kernels measured fastest here are remembered, per model and CPU
+    /// (default: ~/.cache/edgecascade).
+    #[arg(long, global = true, value_name = "DIR")]
+    kernel_cache: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum QdqPath {
+    Int8,
+    Float,
+}
+
+fn parse_kernels(s: &str) -> Result<ForcedKernels, String> {
+    ForcedKernels::parse(s).map_err(|e| e.to_string())
+}
+
+/// How every model of this run is loaded (set once from the command line, `RunnerArgs::apply`).
+static RUNNER: std::sync::OnceLock<RunnerOptions> = std::sync::OnceLock::new();
+
+pub fn runner_opts() -> &'static RunnerOptions {
+    RUNNER.get_or_init(RunnerOptions::default)
+}
+
+impl RunnerArgs {
+    /// Sets tract's threads (by default every core, or 1 for commands that spread their inputs
+    /// over the cores, `per_input_cores`) and the options every model is loaded with.
+    pub fn apply(&self, per_input_cores: bool) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = runner::set_threads(self.threads.unwrap_or(if per_input_cores { 1 } else { cores }));
+        log::info!("tract: {threads} thread(s); CPU {}", runner::cpu_features());
+        let _ = RUNNER.set(RunnerOptions {
+            int8_rewrite: self.qdq == QdqPath::Int8,
+            kernels: KernelOptions {
+                forced: self.int8_kernel.clone().unwrap_or_default(),
+                cache_dir: Some(self.kernel_cache.clone().unwrap_or_else(edgecascade::tune::cache::default_dir)),
+            },
+        });
+    }
+}
+
+/// The cascade to run: its config and command-line overrides.
+#[derive(Args)]
+pub struct CascadeArgs {
+    /// Cascade configuration (default: ./cascade.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Exit threshold for every stage but the last.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Confidence metric for every stage but the last.
+    #[arg(long)]
+    pub metric: Option<Metric>,
+    /// Decide on the mean probabilities of every stage that ran.
+    #[arg(long)]
+    pub ensemble: bool,
+}
+
+impl CascadeArgs {
+    /// The config at `path` (default ./cascade.toml) without overrides.
+    pub fn plain(config: Option<PathBuf>) -> CascadeArgs {
+        CascadeArgs { config, threshold: None, metric: None, ensemble: false }
+    }
+
+    pub fn resolve(&self) -> Result<CascadeConfig> {
+        let path = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        if self.config.is_none() && !path.exists() {
+            bail!("no {DEFAULT_CONFIG} in the current folder: run from the repository's root or pass --config FILE");
+        }
+        let overrides =
+            Overrides { threshold: self.threshold, metric: self.metric, ensemble: self.ensemble.then_some(true) };
+        Ok(CascadeConfig::load(&path)?.with_overrides(&overrides)?)
+    }
+}
+
+/// Which board this is and where its sensors are: the energy figure of each stage.
+#[derive(Args)]
+pub struct EnergyArgs {
+    /// Board profile to use instead of detecting it (`edgecascade boards` lists them; or set
+    /// EDGECASCADE_BOARD).
+    #[arg(long, value_name = "NAME")]
+    board: Option<String>,
+    /// Read every /sys and /proc path under DIR, a copied or recorded tree (or set
+    /// EDGECASCADE_SYSFS_ROOT).
+    #[arg(long, value_name = "DIR")]
+    sysfs_root: Option<PathBuf>,
+    /// Folder of board profiles (NAME.toml) adding to or replacing the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    boards: Option<PathBuf>,
+}
+
+impl EnergyArgs {
+    pub fn resolve(&self) -> Result<board::Resolved> {
+        Ok(board::resolve(self.boards.as_deref(), self.board.as_deref(), self.sysfs_root.as_deref())?)
+    }
+
+    /// Chooses the board, opens its sensor (or the estimate) and measures the idle baseline.
+    pub fn start(&self) -> Result<EnergyContext> {
+        let r = self.resolve()?;
+        Ok(EnergyContext::start(&r.detection.board, &r.root))
+    }
+}
+
+/// A number in (0, 1].
+pub fn fraction_open(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction in (0, 1] (e.g. 0.85 for 85%)"))
+    }
+}
+
+/// A number in [0, 1].
+pub fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction in [0, 1]"))
+    }
+}
+
+/// A whole number of at least 1.
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number of at least 1")),
+    }
+}
+
+/// A number above 0.
+pub fn positive(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be more than 0"))
+    }
+}
+
+/// How a command that ran ended: inputs that failed (exit 3), and inputs answered locally,
+/// marked degraded, because the host could not answer them (exit 4 when none failed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub failed: usize,
+    pub degraded: usize,
+}
+
+impl Outcome {
+    pub fn failed(failed: usize) -> Outcome {
+        Outcome { failed, degraded: 0 }
+    }
+
+    /// The exit code, with a line on stderr saying why when it is not 0.
+    pub fn exit_code(self) -> ExitCode {
+        let degraded = match self.degraded {
+            0 => String::new(),
+            n => format!("{n} input(s) answered locally, marked degraded: the host could not answer them"),
+        };
+        if self.failed > 0 {
+            let also = if degraded.is_empty() { String::new() } else { format!("; {degraded}") };
+            eprintln!("edgecascade: {} input(s) failed (reported above){also}", self.failed);
+            ExitCode::from(3)
+        } else if self.degraded > 0 {
+            eprintln!("edgecascade: {degraded} (warnings above)");
+            ExitCode::from(4)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Prints a run's summary; returns how the run ended.
+pub fn finish(sink: &mut Sink, summary: &Summary) -> Result<Outcome> {
+    if sink.json {
+        writeln!(sink.out, "{}", serde_json::to_string(summary)?)?;
+    } else {
+        writeln!(sink.out, "{}", session::summary_text(summary))?;
+    }
+    Ok(Outcome { failed: summary.failed, degraded: summary.degraded })
+}
+
+/// Prints `value` as JSON, or its text.
+pub fn print<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        println!("{}", text(value));
+    }
+    Ok(())
+}
