@@ -50,7 +50,7 @@ impl HostProc {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("host starts");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("host starts");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let (mut http, mut tcp) = (String::new(), String::new());
         for _ in 0..2 {

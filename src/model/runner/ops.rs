@@ -7,7 +7,7 @@ use edgecascade_kernels::{Depthwise, Gemm, Geometry, Requant};
 use std::fmt;
 use std::sync::Arc;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
-use tract_linalg::multithread::{current_tract_executor, Executor};
+use tract_linalg::multithread::{current_tract_executor, multithread_tract_scope, Executor};
 use tract_linalg::BinOp;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -296,7 +296,7 @@ impl Expansion for Int8ProductExpansion {
             let Some(dims) = shape.iter().map(|d| d.to_usize().ok()).collect::<Option<Vec<usize>>>() else {
                 return Ok(());
             };
-            let out = params.output_shape(&dims).map_err(|e| anyhow::anyhow!(e))?;
+            let out = params.output_shape(&dims).map_err(TractError::msg)?;
             let out: TVec<TDim> = out.iter().map(|d| d.to_dim()).collect();
             s.equals(&outputs[0].shape, ShapeFactoid::from(out))
         })
@@ -305,7 +305,7 @@ impl Expansion for Int8ProductExpansion {
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let fact = model.outlet_fact(inputs[0])?;
         let shape = fact.shape.as_concrete().with_context(|| format!("{prefix}: the input's shape is not fixed"))?;
-        let spec = self.0.spec(shape).map_err(|e| anyhow::anyhow!("{prefix}: {e}"))?;
+        let spec = self.0.spec(shape).map_err(|e| TractError::msg(format!("{prefix}: {e}")))?;
         model.wire_node(prefix, PendingProduct(Arc::new(spec)), inputs)
     }
 }
@@ -476,9 +476,25 @@ pub fn pool_threads() -> usize {
 /// Runs `f` on a thread of tract's pool when `--threads` made one: the ops that split their
 /// work between threads then run one part on this very thread and hand the other to a pool
 /// thread that is awake, rather than waking threads from outside the pool and waiting idle.
+///
+/// One caller at a time runs in the pool: tract's matrix products keep their scratch space in
+/// a thread-local cell for the whole product, and a pool thread that waits inside one
+/// inference's split would otherwise pick up a second caller's whole inference and borrow that
+/// cell again (a panic, then an abort: the host serving several devices with `--threads 2`
+/// did). The others wait their turn; each inference has every thread of the pool anyway.
 pub fn in_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     match current_tract_executor() {
-        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => pool.install(f),
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => {
+            if pool.current_thread_index().is_some() {
+                return f(); // already inside: the caller holds the turn
+            }
+            let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The pool's threads see the caller's executor (it may be a scoped one, not the
+            // default), so the ops inside split as the caller asked.
+            let exec = Executor::MultiThread(pool.clone());
+            pool.install(move || multithread_tract_scope(exec, f))
+        }
         _ => f(),
     }
 }

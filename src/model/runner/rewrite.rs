@@ -840,6 +840,44 @@ mod tests {
         }
     }
 
+    /// Several callers share one pool of two threads, as a host serving several devices does:
+    /// each gets its own answer, float and int8 alike, and none trips over another's scratch
+    /// space (a pool thread waiting inside one inference used to pick up another whole one).
+    #[test]
+    fn concurrent_callers_share_one_pool() {
+        use tract_linalg::multithread::{multithread_tract_scope, Executor};
+        let pool = Executor::multithread(2);
+        let float = TractRunner::load(
+            &root().join("models/efficientnet-lite0-fp32.onnx"),
+            &[1, 3, 224, 224],
+            &RunnerOptions::default(),
+        )
+        .unwrap();
+        let runners = std::sync::Arc::new([runner(&RunnerOptions::default()), float]);
+        let inputs = std::sync::Arc::new(photo_inputs());
+        let want: Vec<Vec<Vec<f32>>> =
+            runners.iter().map(|r| inputs.iter().map(|(_, x)| r.run(x).unwrap()).collect()).collect();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (runners, inputs, pool) = (runners.clone(), inputs.clone(), pool.clone());
+                std::thread::spawn(move || {
+                    (0..20)
+                        .map(|k| {
+                            let (m, i) = (t % 2, (t + k) % inputs.len());
+                            let got = multithread_tract_scope(pool.clone(), || runners[m].run(&inputs[i].1));
+                            (m, i, got.unwrap())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for t in threads {
+            for (m, i, got) in t.join().unwrap() {
+                assert_eq!(got, want[m][i], "model {m}, {}", inputs[i].0);
+            }
+        }
+    }
+
     /// A float model has nothing to rewrite.
     #[test]
     fn float_models_are_not_qdq() {
