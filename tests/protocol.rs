@@ -9,7 +9,7 @@
 //! deliberate change of the wire format (which also needs a new `PROTOCOL_VERSION`).
 
 use edgecascade::link::{
-    self, Encoding, ErrorCode, ErrorMsg, Hello, InferRequest, InferResponse, InputSpec, Message, Welcome,
+    self, Encoding, ErrorCode, ErrorMsg, Hello, HostInput, InferRequest, InferResponse, Message, Welcome,
 };
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -41,7 +41,7 @@ fn examples() -> Vec<(&'static str, Message)> {
                 version: 1,
                 host_id: "host".into(),
                 model: "efficientnet-lite2-fp32".into(),
-                input: InputSpec { size: 260, channels: 3, crop_fraction: 0.875 },
+                input: HostInput { size: 260, channels: 3, crop_fraction: 0.875 },
                 classes: 1000,
                 accepts: vec![Encoding::Original, Encoding::CropJpeg, Encoding::CropRaw],
                 max_frame: 1 << 20,

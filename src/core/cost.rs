@@ -65,7 +65,7 @@ impl Link {
 
 /// The last stage on a host.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RemoteStage {
+pub struct HostStage {
     pub macs: u64,
     /// The host's own milliseconds per input.
     pub host_ms: Figure,
@@ -79,7 +79,7 @@ pub struct RemoteStage {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CostModel {
     pub local: Vec<LocalStage>,
-    pub remote: Option<RemoteStage>,
+    pub remote: Option<HostStage>,
 }
 
 /// The expected cost of one input.
@@ -161,7 +161,7 @@ mod tests {
                 ms: Figure::measured(10.0, "clock"),
                 mj: Figure::estimate(50.0, "5 W x 10 ms"),
             }],
-            remote: Some(RemoteStage {
+            remote: Some(HostStage {
                 macs: 900,
                 host_ms: Figure::measured(30.0, "host clock"),
                 link: Link {

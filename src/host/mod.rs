@@ -13,7 +13,7 @@ mod poll;
 use crate::core::policy::{mean_probs, softmax, top_k};
 use crate::host::batch::{BatchConfig, BatchError, Batcher};
 use crate::link::{
-    write_msg, Encoding, ErrorCode, ErrorMsg, FrameError, FrameReader, InferRequest, InferResponse, InputSpec,
+    write_msg, Encoding, ErrorCode, ErrorMsg, FrameError, FrameReader, HostInput, InferRequest, InferResponse,
     LinkError, Message, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::model::preprocess;
@@ -150,7 +150,7 @@ impl Host {
             version: PROTOCOL_VERSION,
             host_id: self.host_id.clone(),
             model: self.model.name().to_owned(),
-            input: InputSpec { size: i.size, channels: 3, crop_fraction: i.crop_fraction },
+            input: HostInput { size: i.size, channels: 3, crop_fraction: i.crop_fraction },
             classes: self.model.classes.len() as u32,
             accepts: HOST_ENCODINGS.to_vec(),
             max_frame: self.max_frame,

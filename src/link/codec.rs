@@ -438,7 +438,7 @@ mod tests {
                 version: r.next_u64() as u8,
                 host_id: rand_string(r),
                 model: rand_string(r),
-                input: InputSpec {
+                input: HostInput {
                     size: r.next_u64() as u32,
                     channels: r.next_u64() as u8,
                     crop_fraction: f64::from_bits(r.next_u64()),

@@ -13,7 +13,7 @@ pub mod transport;
 
 pub use codec::{decode, encode, write_msg, write_sync, FrameError, FrameReader, LinkError};
 pub use msg::{
-    Encoding, ErrorCode, ErrorMsg, Hello, InferRequest, InferResponse, InputSpec, Message, Welcome, DEFAULT_MAX_FRAME,
+    Encoding, ErrorCode, ErrorMsg, Hello, HostInput, InferRequest, InferResponse, Message, Welcome, DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
 };
 pub use relay::{apply, spawn_tcp_relay, Faults, RelayHandle, RelayStats};

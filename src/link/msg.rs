@@ -68,7 +68,7 @@ impl FromStr for Encoding {
 /// The host model's input, for [`Encoding::CropJpeg`] and [`Encoding::CropRaw`]: the device
 /// takes the centred square of side `shorter side * crop_fraction` and resizes it to `size`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct InputSpec {
+pub struct HostInput {
     /// Side of the square input in pixels.
     pub size: u32,
     pub channels: u8,
@@ -76,7 +76,7 @@ pub struct InputSpec {
     pub crop_fraction: f64,
 }
 
-impl InputSpec {
+impl HostInput {
     /// Bytes of a [`Encoding::CropRaw`] payload for this input: size*size*channels.
     pub fn raw_len(&self) -> usize {
         (self.size as usize) * (self.size as usize) * (self.channels as usize)
@@ -108,7 +108,7 @@ pub struct Welcome {
     pub host_id: String,
     /// The host model's name.
     pub model: String,
-    pub input: InputSpec,
+    pub input: HostInput,
     /// Number of classes of the host model (length of `probs`).
     pub classes: u32,
     /// Encodings the host can take.
@@ -285,7 +285,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             host_id: "host".into(),
             model: "big".into(),
-            input: InputSpec { size: 224, channels: 3, crop_fraction: 0.875 },
+            input: HostInput { size: 224, channels: 3, crop_fraction: 0.875 },
             classes: 1000,
             accepts: vec![Encoding::Original, Encoding::CropJpeg],
             max_frame: 4096,

@@ -12,16 +12,44 @@ pub mod eval;
 use crate::board::Board;
 use crate::config::{CalibrationInfo, CascadeConfig};
 use crate::core::calibrate::{self, Curve, Merit, Point, Target};
-use crate::core::cost::{CostModel, Figure, Link, LocalStage, RemoteStage};
+use crate::core::cost::{CostModel, Figure, HostStage, Link, LocalStage};
 use crate::core::plot;
 use crate::core::policy::Metric;
 use crate::link::{self, Encoding, InferRequest, InferResponse, Message};
 use crate::model::runner::RunnerOptions;
 use crate::model::Model;
+use crate::model::ModelError;
+use crate::tune::dataset::DatasetError;
 use crate::tune::eval::Record;
-use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+
+/// Why `calibrate` or `report` could not run: a message naming the file or argument and what
+/// is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Result<T, E = TuneError> = std::result::Result<T, E>;
+
+/// `Err(TuneError::Invalid(..))` from a format string.
+macro_rules! invalid {
+    ($($t:tt)*) => { return Err(TuneError::Invalid(format!($($t)*))) };
+}
+
+/// Maps an I/O error to one naming what was done to which file.
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TuneError {
+    let path = path.to_owned();
+    move |source| TuneError::Io { what, path, source }
+}
 
 /// How calibration prices the link to the host: a UART at `baud` (10 bits a byte) with a
 /// turnaround of `rtt_ms`; its energy per byte comes from the board profile.
@@ -125,11 +153,11 @@ impl Outputs {
         };
         let dir = o.config.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !dir.is_dir() {
-            bail!("--out {}: the folder {} does not exist", o.config.display(), dir.display());
+            invalid!("--out {}: the folder {} does not exist", o.config.display(), dir.display());
         }
         if !force {
             if let Some(p) = o.met_files().iter().find(|p| p.exists()) {
-                bail!("{} exists; pass --force to overwrite it, or another --out", p.display());
+                invalid!("{} exists; pass --force to overwrite it, or another --out", p.display());
             }
         }
         Ok(o)
@@ -163,14 +191,14 @@ impl Outputs {
 
 pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibration> {
     if config.stages.len() < 2 {
-        bail!("{}: a cascade of one stage has no threshold to calibrate", config.path.display());
+        invalid!("{}: a cascade of one stage has no threshold to calibrate", config.path.display());
     }
     // Before minutes of inference on a board: where the results go.
     let outputs = Outputs::choose(o.out.as_deref(), o.force)?;
     let models = config.stages.iter().map(|s| Model::load(&s.model, &o.runner)).collect::<Result<Vec<_>, _>>()?;
     let classes = models[0].classes.len();
     if let Some(m) = models.iter().find(|m| m.classes.len() != classes) {
-        bail!("{} has {} classes, {} has {classes}", m.name(), m.classes.len(), models[0].name());
+        invalid!("{} has {} classes, {} has {classes}", m.name(), m.classes.len(), models[0].name());
     }
     let items = dataset::read_labels(&o.data, classes)?;
     let files: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
@@ -181,14 +209,14 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
         failures.iter().for_each(|e| log::warn!("{e}"));
         (records, failures.len())
     })
-    .context("logit cache")?;
+    .map_err(io("logit cache in", &o.cache_dir))?;
     let cache = match &provenance {
         cache::Provenance::Cached(p) => format!("read from {}", p.display()),
         cache::Provenance::Built { path, why } => format!("computed ({why}), stored in {}", path.display()),
     };
     let n = records.len();
     if n < 20 {
-        bail!(
+        invalid!(
             "{}: {n} usable labeled images are too few to fit a temperature or choose a threshold (at least 20)",
             o.data.display()
         );
@@ -255,11 +283,11 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
     // Outputs: the config (only when the target was met), the curves and the plot.
     let out = met.then(|| outputs.config.clone());
     let [csv_path, json_path, svg_path] = outputs.side(met);
-    std::fs::write(&csv_path, curves_csv(&curves)).with_context(|| format!("cannot write {}", csv_path.display()))?;
-    std::fs::write(&json_path, serde_json::to_string(&curves)?)
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    std::fs::write(&csv_path, curves_csv(&curves)).map_err(io("cannot write", &csv_path))?;
+    let json = serde_json::to_string(&curves).map_err(|e| TuneError::Invalid(format!("the curves as JSON: {e}")))?;
+    std::fs::write(&json_path, json).map_err(io("cannot write", &json_path))?;
     let svg = plot_svg(&curves, &singles, &chosen, &o.data);
-    std::fs::write(&svg_path, svg).with_context(|| format!("cannot write {}", svg_path.display()))?;
+    std::fs::write(&svg_path, svg).map_err(io("cannot write", &svg_path))?;
     if let Some(out) = &out {
         let mut cfg = config.clone();
         cfg.ensemble = chosen.ensemble;
@@ -285,7 +313,7 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
             config.path.display(),
             o.data.display()
         );
-        std::fs::write(out, cfg.to_toml(dir, &header)).with_context(|| format!("cannot write {}", out.display()))?;
+        std::fs::write(out, cfg.to_toml(dir, &header)).map_err(io("cannot write", out))?;
     }
     Ok(Calibration {
         data: o.data.display().to_string(),
@@ -339,10 +367,10 @@ fn cost_model(
     let spec = &models[last].manifest.input;
     let mut bytes = Vec::new();
     for f in files.iter().take(100) {
-        let raw = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let raw = std::fs::read(f).map_err(io("cannot read", f))?;
         let Ok(img) = crate::model::preprocess::decode(&raw) else { continue };
         let jpeg =
-            crate::offload::crop_jpeg(&img, spec.size, spec.crop_fraction, quality).map_err(anyhow::Error::msg)?;
+            crate::offload::crop_jpeg(&img, spec.size, spec.crop_fraction, quality).map_err(TuneError::Invalid)?;
         let request = InferRequest {
             seq: bytes.len() as u64 + 1,
             encoding: Encoding::CropJpeg,
@@ -374,7 +402,7 @@ fn cost_model(
         })
         .collect();
     let down = replies.iter().sum::<f64>() / replies.len().max(1) as f64;
-    let remote = RemoteStage {
+    let remote = HostStage {
         macs: models[last].runner.macs(),
         host_ms: Figure::measured(mean_ms(last), "monotonic clock on this machine, standing in for the host"),
         link: Link {
@@ -558,8 +586,7 @@ pub struct Report {
 /// Reads a results log of `run` or `demo`. Torn lines (cut short by a power cut) are skipped
 /// with a warning; other lines that do not parse are an error naming the line.
 pub fn report(log: &Path, calibration: Option<&CalibrationInfo>) -> Result<Report> {
-    let text =
-        std::fs::read_to_string(log).with_context(|| format!("cannot read the results log {}", log.display()))?;
+    let text = std::fs::read_to_string(log).map_err(io("cannot read the results log", log))?;
     let mut r = Report {
         log: log.display().to_string(),
         inputs: 0,
@@ -588,7 +615,7 @@ pub fn report(log: &Path, calibration: Option<&CalibrationInfo>) -> Result<Repor
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}: not a JSON object", log.display(), i + 1))?;
+            .map_err(|_| TuneError::Invalid(format!("{} line {}: not a JSON object", log.display(), i + 1)))?;
         r.inputs += 1;
         if let Some(run) = v.get("run").and_then(|r| r.as_str()) {
             if !r.runs.iter().any(|x| x == run) {
@@ -599,7 +626,9 @@ pub fn report(log: &Path, calibration: Option<&CalibrationInfo>) -> Result<Repor
             r.failed += 1;
             continue;
         }
-        let stage = v["stage"].as_u64().with_context(|| format!("{} line {}: no \"stage\"", log.display(), i + 1))?;
+        let stage = v["stage"]
+            .as_u64()
+            .ok_or_else(|| TuneError::Invalid(format!("{} line {}: no \"stage\"", log.display(), i + 1)))?;
         r.answered += 1;
         let forwarded = v["forwarded"].as_bool().unwrap_or(stage > 0);
         r.forwarded += forwarded as usize;
@@ -623,7 +652,7 @@ pub fn report(log: &Path, calibration: Option<&CalibrationInfo>) -> Result<Repor
         }
     }
     if r.answered == 0 {
-        bail!("{}: no answered input in the log", log.display());
+        invalid!("{}: no answered input in the log", log.display());
     }
     let n = r.answered as f64;
     r.mean_span_ms.values_mut().for_each(|v| *v /= n);

@@ -20,7 +20,7 @@ pub fn welcome() -> Welcome {
         version: PROTOCOL_VERSION,
         host_id: "test-host".into(),
         model: "big-net".into(),
-        input: InputSpec { size: 224, channels: 3, crop_fraction: 0.875 },
+        input: HostInput { size: 224, channels: 3, crop_fraction: 0.875 },
         classes: 1000,
         accepts: vec![Encoding::Original, Encoding::CropJpeg, Encoding::CropRaw],
         max_frame: DEFAULT_MAX_FRAME,

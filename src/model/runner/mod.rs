@@ -264,7 +264,10 @@ fn typed_model(
     let parsed = onnx.parse(&proto, dir).map_err(not_onnx)?;
     drop(proto);
     if !parsed.unresolved_inputs.is_empty() {
-        return Err(not_onnx(anyhow::anyhow!("unresolved inputs at top level: {:?}", parsed.unresolved_inputs)));
+        return Err(not_onnx(TractError::msg(format!(
+            "unresolved inputs at top level: {:?}",
+            parsed.unresolved_inputs
+        ))));
     }
     let mut model = parsed.model;
     rewrite::install(&mut model, &chains).map_err(not_onnx)?;
