@@ -342,7 +342,7 @@ fn cost_model(
         let raw = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
         let Ok(img) = crate::model::preprocess::decode(&raw) else { continue };
         let jpeg =
-            crate::offload::crop_jpeg(&img, spec.size, spec.crop_fraction, quality).map_err(anyhow::Error::msg)?;
+            crate::offload::payload::crop_jpeg(&img, spec.size, spec.crop_fraction, quality).map_err(anyhow::Error::msg)?;
         let request = InferRequest {
             seq: bytes.len() as u64 + 1,
             encoding: Encoding::CropJpeg,
