@@ -13,7 +13,6 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgecascade::link::{decode, encode, Encoding, FrameReader, InferRequest, InferResponse, Message};
 use edgecascade::model::preprocess;
-use edgecascade::offload as device;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -42,7 +41,7 @@ fn reply(probs: bool) -> Message {
 fn bench(c: &mut Criterion) {
     let photo = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/photos/china.jpg")).expect("photos/china.jpg");
     let img = preprocess::decode(&photo).unwrap();
-    let jpeg = device::crop_jpeg(&img, HOST_SIZE, HOST_CROP, 90).unwrap();
+    let jpeg = edgecascade::offload::payload::crop_jpeg(&img, HOST_SIZE, HOST_CROP, 90).unwrap();
     let raw = preprocess::crop_resize(&img, HOST_SIZE, HOST_CROP).into_raw();
     let messages = vec![
         ("request crop-jpeg q90", request(Encoding::CropJpeg, jpeg)),

@@ -45,7 +45,7 @@ type Golden = BTreeMap<String, BTreeMap<String, Vec<f32>>>;
 fn input_jpeg() -> Vec<u8> {
     let photo = std::fs::read(root().join("photos/china.jpg")).expect("photos/china.jpg");
     let img = preprocess::decode(&photo).unwrap();
-    edgecascade::offload::crop_jpeg(&img, 227, 1.0, 90).unwrap()
+    edgecascade::offload::payload::crop_jpeg(&img, 227, 1.0, 90).unwrap()
 }
 
 #[derive(Clone, Copy, PartialEq)]

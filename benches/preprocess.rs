@@ -4,7 +4,7 @@
 //! resize), for speed and for fidelity to Pillow.
 //!
 //! Inputs: `photos/china.jpg` (640x427, shipped) and a 227x227 JPEG made from it in memory
-//! (`device::crop_jpeg` at quality 90, the size of the `imagenet-val-a` images). With
+//! (`offload::payload::crop_jpeg` at quality 90, the size of the `imagenet-val-a` images). With
 //! `EDGECASCADE_BENCH_DATA=DIR` the first JPEG of DIR is benchmarked too, and the fidelity
 //! table covers up to `EDGECASCADE_BENCH_LIMIT` (default 100) of its JPEGs.
 //!
@@ -42,7 +42,7 @@ struct Input {
 fn inputs() -> Vec<Input> {
     let photo = std::fs::read(root().join("photos/china.jpg")).expect("photos/china.jpg");
     let img = preprocess::decode(&photo).expect("china.jpg decodes");
-    let small = edgecascade::offload::crop_jpeg(&img, 227, 1.0, 90).expect("crop encodes");
+    let small = edgecascade::offload::payload::crop_jpeg(&img, 227, 1.0, 90).expect("crop encodes");
     let mut v = vec![
         Input { name: "china-640x427".into(), bytes: photo },
         Input { name: "china-227x227-q90".into(), bytes: small },

@@ -13,7 +13,7 @@ use edgecascade::host::Host;
 use edgecascade::link::{self, Encoding, FrameReader, InferRequest, Message, Stream};
 use edgecascade::model::preprocess;
 use edgecascade::model::Model;
-use edgecascade::offload::encode_payload;
+use edgecascade::offload::payload::encode_payload;
 use edgecascade::tune::dataset;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

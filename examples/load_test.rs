@@ -246,8 +246,8 @@ fn main() -> Result<()> {
         let img = edgecascade::model::preprocess::decode(&bytes)?;
         // The TCP link sends the crop as JPEG, which the host decodes: reference on that, so
         // both protocols are held to the answer for what they send (OIP sends exact tensors).
-        let crop =
-            edgecascade::offload::crop_jpeg(&img, spec.size, spec.crop_fraction, 90).map_err(anyhow::Error::msg)?;
+        let crop = edgecascade::offload::payload::crop_jpeg(&img, spec.size, spec.crop_fraction, 90)
+            .map_err(anyhow::Error::msg)?;
         let as_sent = edgecascade::model::preprocess::normalise(
             &edgecascade::model::preprocess::decode(&crop)?,
             spec.mean,

@@ -5,22 +5,21 @@
 //! the one FP32 image tensor the model takes (NCHW or NHWC, its size from the metadata), made
 //! with the host model's preprocessing from the cascade config (the manifest of its last
 //! stage), as binary tensor data where the server lists the `binary_tensor_data` extension and
-//! as JSON otherwise. Failures are handled as on the framed link: retries with backoff, and a
-//! local answer marked degraded when the server cannot answer.
+//! as JSON otherwise. `OipTransport` is its `Transport`: the retry driver (`Offload`) tries,
+//! backs off and answers locally, marked degraded, as it does over the framed link.
 //!
 //! HTTP/1.1 is spoken here over the link's own `Stream` (keep-alive, Content-Length or chunked
 //! bodies), so the bytes each request costs are counted exactly and `--shape` paces it.
 
-use crate::core::cascade::StageFailure;
 use crate::link::{connect, LinkAddr, Paced, Stream};
 use crate::model::manifest::{InputSpec, Layout};
 use crate::model::preprocess;
-use crate::offload::{Backoff, ConnectError, LinkReport, RemoteConfig, RemoteInfo, RemoteStage};
+use crate::offload::driver::{Answer, Attempt, Offload, Transport, TryError};
+use crate::offload::{ConnectError, RemoteConfig, RemoteInfo};
 use crate::oip::http::{find_header, Framing, HttpError, Wire};
 use crate::oip::{
     decode_response, encode_request, ModelMetadata, ServerMetadata, Tensor, BINARY_EXTENSION, FP32, HEADER_LEN,
 };
-use crate::run::spans::Spans;
 use image::RgbImage;
 use std::io;
 use std::time::{Duration, Instant};
@@ -161,29 +160,29 @@ impl Plan {
     }
 }
 
-/// The OIP v2 remote stage.
-pub struct OipRemote {
+/// The remote last stage for an OIP v2 server.
+pub type OipRemote = Offload<OipTransport>;
+
+impl Offload<OipTransport> {
+    /// A remote stage for `cfg.addr`, which must be an `oip+http:` link.
+    pub fn new(cfg: RemoteConfig) -> Result<OipRemote, String> {
+        Ok(Offload::over(&cfg.clone(), OipTransport::new(cfg)?))
+    }
+}
+
+/// OIP's half of the remote stage: a kept-alive HTTP connection and the plan read from the
+/// server's metadata.
+pub struct OipTransport {
     cfg: RemoteConfig,
     addr: String,
     model: String,
     version: Option<String>,
     conn: Option<HttpConn>,
     plan: Option<Plan>,
-    backoff: Backoff,
-    seq: u64,
 }
 
-/// An exchange's outcome, for the retry loop.
-enum Failure {
-    /// The server refused this input or this device; sending it again will not help.
-    Refused(String),
-    /// Try again (a busy server, a timeout, a dropped connection).
-    Retry(String),
-}
-
-impl OipRemote {
-    /// A remote stage for `cfg.addr`, which must be an `oip+http:` link.
-    pub fn new(cfg: RemoteConfig) -> Result<OipRemote, String> {
+impl OipTransport {
+    fn new(cfg: RemoteConfig) -> Result<OipTransport, String> {
         let LinkAddr::Oip { addr, model, version } = cfg.addr.clone() else {
             return Err(format!("{} is not an oip+http: link", cfg.addr));
         };
@@ -194,11 +193,7 @@ impl OipRemote {
                 cfg.addr
             ));
         }
-        Ok(OipRemote { cfg, addr, model, version, conn: None, plan: None, backoff: Backoff::default(), seq: 0 })
-    }
-
-    pub fn plan(&self) -> Option<&Plan> {
-        self.plan.as_ref()
+        Ok(OipTransport { cfg, addr, model, version, conn: None, plan: None })
     }
 
     fn model_path(&self) -> String {
@@ -224,9 +219,9 @@ impl OipRemote {
         Ok(self.conn.as_mut().expect("opened"))
     }
 
-    /// One exchange on the open connection; the connection is dropped on any I/O failure.
-    /// Adds the bytes it sent and received to `bytes`.
-    fn exchange(
+    /// One request and its response on the open connection; the connection is dropped on any
+    /// I/O failure. Adds the bytes it sent and received to `bytes`.
+    fn round_trip(
         &mut self,
         method: &str,
         path: &str,
@@ -234,11 +229,11 @@ impl OipRemote {
         body: &[u8],
         timeout: Duration,
         bytes: &mut (u64, u64),
-    ) -> Result<HttpResponse, Failure> {
+    ) -> Result<HttpResponse, String> {
         if let Some(t) = &self.cfg.token {
             headers.push(("Authorization", format!("Bearer {t}")));
         }
-        let conn = self.open().map_err(Failure::Retry)?;
+        let conn = self.open()?;
         let (s0, r0, reused) = (conn.sent(), conn.received(), conn.exchanges > 0);
         let result = conn.send(method, path, &headers, body).map_err(send_error).and_then(|_| conn.receive(timeout));
         let got_nothing = conn.received() == r0;
@@ -259,9 +254,9 @@ impl OipRemote {
                         self.cfg.addr
                     );
                     headers.retain(|(k, _)| *k != "Authorization");
-                    return self.exchange(method, path, headers, body, timeout, bytes);
+                    return self.round_trip(method, path, headers, body, timeout, bytes);
                 }
-                Err(Failure::Retry(format!("{method} {path}: {e}")))
+                Err(format!("{method} {path}: {e}"))
             }
         }
     }
@@ -270,9 +265,9 @@ impl OipRemote {
     /// unreachable server otherwise.
     fn get(&mut self, path: &str) -> Result<HttpResponse, ConnectError> {
         let timeout = self.cfg.connect_timeout.max(Duration::from_secs(2));
-        let r = self.exchange("GET", path, Vec::new(), &[], timeout, &mut (0, 0)).map_err(|f| match f {
-            Failure::Refused(e) | Failure::Retry(e) => ConnectError::Unreachable(format!("{}: {e}", self.cfg.addr)),
-        })?;
+        let r = self
+            .round_trip("GET", path, Vec::new(), &[], timeout, &mut (0, 0))
+            .map_err(|e| ConnectError::Unreachable(format!("{}: {e}", self.cfg.addr)))?;
         match r.status {
             200 => Ok(r),
             401 | 403 => {
@@ -326,56 +321,100 @@ impl OipRemote {
         };
         Ok(Tensor::new(plan.input.clone(), shape, data))
     }
+}
 
-    fn try_once(
-        &mut self,
-        body: &[u8],
-        header_len: Option<usize>,
-        report: &mut LinkReport,
-        spans: &mut Spans,
-        stage: usize,
-    ) -> Result<Vec<f32>, Failure> {
-        let plan = self.plan.clone().ok_or_else(|| Failure::Retry("no plan".into()))?;
+/// The encoding a plan sends, as reports name it.
+fn encoding_name(plan: &Plan) -> &'static str {
+    if plan.binary {
+        "oip-fp32-binary"
+    } else {
+        "oip-fp32-json"
+    }
+}
+
+impl Transport for OipTransport {
+    /// The request body and, for binary tensor data, the length of its JSON header.
+    type Payload = (Vec<u8>, Option<usize>);
+
+    fn connect(&mut self) -> Result<RemoteInfo, ConnectError> {
+        let classes = self.ensure_plan()?.classes;
+        Ok(RemoteInfo { model: self.model.clone(), classes })
+    }
+
+    /// A refusal (token, unknown model, a model this device cannot feed) answers the input
+    /// locally at once; an unreachable or unready server gives it up.
+    fn ready(&mut self) -> Result<&'static str, TryError> {
+        match self.ensure_plan() {
+            Ok(plan) => Ok(encoding_name(plan)),
+            Err(ConnectError::Refused(e)) => Err(TryError::Refused(e)),
+            Err(ConnectError::Unreachable(e)) => Err(TryError::Down(e)),
+        }
+    }
+
+    fn encode(&self, seq: u64, _bytes: &[u8], img: &RgbImage) -> Result<Self::Payload, String> {
+        let plan = self.plan.as_ref().ok_or("no plan")?;
+        let tensor = self.tensor(img)?;
+        Ok(encode_request(&self.request_id(seq), &[tensor], Some(&plan.output), plan.binary))
+    }
+
+    /// Spans: wait (sending included).
+    fn exchange(&mut self, payload: &Self::Payload, attempt: &mut Attempt<'_>) -> Result<Answer, TryError> {
+        let (body, header_len) = payload;
+        let plan = self.plan.clone().ok_or_else(|| TryError::Retry("no plan".into()))?;
         let mut headers = vec![("Content-Type", "application/json".to_owned())];
         if let Some(n) = header_len {
             headers[0].1 = "application/octet-stream".into();
             headers.push((HEADER_LEN, n.to_string()));
         }
         let path = format!("{}/infer", self.model_path());
-        let timeout = self.cfg.reply_timeout;
         let start = Instant::now();
         let mut bytes = (0, 0);
-        let r = self.exchange("POST", &path, headers, body, timeout, &mut bytes);
-        spans.push_since("wait", Some(stage), start);
-        report.bytes_sent += bytes.0;
-        report.bytes_received += bytes.1;
-        let r = r?;
+        let r = self.round_trip("POST", &path, headers, body, attempt.reply_timeout, &mut bytes);
+        attempt.spans.push_since("wait", Some(attempt.stage), start);
+        attempt.sent += bytes.0;
+        attempt.received += bytes.1;
+        let r = r.map_err(TryError::Retry)?;
+        let refused = |why: String| TryError::Refused(format!("the server refused the input: {why}"));
         match r.status {
             200 => {}
-            400 | 404 | 413 | 422 => return Err(Failure::Refused(format!("HTTP {}: {}", r.status, r.error_text()))),
-            401 | 403 => return Err(Failure::Refused(format!("unauthorized: {}", r.error_text()))),
-            s => return Err(Failure::Retry(format!("HTTP {s}: {}", r.error_text()))),
+            400 | 404 | 413 | 422 => return Err(refused(format!("HTTP {}: {}", r.status, r.error_text()))),
+            401 | 403 => return Err(refused(format!("unauthorized: {}", r.error_text()))),
+            s => return Err(TryError::Retry(format!("HTTP {s}: {}", r.error_text()))),
         }
         let header_len = match r.header(HEADER_LEN).map(|v| v.trim().parse::<usize>()) {
             None => None,
             Some(Ok(n)) => Some(n),
-            Some(Err(_)) => return Err(Failure::Retry(format!("bad {HEADER_LEN} in the response"))),
+            Some(Err(_)) => return Err(TryError::Retry(format!("bad {HEADER_LEN} in the response"))),
         };
-        let resp = decode_response(&r.body, header_len).map_err(|e| Failure::Retry(format!("bad answer: {e}")))?;
+        let resp = decode_response(&r.body, header_len).map_err(|e| TryError::Retry(format!("bad answer: {e}")))?;
         let out = resp
             .outputs
             .into_iter()
             .find(|t| t.name == plan.output)
-            .ok_or_else(|| Failure::Retry(format!("the answer has no output '{}'", plan.output)))?;
+            .ok_or_else(|| TryError::Retry(format!("the answer has no output '{}'", plan.output)))?;
         if out.data.len() != plan.classes {
-            return Err(Failure::Retry(format!(
+            return Err(TryError::Retry(format!(
                 "output '{}' has {} values, expected {}",
                 out.name,
                 out.data.len(),
                 plan.classes
             )));
         }
-        Ok(as_logits(out.data))
+        Ok(Answer { logits: as_logits(out.data), host: None })
+    }
+
+    /// Metadata is read again when the server comes back (it may serve another model).
+    fn disconnect(&mut self) {
+        self.conn = None;
+        self.plan = None;
+    }
+
+    fn request_id(&self, seq: u64) -> String {
+        format!("{}-{seq}", self.cfg.device_id)
+    }
+
+    fn peer(&self) -> String {
+        self.cfg.addr.to_string()
     }
 }
 
@@ -400,73 +439,6 @@ pub fn as_logits(out: Vec<f32>) -> Vec<f32> {
         crate::core::policy::log_probs(out)
     } else {
         out
-    }
-}
-
-impl RemoteStage for OipRemote {
-    fn connect(&mut self) -> Result<RemoteInfo, ConnectError> {
-        let plan = self.ensure_plan()?;
-        let classes = plan.classes;
-        Ok(RemoteInfo { model: self.model.clone(), classes })
-    }
-
-    fn infer(
-        &mut self,
-        _bytes: &[u8],
-        img: &RgbImage,
-        spans: &mut Spans,
-        stage: usize,
-        report: &mut LinkReport,
-    ) -> Result<Vec<f32>, StageFailure> {
-        report.paced = self.is_paced();
-        self.backoff.check()?;
-        self.seq += 1;
-        let id = format!("{}-{}", self.cfg.device_id, self.seq);
-        let mut last_error = String::new();
-        let mut request: Option<(Vec<u8>, Option<usize>)> = None;
-        for attempt in 1..=self.cfg.tries.max(1) {
-            report.tries = attempt;
-            match self.ensure_plan() {
-                Ok(_) => {}
-                Err(ConnectError::Refused(e)) => return Err(StageFailure::Unavailable(e)),
-                Err(ConnectError::Unreachable(e)) => {
-                    last_error = e;
-                    break;
-                }
-            }
-            if request.is_none() {
-                let plan = self.plan.clone().expect("planned");
-                let tensor = spans.time("encode", Some(stage), || self.tensor(img)).map_err(StageFailure::Input)?;
-                let (body, header_len) = encode_request(&id, &[tensor], Some(&plan.output), plan.binary);
-                report.encoding = Some(if plan.binary { "oip-fp32-binary" } else { "oip-fp32-json" }.to_owned());
-                request = Some((body, header_len));
-            }
-            let (body, header_len) = request.as_ref().expect("encoded");
-            let (body, header_len) = (body.clone(), *header_len);
-            match self.try_once(&body, header_len, report, spans, stage) {
-                Ok(logits) => {
-                    self.backoff.succeeded();
-                    return Ok(logits);
-                }
-                Err(Failure::Refused(why)) => {
-                    return Err(StageFailure::Unavailable(format!("the server refused the input: {why}")))
-                }
-                Err(Failure::Retry(why)) => last_error = why,
-            }
-            log::warn!("link {}: request {id} try {attempt}: {last_error}", self.cfg.addr);
-        }
-        self.conn = None;
-        // Metadata is read again when the server comes back (it may serve another model).
-        self.plan = None;
-        self.backoff.failed();
-        Err(StageFailure::Unavailable(format!(
-            "no answer from {} after {} tries: {last_error}",
-            self.cfg.addr, report.tries
-        )))
-    }
-
-    fn is_paced(&self) -> bool {
-        self.cfg.is_paced()
     }
 }
 
@@ -571,12 +543,12 @@ mod tests {
         let mut cfg = RemoteConfig::new(link);
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/models/efficientnet-lite2-fp32.toml");
         cfg.tensor_spec = Some(crate::model::manifest::Manifest::load(std::path::Path::new(manifest)).unwrap().input);
-        let mut remote = OipRemote::new(cfg).unwrap();
+        let mut oip = OipTransport::new(cfg).unwrap();
         let t = Duration::from_secs(5);
-        let first = remote.exchange("GET", "/v2", Vec::new(), &[], t, &mut (0, 0)).map_err(|_| "first").unwrap();
+        let first = oip.round_trip("GET", "/v2", Vec::new(), &[], t, &mut (0, 0)).unwrap();
         assert_eq!(first.body, b"{\"n\":0}");
         std::thread::sleep(Duration::from_millis(100));
-        let again = remote.exchange("GET", "/v2", Vec::new(), &[], t, &mut (0, 0)).map_err(|_| "second").unwrap();
+        let again = oip.round_trip("GET", "/v2", Vec::new(), &[], t, &mut (0, 0)).unwrap();
         assert_eq!(again.body, b"{\"n\":1}", "answered on the second connection");
         server.join().unwrap();
     }

@@ -1,6 +1,6 @@
 //! HTTP/1.1 framing for both ends of OIP v2: one buffered reader of message heads and bodies
 //! (Content-Length or chunked, with limits and deadlines) over a link `Stream`, that counts the
-//! bytes it moves. The device's client (`client::HttpConn`) reads responses with it, the host's
+//! bytes it moves. The device's client (`offload::oip::HttpConn`) reads responses with it, the host's
 //! endpoint (`server`) request bodies; the endpoint's poller reads request heads with
 //! `parse_request_head`. Heads are parsed by httparse (hyper's parser).
 

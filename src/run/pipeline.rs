@@ -1,5 +1,5 @@
 //! The cascade as it runs on one input: the stages whose models are loaded here, and
-//! optionally a last stage on a host behind a link (`device::RemoteStage`). Turns an encoded image
+//! optionally a last stage on a host behind a link (`offload::RemoteStage`). Turns an encoded image
 //! into an `Answer` (class, confidence, the stage that answered, per-span times, MACs spent,
 //! what the link did). `classify`, `run` and `demo` all answer through `Pipeline::answer`;
 //! `eval` uses its models and the same cascade driver over cached logits.

@@ -369,8 +369,8 @@ fn cost_model(
     for f in files.iter().take(100) {
         let raw = std::fs::read(f).map_err(io("cannot read", f))?;
         let Ok(img) = crate::model::preprocess::decode(&raw) else { continue };
-        let jpeg =
-            crate::offload::crop_jpeg(&img, spec.size, spec.crop_fraction, quality).map_err(TuneError::Invalid)?;
+        let jpeg = crate::offload::payload::crop_jpeg(&img, spec.size, spec.crop_fraction, quality)
+            .map_err(TuneError::Invalid)?;
         let request = InferRequest {
             seq: bytes.len() as u64 + 1,
             encoding: Encoding::CropJpeg,
