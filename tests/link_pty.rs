@@ -8,10 +8,10 @@
 
 #![cfg(unix)]
 
-mod link_common;
+mod common;
 
 use edgecascade::link::*;
-use link_common::*;
+use common::link::*;
 use serialport::{SerialPort, TTYPort};
 use std::sync::mpsc;
 use std::thread;
