@@ -27,4 +27,6 @@ pub mod model;
 pub mod offload;
 pub mod oip;
 pub mod run;
+#[cfg(test)]
+mod testing;
 pub mod tune;

@@ -2,10 +2,10 @@
 //! keys and bad figures are rejected with the file named; detection on fake trees of each
 //! board (device-tree model, DMI, RAPL marker); a profile folder overriding and adding.
 
-mod energy_common;
+mod common;
 
+use common::energy::*;
 use edgecascade::board::{Board, BoardError, Boards, SensorKind, SysRoot, GENERIC};
-use energy_common::*;
 use std::path::{Path, PathBuf};
 
 fn boards_dir() -> PathBuf {

@@ -2,12 +2,11 @@
 //! and each bad input: too few images, labels outside the classes, an unmet target, an
 //! existing output, a cache made by other models.
 
+mod common;
+
+use common::root;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_edgecascade"))

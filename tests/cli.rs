@@ -1,12 +1,11 @@
 //! The `edgecascade` binary end to end, on the shipped models and demo photos, and on each
 //! kind of bad input: every failure must name what was wrong, exit non-zero and not panic.
 
+mod common;
+
+use common::root;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn edgecascade(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_edgecascade"))

@@ -2,15 +2,12 @@
 //! 5 W on VDD_IN gives every stage 5 W x its time), values changing under a writer thread
 //! during the run, the fallback to a labeled estimate, `boards` and `bench`.
 
-mod energy_common;
+mod common;
 
-use energy_common::*;
-use std::path::{Path, PathBuf};
+use common::energy::*;
+use common::{root, HostProc};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn edgecascade(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_edgecascade"));
@@ -250,24 +247,14 @@ fn bench_fails_when_the_accuracy_target_is_missed() {
 
 #[test]
 fn host_with_a_sensor_reports_its_energy_per_request() {
-    use std::io::BufRead;
     let tree = tempfile::tempdir().unwrap();
     orin_nano(tree.path(), 5000, 1000);
     let t = tree.path().to_str().unwrap();
-    let mut host = Command::new(env!("CARGO_BIN_EXE_edgecascade"))
-        .args(["host", "--listen", "tcp:127.0.0.1:0", "--board", "jetson-orin-nano", "--sysfs-root", t])
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(host.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit_once(" on ").map(|(_, a)| a.to_owned()).unwrap_or_default();
+    let mut host =
+        HostProc::start(&["--listen", "tcp:127.0.0.1:0", "--board", "jetson-orin-nano", "--sysfs-root", t], &[]);
+    let addr = format!("tcp:{}", host.tcp);
     let o = edgecascade(&["run", "--json", "--threshold", "1", "--link", &addr, "photos/coffee.png"], &[]);
-    let _ = host.kill();
-    let _ = host.wait();
+    host.kill();
     assert!(o.status.success(), "{}", stderr(&o));
     let a = &json_lines(&o)[0];
     let (ms, mj) = (a["link"]["host_ms"].as_f64().unwrap(), a["link"]["host_mj"].as_f64().expect("host_mj"));

@@ -1,15 +1,15 @@
-//! The sensor readers on fake sysfs trees laid out as each board's (see energy_common), the
+//! The sensor readers on fake sysfs trees laid out as each board's (see common::energy), the
 //! Raspberry Pi 5 parser on real `pmic_read_adc` output, the sampler with a writer thread
 //! changing values under it, the faults (missing, unreadable, garbage, vanishing mid-run)
 //! and the attribution of energy to spans against known power profiles.
 
-mod energy_common;
+mod common;
 
+use common::energy::*;
 use edgecascade::board::{Board, Boards, SysRoot};
 use edgecascade::energy::attribute::{counter_integral, power_integral};
 use edgecascade::energy::sampler::{attribute_segments, Baseline, Kind, Segment};
 use edgecascade::energy::{self, hwmon, pmic, EnergyContext, EnergyMeter, ErrorKind, Reading};
-use energy_common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

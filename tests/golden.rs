@@ -2,15 +2,14 @@
 //! and the logits ONNX Runtime computed for the demo photos (tests/golden, made by
 //! scripts/golden.py).
 
+mod common;
+
+use common::root;
 use edgecascade::core::policy::argmax;
 use edgecascade::model::preprocess;
 use edgecascade::model::Model;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn photos() -> Vec<PathBuf> {
     edgecascade::tune::dataset::list_images(&root().join("photos")).unwrap()

@@ -10,16 +10,15 @@
 //! `EDGECASCADE_VAL_A=DIR` points it at another copy of the data. Without the data it passes
 //! with a loud SKIPPED message (a fresh clone has no data set).
 
+mod common;
+
+use common::root;
 use edgecascade::core::policy::argmax;
 use edgecascade::model::Model;
 use edgecascade::tune::dataset;
 use edgecascade::tune::eval;
 use std::collections::HashMap;
 use std::path::PathBuf;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 #[test]
 #[ignore = "needs ../shared/data/imagenet-val-a; run with --ignored"]

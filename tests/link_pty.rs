@@ -8,10 +8,10 @@
 
 #![cfg(unix)]
 
-mod link_common;
+mod common;
 
+use common::link::*;
 use edgecascade::link::*;
-use link_common::*;
 use serialport::{SerialPort, TTYPort};
 use std::sync::mpsc;
 use std::thread;

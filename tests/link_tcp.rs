@@ -2,10 +2,11 @@
 //! clean relay, and through relays that corrupt and drop bytes (where only safety is asserted:
 //! no panic, and nothing arrives that was not sent).
 
-mod link_common;
+mod common;
 
+use common::link::*;
+use common::relay::{spawn_tcp_relay, Faults};
 use edgecascade::link::*;
-use link_common::*;
 use std::collections::HashSet;
 use std::net::{TcpListener, TcpStream};
 use std::thread::{self, JoinHandle};

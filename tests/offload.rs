@@ -7,24 +7,18 @@
 //! cannot follow without binfmt_misc. CI runs this file on x86 and leaves it out of the aarch64
 //! run under qemu, saying so in its log.
 
+mod common;
+
+use common::relay::{spawn_tcp_relay, Faults};
+use common::{bin, root, HostProc};
 use edgecascade::link::{self, Encoding, ErrorCode, FrameReader, Hello, InferRequest, Message, PROTOCOL_VERSION};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_edgecascade"));
-    c.current_dir(root()).env("RUST_LOG", "warn");
-    c
-}
 
 fn json_lines(o: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
@@ -32,47 +26,6 @@ fn json_lines(o: &Output) -> Vec<serde_json::Value> {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A `host` process on a free loopback port (or a serial link); killed on drop.
-struct HostProc {
-    child: Child,
-    port: u16,
-}
-
-impl HostProc {
-    fn start(port: u16) -> HostProc {
-        let (child, line) = Self::spawn(&["--listen", &format!("tcp:127.0.0.1:{port}")]);
-        let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
-        HostProc { child, port }
-    }
-
-    /// A host serving the serial link at `path`, once it has said it serves it.
-    fn serial(path: &Path) -> HostProc {
-        let (child, line) = Self::spawn(&["--link", &format!("serial:{}", path.display())]);
-        assert!(line.contains("serving"), "{line}");
-        HostProc { child, port: 0 }
-    }
-
-    /// Starts `host ARGS` and reads its ready line.
-    fn spawn(args: &[&str]) -> (Child, String) {
-        let mut child =
-            bin().arg("host").args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("host starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("ready line");
-        (child, line)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for HostProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn photo_names() -> Vec<String> {
@@ -147,11 +100,11 @@ fn demo_default_mixes_device_and_host_answers() {
 
 #[test]
 fn run_over_tcp_logs_one_line_per_input() {
-    let host = HostProc::start(0);
+    let host = HostProc::tcp(0);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("results.jsonl");
     let o = bin()
-        .args(["run", "--json", "--threshold", "0.9", "--link", &format!("tcp:127.0.0.1:{}", host.port)])
+        .args(["run", "--json", "--threshold", "0.9", "--link", &format!("tcp:127.0.0.1:{}", host.port())])
         .args(["--log", log.to_str().unwrap(), "photos"])
         .output()
         .unwrap();
@@ -436,8 +389,8 @@ fn feed_within(dir: &Path, log: &Path, i: usize, lines: usize, within: Duration)
 
 #[test]
 fn host_killed_mid_run_then_back() {
-    let mut host = HostProc::start(0);
-    let port = host.port;
+    let mut host = HostProc::tcp(0);
+    let port = host.port();
     let dir = tempfile::tempdir().unwrap();
     let watch = dir.path().join("camera");
     std::fs::create_dir(&watch).unwrap();
@@ -457,7 +410,7 @@ fn host_killed_mid_run_then_back() {
     for i in 3..6 {
         feed(&watch, &log, i, i + 1);
     }
-    let _host = HostProc::start(port);
+    let _host = HostProc::tcp(port);
     // Longer than the device's backoff at this point, so that it tries the host again.
     std::thread::sleep(Duration::from_secs(3));
     for i in 6..9 {
@@ -476,9 +429,9 @@ fn host_killed_mid_run_then_back() {
 
 #[test]
 fn faulty_relay_still_answers_every_input_once() {
-    let host = HostProc::start(0);
-    let faults: link::Faults = "corrupt=0.00001,drop=0.000003,dup=0.000002,delay=2ms,seed=11".parse().unwrap();
-    let relay = link::spawn_tcp_relay("127.0.0.1:0", format!("127.0.0.1:{}", host.port), faults).unwrap();
+    let host = HostProc::tcp(0);
+    let faults: Faults = "corrupt=0.00001,drop=0.000003,dup=0.000002,delay=2ms,seed=11".parse().unwrap();
+    let relay = spawn_tcp_relay("127.0.0.1:0", format!("127.0.0.1:{}", host.port()), faults).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let inputs = dir.path().join("in");
     std::fs::create_dir(&inputs).unwrap();
@@ -523,9 +476,9 @@ fn expect_error(r: &mut FrameReader<TcpStream>, code: ErrorCode) {
 
 #[test]
 fn host_answers_bad_frames_and_keeps_serving() {
-    let host = HostProc::start(0);
-    let mut bad = connect(host.port);
-    let mut good = connect(host.port);
+    let host = HostProc::tcp(0);
+    let mut bad = connect(host.port());
+    let mut good = connect(host.port());
     // Garbage, then a frame with a flipped byte, then a wrong version, then an oversized one.
     bad.get_mut().write_all(b"\x13\x37garbage that is no frame at all\x00").unwrap();
     expect_error(&mut bad, ErrorCode::BadFrame);
@@ -578,7 +531,7 @@ fn host_answers_bad_frames_and_keeps_serving() {
 /// at 1) and appended onto the torn line, and `report` failed on it for good.
 #[test]
 fn a_restarted_device_goes_on_where_it_stopped_after_a_torn_log_line() {
-    let host = HostProc::start(0);
+    let host = HostProc::tcp(0);
     let dir = tempfile::tempdir().unwrap();
     let inbox = dir.path().join("inbox");
     std::fs::create_dir(&inbox).unwrap();
@@ -591,7 +544,7 @@ fn a_restarted_device_goes_on_where_it_stopped_after_a_torn_log_line() {
     };
     let run = |max: usize| {
         let o = bin()
-            .args(["run", "--threshold", "1", "--link", &format!("tcp:127.0.0.1:{}", host.port)])
+            .args(["run", "--threshold", "1", "--link", &format!("tcp:127.0.0.1:{}", host.port())])
             .args(["--max-inputs", &max.to_string(), "--idle-exit", "30", "--settle", "0.2"])
             .args(["--log", log.to_str().unwrap(), "--watch", inbox.to_str().unwrap()])
             .output()

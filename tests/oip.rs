@@ -5,6 +5,9 @@
 //! the server is gone. (The interoperability checks with Triton's client and a real MLServer
 //! are in scripts/interop.sh: they need packages from PyPI.)
 
+mod common;
+
+use common::{bin, root, HostProc};
 use edgecascade::link::{Encoding, LinkAddr};
 use edgecascade::model::manifest::Manifest;
 use edgecascade::model::preprocess;
@@ -13,10 +16,10 @@ use edgecascade::offload::oip::HttpConn;
 use edgecascade::offload::{LinkReport, Remote, RemoteConfig, RemoteStage};
 use edgecascade::oip::{self, Tensor};
 use edgecascade::run::spans::Spans;
-use std::io::{BufRead, BufReader};
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -26,47 +29,20 @@ const MODEL: &str = "models/efficientnet-lite0-fp32.toml";
 const NAME: &str = "efficientnet-lite0-fp32";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// A `host` process serving `MODEL` over OIP and a TCP link on free loopback ports, with
+/// `extra` flags and `env`.
+fn start_host(extra: &[&str], env: &[(&str, &str)]) -> HostProc {
+    let base = ["--model", MODEL, "--oip-listen", "127.0.0.1:0", "--listen", "tcp:127.0.0.1:0"];
+    HostProc::start(&[&base[..], extra].concat(), env)
 }
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_edgecascade"));
-    c.current_dir(root()).env("RUST_LOG", "warn").env_remove("EDGECASCADE_TOKEN");
-    c
+/// A host's OIP endpoint, from a device's side.
+trait OipEnd {
+    fn conn(&self) -> HttpConn;
+    fn link(&self) -> String;
 }
 
-/// A `host` process with an OIP endpoint (and a TCP link) on free loopback ports; killed on drop.
-struct HostProc {
-    child: Child,
-    http: String,
-    tcp: String,
-}
-
-impl HostProc {
-    fn start(extra: &[&str], env: &[(&str, &str)]) -> HostProc {
-        let mut cmd = bin();
-        cmd.args(["host", "--model", MODEL, "--oip-listen", "127.0.0.1:0", "--listen", "tcp:127.0.0.1:0"]).args(extra);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("host starts");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut http, mut tcp) = (String::new(), String::new());
-        for _ in 0..2 {
-            let mut line = String::new();
-            out.read_line(&mut line).expect("ready line");
-            if let Some(rest) = line.split("http://").nth(1) {
-                http = rest.split('/').next().unwrap().to_owned();
-            } else if let Some(rest) = line.trim().split(" on tcp:").nth(1) {
-                tcp = rest.to_owned();
-            } else {
-                panic!("unexpected ready line {line:?}");
-            }
-        }
-        HostProc { child, http, tcp }
-    }
-
+impl OipEnd for HostProc {
     fn conn(&self) -> HttpConn {
         let s = TcpStream::connect(&self.http).unwrap();
         HttpConn::new(Box::new(s), &self.http)
@@ -74,13 +50,6 @@ impl HostProc {
 
     fn link(&self) -> String {
         format!("oip+http://{}/v2/models/{NAME}", self.http)
-    }
-}
-
-impl Drop for HostProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -126,7 +95,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn oip_answers_like_the_model_in_json_binary_and_batches() {
-    let host = HostProc::start(&[], &[]);
+    let host = start_host(&[], &[]);
     let mut c = host.conn();
     for path in ["/v2/health/live", "/v2/health/ready", &format!("/v2/models/{NAME}/ready")] {
         assert_eq!(request(&mut c, "GET", path, &[], &[]).0, 200, "{path}");
@@ -171,7 +140,7 @@ fn oip_answers_like_the_model_in_json_binary_and_batches() {
 
 #[test]
 fn bad_requests_get_a_4xx_naming_the_problem_and_the_host_keeps_serving() {
-    let host = HostProc::start(&[], &[]);
+    let host = start_host(&[], &[]);
     let infer_path = format!("/v2/models/{NAME}/infer");
     let good = || Tensor::new("input", vec![1, 3, 224, 224], photo_tensor("coffee.png"));
     let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
@@ -303,7 +272,7 @@ fn batched_runner_gives_each_input_its_own_output() {
 /// `run` over the OIP link answers every photo with the host model's own class.
 #[test]
 fn device_offloads_over_oip_with_the_host_models_answers() {
-    let host = HostProc::start(&[], &[]);
+    let host = start_host(&[], &[]);
     // A cascade whose last stage is the served model, forwarding everything.
     let (_dir, config) = cascade_to(MODEL);
     let out = bin()
@@ -348,7 +317,7 @@ fn oip_link_degrades_when_the_server_is_gone_and_refuses_an_unknown_model() {
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["degraded"] == true && l["class"].is_u64()), "{lines:?}");
     // A server that does not serve the model named: a configuration error, said at start.
-    let host = HostProc::start(&[], &[]);
+    let host = start_host(&[], &[]);
     let out = bin()
         .args(["run", "--link", &format!("oip+http://{}/v2/models/nope", host.http), "photos/coffee.png"])
         .output()
@@ -360,7 +329,7 @@ fn oip_link_degrades_when_the_server_is_gone_and_refuses_an_unknown_model() {
 
 #[test]
 fn token_is_checked_on_the_tcp_link_and_the_oip_endpoint() {
-    let host = HostProc::start(&[], &[("EDGECASCADE_TOKEN", "s3cret")]);
+    let host = start_host(&[], &[("EDGECASCADE_TOKEN", "s3cret")]);
     // OIP: probes are open, the rest needs the bearer token.
     let mut c = host.conn();
     assert_eq!(request(&mut c, "GET", "/v2/health/ready", &[], &[]).0, 200);
@@ -426,7 +395,7 @@ fn cascade_to(last: &str) -> (tempfile::TempDir, PathBuf) {
 /// the batcher's grouping and the batched runner are tested on their own.)
 #[test]
 fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
-    let host = Arc::new(HostProc::start(&["--batch-max", "8", "--batch-wait-ms", "50"], &[]));
+    let host = Arc::new(start_host(&["--batch-max", "8", "--batch-wait-ms", "50"], &[]));
     let spec = Manifest::load(&root().join(MODEL)).unwrap().input;
     let photos: Vec<(String, image::RgbImage, Vec<u8>)> = PHOTOS
         .iter()
@@ -492,7 +461,7 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
 #[test]
 fn kept_alive_connections_never_hold_up_a_new_one_and_http_edges_are_served() {
     use std::io::{Read, Write};
-    let host = HostProc::start(&["--max-devices", "2"], &[]);
+    let host = start_host(&["--max-devices", "2"], &[]);
     let held: Vec<HttpConn> = (0..70)
         .map(|_| {
             let mut c = host.conn();
@@ -694,7 +663,7 @@ fn timed(addr: &str, path: &str, headers: &[(&str, String)], body: &[u8], limit:
 #[test]
 fn seventy_trickling_heads_do_not_keep_health_ready_from_its_answer() {
     raise_fd_limit(1024);
-    let host = HostProc::start(&["--token", "T"], &[]);
+    let host = start_host(&["--token", "T"], &[]);
     let tricklers = Tricklers::open(&host.http, 70);
     for _ in 0..6 {
         std::thread::sleep(Duration::from_millis(500));
@@ -713,7 +682,7 @@ fn seventy_trickling_heads_do_not_keep_health_ready_from_its_answer() {
 #[test]
 fn trickling_and_idle_connections_leave_health_and_inference_answered_within_a_second() {
     assert!(raise_fd_limit(2048) >= 1500, "this test holds about 1,500 open files: raise `ulimit -n`");
-    let host = HostProc::start(&["--token", "T"], &[]);
+    let host = start_host(&["--token", "T"], &[]);
     let head_time = edgecascade::host::oip::OipConfig::default().head_time;
     let auth = vec![("Authorization", "Bearer T".to_owned())];
     let tricklers = Tricklers::open(&host.http, 500);

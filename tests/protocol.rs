@@ -8,16 +8,13 @@
 //! `EDGECASCADE_UPDATE_GOLDEN=1 cargo test --test protocol` rewrites the JSON file after a
 //! deliberate change of the wire format (which also needs a new `PROTOCOL_VERSION`).
 
+mod common;
+
+use common::{root, HostProc};
 use edgecascade::link::{
     self, Encoding, ErrorCode, ErrorMsg, Hello, HostInput, InferRequest, InferResponse, Message, Welcome,
 };
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::process::Command;
 
 /// One example of every message, with field values that exercise each encoding rule (several
 /// varint lengths, options both ways, floats exact in f32).
@@ -154,24 +151,13 @@ fn a_client_written_from_the_document_holds_a_session_with_the_host() {
         eprintln!("!!! SKIPPED: no python3 here to run scripts/protocol_client.py");
         return;
     };
-    let mut host = Command::new(env!("CARGO_BIN_EXE_edgecascade"))
-        .args(["host", "--listen", "tcp:127.0.0.1:0"])
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(host.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().rsplit(':').next().unwrap().to_owned();
+    let mut host = HostProc::tcp(0);
     let o = Command::new(py)
         .arg(root().join("scripts/protocol_client.py"))
-        .args(["session", &format!("127.0.0.1:{port}"), root().join("photos/coffee.png").to_str().unwrap()])
+        .args(["session", &host.tcp, root().join("photos/coffee.png").to_str().unwrap()])
         .output()
         .unwrap();
-    let _ = host.kill();
-    let _ = host.wait();
+    host.kill();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();

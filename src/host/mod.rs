@@ -7,6 +7,8 @@
 //! connection must present it (`Auth`) before anything else.
 
 pub mod batch;
+#[cfg(test)]
+mod framed_tests;
 pub mod oip;
 mod poll;
 

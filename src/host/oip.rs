@@ -429,3 +429,7 @@ fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
     let (body, header_len) = encode_response(&meta.name, VERSION, request.id.as_deref(), &[out], |_| binary_out);
     Reply { status: 200, body, header_len, extra: Vec::new() }
 }
+
+#[cfg(test)]
+#[path = "oip_tests.rs"]
+mod tests;

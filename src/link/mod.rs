@@ -2,12 +2,11 @@
 //! large model on a host, and gets answers back, over a serial line or TCP. `msg` holds the
 //! wire messages both ends share; `codec` frames them (COBS, version byte, CRC-32) on any byte
 //! stream and resynchronises after damage; `transport` names and opens links and can pace a
-//! fast link to rehearse a slow one; `relay` injects faults between two TCP ends for testing.
+//! fast link to rehearse a slow one (with `rng`, a seeded generator, for its losses).
 //! Nothing here knows about models or images: callers put bytes in and take messages out.
 
 pub mod codec;
 pub mod msg;
-pub mod relay;
 pub mod rng;
 pub mod transport;
 
@@ -16,7 +15,6 @@ pub use msg::{
     Encoding, ErrorCode, ErrorMsg, Hello, HostInput, InferRequest, InferResponse, Message, Welcome, DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
 };
-pub use relay::{apply, spawn_tcp_relay, Faults, RelayHandle, RelayStats};
 pub use rng::Rng;
 #[cfg(unix)]
 pub use transport::SerialStream;

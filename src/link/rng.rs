@@ -1,6 +1,6 @@
 //! A tiny deterministic PRNG (SplitMix64) for the link's rehearsal tools: [`super::Paced`]
-//! uses it to lose bytes and [`super::relay`] to drop, corrupt and duplicate them. Seeded runs
-//! repeat exactly; it is not for anything that needs unpredictability.
+//! uses it to lose bytes (and the tests' fault-injecting relay to drop, corrupt and duplicate
+//! them). Seeded runs repeat exactly; it is not for anything that needs unpredictability.
 
 /// SplitMix64: one u64 of state, full period, good enough statistics for fault injection.
 #[derive(Clone, Debug)]

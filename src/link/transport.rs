@@ -20,7 +20,7 @@ pub const DEFAULT_BAUD: u32 = 921_600;
 /// The timeout a [`Stream`] gets for "no timeout" where the platform needs a number (serial).
 pub const LONG_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// A link address, a [`Shaping`] or a [`super::Faults`] that could not be parsed; the message
+/// A link address, a [`Shaping`] or a `key=value` list that could not be parsed; the message
 /// says what was wrong and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{0}")]
@@ -416,7 +416,7 @@ fn open_serial(_path: &std::path::Path, _baud: u32, _timeout: Duration) -> io::R
 }
 
 /// Parses `20ms`, `1.5s`, `250us`, `0` into a duration.
-pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let v = v.trim();
     if v == "0" {
         return Ok(Duration::ZERO);
@@ -437,7 +437,7 @@ pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration the way [`parse_duration`] reads it.
-pub(crate) fn fmt_duration(d: Duration) -> String {
+pub fn fmt_duration(d: Duration) -> String {
     if d.is_zero() {
         "0".into()
     } else if d.subsec_nanos().is_multiple_of(1_000_000) {
@@ -448,7 +448,7 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
 }
 
 /// Parses a probability: `0.01` or `1%`.
-pub(crate) fn parse_rate(key: &str, v: &str) -> Result<f64, String> {
+pub fn parse_rate(key: &str, v: &str) -> Result<f64, String> {
     let v = v.trim();
     let x = match v.strip_suffix('%') {
         Some(p) => p.trim().parse::<f64>().map(|x| x / 100.0),
@@ -461,7 +461,7 @@ pub(crate) fn parse_rate(key: &str, v: &str) -> Result<f64, String> {
 }
 
 /// Splits `k=v,k=v` and hands each pair to `set`.
-pub(crate) fn parse_pairs(
+pub fn parse_pairs(
     s: &str,
     what: &str,
     mut set: impl FnMut(&str, &str) -> Result<(), String>,

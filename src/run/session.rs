@@ -240,3 +240,7 @@ pub fn summary_text(s: &Summary) -> String {
     }
     t
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

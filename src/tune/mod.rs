@@ -8,6 +8,8 @@ pub mod bench;
 pub mod cache;
 pub mod dataset;
 pub mod eval;
+#[cfg(test)]
+mod tests;
 
 use crate::board::Board;
 use crate::config::{CalibrationInfo, CascadeConfig};

@@ -1,7 +1,6 @@
 //! Fake sysfs trees laid out exactly as each board's, written into a temp dir, for the energy
 //! and board tests. Paths and file names follow the kernel drivers: ina3221 (hwmon, JetPack
 //! 5/6), ina3221x (IIO, JetPack 4) and powercap intel-rapl.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

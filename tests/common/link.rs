@@ -1,8 +1,6 @@
 //! Shared by the link integration tests (tests/link_pty.rs, tests/link_tcp.rs): one scripted
 //! device–host conversation, run by two threads over whatever stream joins them.
 
-#![allow(dead_code)]
-
 use edgecascade::link::*;
 use std::io::{Read, Write};
 use std::time::Duration;
