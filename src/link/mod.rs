@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod msg;
+pub mod paced;
 pub mod rng;
 pub mod transport;
 
@@ -15,7 +16,8 @@ pub use msg::{
     Encoding, ErrorCode, ErrorMsg, Hello, HostInput, InferRequest, InferResponse, Message, Welcome, DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
 };
+pub use paced::{transfer_time, Paced, Shaping};
 pub use rng::Rng;
 #[cfg(unix)]
 pub use transport::SerialStream;
-pub use transport::{connect, transfer_time, LinkAddr, Paced, ParseError, Shaping, Stream, DEFAULT_BAUD};
+pub use transport::{connect, LinkAddr, ParseError, Stream, DEFAULT_BAUD};

@@ -7,7 +7,10 @@
 pub mod cpu;
 pub mod dispatch;
 pub mod ops;
+pub mod pool;
+pub mod quantize;
 pub mod rewrite;
+pub mod tract_gemm;
 
 pub use cpu::cpu_features;
 pub use dispatch::{ForcedKernels, KernelNameError, KernelOptions};

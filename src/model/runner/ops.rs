@@ -6,15 +6,19 @@
 use edgecascade_kernels::{Depthwise, Gemm, Geometry, Requant};
 use std::fmt;
 use std::sync::Arc;
-use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
-use tract_linalg::multithread::{current_tract_executor, multithread_tract_scope, Executor};
-use tract_linalg::BinOp;
+
+use tract_linalg::multithread::{current_tract_executor, Executor};
+
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_hir::infer::*;
 use tract_onnx::tract_hir::internal::{check_input_arity, check_output_arity, Expansion};
+
+pub use super::pool::{in_pool, pool_threads, SPLIT_MACS};
+pub use super::quantize::{Quantizer, QuantizerExpansion};
+pub use super::tract_gemm::TractGemm;
 
 /// What kind of product a chain is, once its input's shape is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -461,111 +465,6 @@ impl Engine {
     }
 }
 
-/// A product on a forced kernel (not measured) is split between threads from this many
-/// multiply-accumulates up; measured ones are split where that measured faster.
-pub const SPLIT_MACS: usize = 4 << 20;
-
-/// How many threads tract's pool has (1 without one).
-pub fn pool_threads() -> usize {
-    match current_tract_executor() {
-        Executor::MultiThread(pool) => pool.current_num_threads(),
-        _ => 1,
-    }
-}
-
-/// Runs `f` on a thread of tract's pool when `--threads` made one: the ops that split their
-/// work between threads then run one part on this very thread and hand the other to a pool
-/// thread that is awake, rather than waking threads from outside the pool and waiting idle.
-///
-/// One caller at a time runs in the pool: tract's matrix products keep their scratch space in
-/// a thread-local cell for the whole product, and a pool thread that waits inside one
-/// inference's split would otherwise pick up a second caller's whole inference and borrow that
-/// cell again (a panic, then an abort: the host serving several devices with `--threads 2`
-/// did). The others wait their turn; each inference has every thread of the pool anyway.
-pub fn in_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    match current_tract_executor() {
-        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => {
-            if pool.current_thread_index().is_some() {
-                return f(); // already inside: the caller holds the turn
-            }
-            let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            // The pool's threads see the caller's executor (it may be a scoped one, not the
-            // default), so the ops inside split as the caller asked.
-            let exec = Executor::MultiThread(pool.clone());
-            pool.install(move || multithread_tract_scope(exec, f))
-        }
-        _ => f(),
-    }
-}
-
-/// tract-linalg's int8 matrix kernel for one product: the kernel, the index of its i8 x i8
-/// packing, the weights packed once, the bias (added in the kernel), then the requantization
-/// per row.
-pub struct TractGemm {
-    mmm: Box<dyn MatMatMul>,
-    packing: usize,
-    packed: Box<dyn MMMInputValue>,
-    bias: Tensor,
-    m: usize,
-    k: usize,
-    requant: Requant,
-}
-
-impl TractGemm {
-    /// tract-linalg's preferred i32-accumulator kernel for this shape.
-    pub fn new(spec: &ProductSpec) -> Result<TractGemm, String> {
-        let err = |e: TractError| format!("{e:#}");
-        let (m, k) = (spec.m(), spec.k());
-        let mmm = tract_linalg::MmmDispatch::native()
-            .preferred_kernel(DatumType::I32, Some(m), Some(k), Some(spec.n.max(1)))
-            .ok_or("tract-linalg has no i32 matrix kernel here")?;
-        let i8_fmt =
-            |f: &dyn tract_linalg::mmm::MMMInputFormat| f.precursor() == tract_linalg::WeightType::Plain(DatumType::I8);
-        let packing = mmm
-            .packings()
-            .iter()
-            .position(|(a, b)| i8_fmt(&**a) && i8_fmt(&**b))
-            .ok_or_else(|| format!("kernel {} has no i8 x i8 packing", mmm.name()))?;
-        let w = Tensor::from_shape(&[m, k], &spec.params.weights).map_err(err)?;
-        let packed = mmm.packings()[packing].0.prepare_one(&w, 1, 0).map_err(err)?;
-        let bias = Tensor::from_shape(&[m], &spec.params.bias).map_err(err)?;
-        Ok(TractGemm { mmm, packing, packed, bias, m, k, requant: spec.params.requant.clone() })
-    }
-
-    /// tract's name for its kernel.
-    pub fn kernel_name(&self) -> &str {
-        self.mmm.name()
-    }
-
-    fn run(&self, x: &[i8], n: usize, out: &mut [i8]) -> TractResult<()> {
-        let (m, k) = (self.m, self.k);
-        ensure!(x.len() == k * n && out.len() == m * n, "tract int8 product: bad sizes");
-        let xt = Tensor::from_shape(&[k, n], x)?;
-        let b = self.mmm.packings()[self.packing].1.prepare_one(&xt, 0, 1)?;
-        let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, n])? };
-        unsafe {
-            let c = self.mmm.c_view(Some(0), Some(1)).wrap(&acc.view_mut());
-            self.mmm.run(
-                m,
-                n,
-                &[
-                    FusedSpec::AddMatMul {
-                        a: AsInputValue::Borrowed(&*self.packed),
-                        b: AsInputValue::Borrowed(&*b),
-                        packing: self.packing,
-                    },
-                    FusedSpec::BinPerRow(self.bias.view(), BinOp::Add),
-                    FusedSpec::Store(c),
-                ],
-            )?;
-        }
-        let acc = acc.try_as_plain_ram()?;
-        self.requant.rows(0, acc.as_slice::<i32>()?, n, out);
-        Ok(())
-    }
-}
-
 /// The op that replaces a product chain: int8 in, int8 out.
 #[derive(Clone)]
 pub struct Int8Product {
@@ -728,126 +627,9 @@ impl TypedOp for Int8Add {
     tract_onnx::tract_core::as_op!();
 }
 
-/// A lone QuantizeLinear (float to int8) or DequantizeLinear (int8 to float) with one scale, as
-/// tract's parser sees it: the output has the input's shape.
-#[derive(Debug, Clone)]
-pub enum QuantizerExpansion {
-    Quantize { inv_scale: f32, zero_point: i32 },
-    Dequantize { scale: f32, zero_point: i32 },
-}
-
-impl Expansion for QuantizerExpansion {
-    fn name(&self) -> StaticName {
-        match self {
-            QuantizerExpansion::Quantize { .. } => "Int8Quantize".into(),
-            QuantizerExpansion::Dequantize { .. } => "Int8Dequantize".into(),
-        }
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> TractResult<()> {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 1)?;
-        match self {
-            QuantizerExpansion::Quantize { .. } => s.equals(&outputs[0].datum_type, DatumType::I8)?,
-            QuantizerExpansion::Dequantize { .. } => {
-                s.equals(&inputs[0].datum_type, DatumType::I8)?;
-                s.equals(&outputs[0].datum_type, DatumType::F32)?
-            }
-        }
-        s.equals(&inputs[0].shape, &outputs[0].shape)
-    }
-
-    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let dt = model.outlet_fact(inputs[0])?.datum_type;
-        match *self {
-            // A float input other than f32 (rare): tract's own quantizer.
-            QuantizerExpansion::Quantize { inv_scale, zero_point } if dt != DatumType::F32 => model.wire_node(
-                prefix,
-                tract_onnx::tract_core::ops::quant::quantize_linear_i8(inv_scale, zero_point as i8),
-                inputs,
-            ),
-            QuantizerExpansion::Quantize { inv_scale, zero_point } => {
-                model.wire_node(prefix, Quantizer::Quantize { inv_scale, zero_point }, inputs)
-            }
-            QuantizerExpansion::Dequantize { scale, zero_point } => {
-                model.wire_node(prefix, Quantizer::Dequantize { scale, zero_point }, inputs)
-            }
-        }
-    }
-}
-
-/// QuantizeLinear f32 to int8, or DequantizeLinear int8 to f32, one scale, on the vectorised
-/// loops of `edgecascade_kernels`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Quantizer {
-    Quantize { inv_scale: f32, zero_point: i32 },
-    Dequantize { scale: f32, zero_point: i32 },
-}
-
-impl Eq for Quantizer {}
-
-impl Op for Quantizer {
-    fn name(&self) -> StaticName {
-        match self {
-            Quantizer::Quantize { .. } => "Int8Quantize".into(),
-            Quantizer::Dequantize { .. } => "Int8Dequantize".into(),
-        }
-    }
-
-    tract_onnx::tract_core::op_as_typed_op!();
-}
-
-impl EvalOp for Quantizer {
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = &inputs[0];
-        let t = match *self {
-            Quantizer::Quantize { inv_scale, zero_point } => {
-                let xs = x.try_as_plain_ram()?;
-                let xs = xs.as_slice::<f32>()?;
-                int8_output(x.shape(), |out| {
-                    edgecascade_kernels::quantize(xs, inv_scale, zero_point, out);
-                    Ok(())
-                })?
-            }
-            Quantizer::Dequantize { scale, zero_point } => {
-                let xs = x.try_as_plain_ram()?;
-                let xs = xs.as_slice::<i8>()?;
-                let mut t = Tensor::zero::<f32>(x.shape())?;
-                edgecascade_kernels::dequantize(
-                    xs,
-                    scale,
-                    zero_point,
-                    t.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-                );
-                t
-            }
-        };
-        Ok(tvec!(t.into_tvalue()))
-    }
-
-    tract_onnx::tract_core::op_out_of_plan!();
-}
-
-impl TypedOp for Quantizer {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let dt = match self {
-            Quantizer::Quantize { .. } => DatumType::I8,
-            Quantizer::Dequantize { .. } => DatumType::F32,
-        };
-        Ok(tvec!(dt.fact(inputs[0].shape.clone())))
-    }
-
-    tract_onnx::tract_core::as_op!();
-}
-
 /// An int8 tensor of `shape` whose values `fill` writes in place (the kernels write every one),
 /// rather than a buffer copied into a tensor afterwards.
-fn int8_output(shape: &[usize], fill: impl FnOnce(&mut [i8]) -> TractResult<()>) -> TractResult<Tensor> {
+pub(super) fn int8_output(shape: &[usize], fill: impl FnOnce(&mut [i8]) -> TractResult<()>) -> TractResult<Tensor> {
     let mut t = Tensor::zero::<i8>(shape)?;
     fill(t.try_as_plain_ram_mut()?.as_slice_mut::<i8>()?)?;
     Ok(t)
