@@ -6,6 +6,7 @@
 
 pub mod energy;
 pub mod link;
+pub mod oip;
 pub mod relay;
 
 use std::io::{BufRead, BufReader};
