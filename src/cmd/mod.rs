@@ -217,7 +217,7 @@ impl Outcome {
 /// Prints a run's summary; returns how the run ended.
 pub fn finish(sink: &mut Sink, summary: &Summary) -> Result<Outcome> {
     if sink.json {
-        writeln!(sink.out, "{}", serde_json::to_string(summary)?)?;
+        writeln!(sink.out, "{}", session::summary_json(summary)?)?;
     } else {
         writeln!(sink.out, "{}", session::summary_text(summary))?;
     }

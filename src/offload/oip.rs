@@ -400,7 +400,7 @@ impl Transport for OipTransport {
                 plan.classes
             )));
         }
-        Ok(Answer { logits: as_logits(out.data), host: None })
+        Ok(Answer { logits: logits_from_server_output(out.data), host: None })
     }
 
     /// Metadata is read again when the server comes back (it may serve another model).
@@ -430,9 +430,10 @@ fn send_error(e: io::Error) -> HttpError {
     }
 }
 
-/// The server's output as logits: a probability vector (non-negative, summing to 1) is
+/// The server's output as logits, judged by its values (a server's manifest is not ours to
+/// read; `Model::as_logits` goes by the manifest): a probability vector (non-negative, summing to 1) is
 /// turned back into log-probabilities; anything else is taken as logits.
-pub fn as_logits(out: Vec<f32>) -> Vec<f32> {
+pub fn logits_from_server_output(out: Vec<f32>) -> Vec<f32> {
     let sum: f32 = out.iter().sum();
     let probabilities = out.iter().all(|&p| (0.0..=1.0).contains(&p)) && (sum - 1.0).abs() < 1e-3;
     if probabilities {
@@ -484,9 +485,9 @@ mod tests {
 
     #[test]
     fn probabilities_become_log_probabilities_and_logits_stay() {
-        let l = as_logits(vec![0.25, 0.75]);
+        let l = logits_from_server_output(vec![0.25, 0.75]);
         assert!((l[0] - 0.25f32.ln()).abs() < 1e-6 && (l[1] - 0.75f32.ln()).abs() < 1e-6);
-        assert_eq!(as_logits(vec![2.0, -1.0]), vec![2.0, -1.0]);
+        assert_eq!(logits_from_server_output(vec![2.0, -1.0]), vec![2.0, -1.0]);
     }
 
     use std::io::{Read, Write};

@@ -34,7 +34,6 @@ struct LogLine<'a> {
 /// Totals over a run, printed after the answers.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
-    pub summary: bool,
     pub inputs: usize,
     pub answered: usize,
     pub failed: usize,
@@ -69,8 +68,7 @@ pub struct Summary {
 /// Runs every input through the pipeline, writing one line each (and one log line, before the
 /// source is told the input is done); returns the summary.
 pub fn drive(pipeline: &mut Pipeline, mut inputs: impl Source, sink: &mut Sink) -> std::io::Result<Summary> {
-    let mut s = Summary { summary: true, ..Default::default() };
-    s.answered_by = pipeline.names.iter().map(|n| (n.clone(), 0)).collect();
+    let mut s = Summary { answered_by: pipeline.names.iter().map(|n| (n.clone(), 0)).collect(), ..Default::default() };
     let (mut correct, mut scored) = (0usize, 0usize);
     let mut seq = 0u64;
     while let Some((name, bytes)) = inputs.next() {
@@ -201,6 +199,18 @@ fn truncate(s: &str, n: usize) -> String {
     } else {
         s.chars().take(n - 1).chain(std::iter::once('~')).collect()
     }
+}
+
+/// The summary as its JSON line: the totals after `"summary": true`, which tells the line
+/// apart from the answers' lines.
+pub fn summary_json(s: &Summary) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        summary: bool,
+        #[serde(flatten)]
+        totals: &'a Summary,
+    }
+    serde_json::to_string(&Line { summary: true, totals: s })
 }
 
 /// The summary as text.

@@ -43,11 +43,6 @@ impl Spans {
     pub fn total_ms(&self) -> f64 {
         self.0.iter().map(|s| s.ms).sum()
     }
-
-    /// Total milliseconds of the spans with this name.
-    pub fn ms_of(&self, name: &str) -> f64 {
-        self.0.iter().filter(|s| s.name == name).map(|s| s.ms).sum()
-    }
 }
 
 #[cfg(test)]
@@ -62,7 +57,7 @@ mod tests {
         s.0.push(Span { name: "infer", stage: Some(1), ms: 1.0, start: None, energy: None });
         assert_eq!(v, 7);
         assert_eq!(s.0[0].name, "decode");
-        assert!(s.ms_of("infer") >= 3.0);
+        assert!(s.0.iter().filter(|x| x.name == "infer").map(|x| x.ms).sum::<f64>() >= 3.0);
         assert!((s.total_ms() - s.0.iter().map(|x| x.ms).sum::<f64>()).abs() < 1e-12);
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.starts_with("[{\"name\":\"decode\",\"ms\":"), "{json}");
