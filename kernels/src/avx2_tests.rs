@@ -1,8 +1,7 @@
 //! Tests of `avx2.rs`.
 
-use crate::depthwise::{reference, Layer};
-use crate::testing::{requant_for, xorshift};
-use crate::{Geometry, Requant};
+use crate::testing::{check_depthwise, xorshift};
+use crate::Geometry;
 
 fn geometry(c: usize, (h, w): (usize, usize), (k, s): (usize, usize), [pt, pl, pb, pr]: [usize; 4]) -> Geometry {
     let oh = (h + pt + pb - k) / s + 1;
@@ -10,52 +9,9 @@ fn geometry(c: usize, (h, w): (usize, usize), (k, s): (usize, usize), [pt, pl, p
     Geometry { cin: c, h, w, kh: k, kw: k, sh: s, sw: s, pt, pl, oh, ow }
 }
 
-/// The depthwise kernel against the reference on `g` (whole, then split in two channel
-/// ranges), with `x` and the weights from `data`, for the zero points at the ends of
-/// int8 and in between, and output stages that take every requantization path: offsets
-/// and clip bounds (`requant_for`), scales that take the accumulators past +-2^30 (the
-/// float bounds), biases near the ends of i32 (wrapping accumulators), crossed bounds, a
-/// zero point outside int8, bounds outside int8 and a zero point beyond i16 (the shared
-/// driver).
+/// The kernel against the reference: see [`check_depthwise`].
 fn check(g: Geometry, data: &mut impl FnMut() -> i8) {
-    let c = g.cin;
-    let taps = g.kh * g.kw;
-    let x: Vec<i8> = (0..c * g.h * g.w).map(|_| data()).collect();
-    let wt: Vec<i8> = (0..c * taps).map(|_| data()).collect();
-    let bias: Vec<i32> = (0..c).map(|i| 41 * i as i32 - 250).collect();
-    let wrapping: Vec<i32> = (0..c).map(|i| if i % 2 == 0 { i32::MAX - 7 * i as i32 } else { i32::MIN + 3 }).collect();
-    let mut big = Requant::new(&vec![1e6; c], 1.0, 3, -1.0, 90.0);
-    big.scale[0] = 1e-3;
-    let mut crossed = requant_for(c, taps);
-    (crossed.lo, crossed.hi) = (20, -20);
-    let mut odd_zero = requant_for(c, taps);
-    odd_zero.y0 = 300;
-    let mut wide = requant_for(c, taps);
-    (wide.lo, wide.y0) = (-200, 40000);
-    let stages = [
-        (requant_for(c, taps), &bias),
-        (requant_for(c, taps + 2), &bias),
-        (big, &bias),
-        (requant_for(c, taps), &wrapping),
-        (crossed, &bias),
-        (odd_zero, &bias),
-        (wide, &bias),
-    ];
-    for x0 in [-128i8, -5, 0, 127] {
-        for (rq, bias) in &stages {
-            let l = Layer { g: &g, weights: &wt, bias, x0, requant: rq };
-            let want = reference(&l, &x);
-            let mut got = vec![0i8; want.len()];
-            super::depthwise(&l, 0..c, &x, &mut got);
-            assert!(got == want, "{g:?} x0={x0}: differs");
-            let cut = c / 2;
-            let mut parts = vec![0i8; want.len()];
-            let (a, b) = parts.split_at_mut(cut * g.oh * g.ow);
-            super::depthwise(&l, 0..cut, &x, a);
-            super::depthwise(&l, cut..c, &x, b);
-            assert!(parts == want, "{g:?} x0={x0}: split at channel {cut} differs");
-        }
-    }
+    check_depthwise(super::depthwise, g, data);
 }
 
 /// Every lane layout and tile on odd sizes: stride 2 with 1 to 4 registers across and 4

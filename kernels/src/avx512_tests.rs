@@ -1,51 +1,11 @@
 //! Tests of `avx512.rs`.
 
-use crate::depthwise::{reference, Layer};
-use crate::testing::{requant_for, xorshift};
-use crate::{Geometry, Requant};
+use crate::testing::{check_depthwise, xorshift};
+use crate::Geometry;
 
-/// Runs the kernel on `g` (whole, then split in two channel ranges) against the reference,
-/// for a few zero points, biases and output stages: `requant_for`'s (offsets, clip bounds
-/// on some shapes), scales so large that the accumulators leave `vcvtps2dq`'s range (the
-/// float bounds), biases near the ends of i32 (the accumulators wrap, as the reference's),
-/// crossed bounds, a zero point outside int8 (the shared driver).
-fn check(g: Geometry, rnd: &mut impl FnMut() -> i8) {
-    let c = g.cin;
-    let x: Vec<i8> = (0..c * g.h * g.w).map(|_| rnd()).collect();
-    let wt: Vec<i8> = (0..c * g.kh * g.kw).map(|_| rnd()).collect();
-    let bias: Vec<i32> = (0..c).map(|i| 37 * i as i32 - 300).collect();
-    let wrapping: Vec<i32> = (0..c).map(|i| if i % 2 == 0 { i32::MAX - 9 * i as i32 } else { i32::MIN + 5 }).collect();
-    let mut big = Requant::new(&vec![1e6; c], 1.0, 3, -1.0, 90.0);
-    big.scale[0] = 1e-3;
-    let mut crossed = requant_for(c, g.kh * g.kw);
-    (crossed.lo, crossed.hi) = (20, -20);
-    let mut odd_zero = requant_for(c, g.kh * g.kw);
-    odd_zero.y0 = 300;
-    let tiny = Requant::new(&vec![1e-9; c], 1.0, 0, f32::NEG_INFINITY, f32::INFINITY);
-    let stages = [
-        (requant_for(c, g.kh * g.kw), &bias),
-        (requant_for(c, g.kh * g.kw + 2), &bias),
-        (big, &bias),
-        (requant_for(c, g.kh * g.kw), &wrapping),
-        (tiny, &wrapping),
-        (crossed, &bias),
-        (odd_zero, &bias),
-    ];
-    for x0 in [-128i8, -7, 0, 127] {
-        for (rq, bias) in &stages {
-            let l = Layer { g: &g, weights: &wt, bias, x0, requant: rq };
-            let want = reference(&l, &x);
-            let mut got = vec![0i8; want.len()];
-            super::depthwise(&l, 0..c, &x, &mut got);
-            assert!(got == want, "{g:?} x0={x0}: differs");
-            let cut = c / 2;
-            let mut parts = vec![0i8; want.len()];
-            let (a, b) = parts.split_at_mut(cut * g.oh * g.ow);
-            super::depthwise(&l, 0..cut, &x, a);
-            super::depthwise(&l, cut..c, &x, b);
-            assert!(parts == want, "{g:?} x0={x0}: split at channel {cut} differs");
-        }
-    }
+/// The kernel against the reference: see [`check_depthwise`].
+fn check(g: Geometry, data: &mut impl FnMut() -> i8) {
+    check_depthwise(super::depthwise, g, data);
 }
 
 /// `c` channels of `h x w`, a `kh x kw` kernel, strides, pads `[top, left, bottom, right]`.
