@@ -61,15 +61,10 @@ impl SysRoot {
         SysRoot { root: Some(dir.into()) }
     }
 
-    /// `--sysfs-root DIR` when given, else `EDGECASCADE_SYSFS_ROOT` when set, else the host.
-    pub fn from_flag_or_env(flag: Option<&Path>) -> SysRoot {
-        match flag {
-            Some(dir) => SysRoot::at(dir),
-            None => match std::env::var_os(SYSFS_ROOT_ENV) {
-                Some(dir) if !dir.is_empty() => SysRoot::at(PathBuf::from(dir)),
-                _ => SysRoot::host(),
-            },
-        }
+    /// Under `dir` when given (`--sysfs-root`, or `EDGECASCADE_SYSFS_ROOT` as the command
+    /// layer reads it), else the host's own paths.
+    pub fn from_flag(dir: Option<&Path>) -> SysRoot {
+        dir.map_or_else(SysRoot::host, SysRoot::at)
     }
 
     /// The directory everything is re-rooted under, if any.
@@ -457,15 +452,15 @@ impl Boards {
         Detection { board: generic, reason: format!("no profile matched ({seen})"), forced: false }
     }
 
-    /// `forced` (a `--board NAME`) when given, else `EDGECASCADE_BOARD` when set, else detection.
-    pub fn choose(&self, forced: Option<&str>, root: &SysRoot) -> Result<Detection, BoardError> {
-        let env = std::env::var(BOARD_ENV).ok().filter(|s| !s.trim().is_empty());
-        let (name, why) = match (forced, env) {
-            (Some(n), _) => (n.to_owned(), "chosen with --board".to_owned()),
-            (None, Some(n)) => (n.trim().to_owned(), format!("chosen with {BOARD_ENV}")),
-            (None, None) => return Ok(self.detect(root)),
-        };
-        Ok(Detection { board: self.get(&name)?.clone(), reason: why, forced: true })
+    /// The board named by `forced` (its name, and how it was given: `--board`, or
+    /// `EDGECASCADE_BOARD` as the command layer reads it), else the one detected under `root`.
+    pub fn choose(&self, forced: Option<(&str, &str)>, root: &SysRoot) -> Result<Detection, BoardError> {
+        match forced.map(|(name, how)| (name.trim(), how)).filter(|(name, _)| !name.is_empty()) {
+            Some((name, how)) => {
+                Ok(Detection { board: self.get(name)?.clone(), reason: format!("chosen with {how}"), forced: true })
+            }
+            None => Ok(self.detect(root)),
+        }
     }
 }
 
@@ -498,11 +493,11 @@ pub struct Resolved {
 /// Loads the profiles, re-roots `/sys` and `/proc` and chooses the board, logging the choice.
 pub fn resolve(
     boards_dir: Option<&Path>,
-    forced: Option<&str>,
+    forced: Option<(&str, &str)>,
     sysfs_root: Option<&Path>,
 ) -> Result<Resolved, BoardError> {
     let boards = Boards::load(boards_dir)?;
-    let root = SysRoot::from_flag_or_env(sysfs_root);
+    let root = SysRoot::from_flag(sysfs_root);
     let detection = boards.choose(forced, &root)?;
     if root.root().is_some() {
         log::info!("reading /sys and /proc under {root}");

@@ -188,10 +188,10 @@ fn a_profile_folder_overrides_and_adds() {
 #[test]
 fn forcing_a_board_by_name() {
     let b = Boards::builtin();
-    let d = b.choose(Some("rpi5"), &SysRoot::host()).unwrap();
+    let d = b.choose(Some(("rpi5", "--board")), &SysRoot::host()).unwrap();
     assert_eq!(d.board.name, "rpi5");
     assert!(d.forced && d.reason.contains("--board"));
-    match b.choose(Some("rpi3"), &SysRoot::host()) {
+    match b.choose(Some(("rpi3", "--board")), &SysRoot::host()) {
         Err(e @ BoardError::Unknown { .. }) => {
             let m = e.to_string();
             assert!(m.contains("rpi3") && m.contains("jetson-orin-nano") && m.contains("generic"), "{m}");
@@ -202,7 +202,7 @@ fn forcing_a_board_by_name() {
 
 #[test]
 fn sysfs_root_reroots_sys_and_proc() {
-    let r = SysRoot::from_flag_or_env(Some(Path::new("/tmp/recorded")));
+    let r = SysRoot::from_flag(Some(Path::new("/tmp/recorded")));
     assert_eq!(r.path("/sys/class/powercap"), Path::new("/tmp/recorded/sys/class/powercap"));
     assert_eq!(r.path("/proc/self/stat"), Path::new("/tmp/recorded/proc/self/stat"));
     assert_eq!(r.to_string(), "/tmp/recorded");

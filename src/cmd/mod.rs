@@ -134,7 +134,18 @@ pub struct EnergyArgs {
 
 impl EnergyArgs {
     pub fn resolve(&self) -> Result<board::Resolved> {
-        Ok(board::resolve(self.boards.as_deref(), self.board.as_deref(), self.sysfs_root.as_deref())?)
+        // The environment's stand-ins for the flags are read here, not in the library.
+        let env_board = std::env::var(board::BOARD_ENV).ok();
+        let forced = match (&self.board, &env_board) {
+            (Some(name), _) => Some((name.as_str(), "--board")),
+            (None, Some(name)) => Some((name.as_str(), board::BOARD_ENV)),
+            (None, None) => None,
+        };
+        let sysfs_root = self
+            .sysfs_root
+            .clone()
+            .or_else(|| std::env::var_os(board::SYSFS_ROOT_ENV).filter(|dir| !dir.is_empty()).map(PathBuf::from));
+        Ok(board::resolve(self.boards.as_deref(), forced, sysfs_root.as_deref())?)
     }
 
     /// Chooses the board, opens its sensor (or the estimate) and measures the idle baseline.
