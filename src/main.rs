@@ -9,8 +9,12 @@ use clap::{Parser, Subcommand};
 use cmd::Outcome;
 use std::process::ExitCode;
 
+/// `--version`: the crate's version, the git commit it was built from and the target (build.rs).
+const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("EDGECASCADE_GIT_COMMIT"), ", ", env!("EDGECASCADE_TARGET"), ")");
+
 #[derive(Parser)]
-#[command(name = "edgecascade", version, about = "Early-exit model cascades for edge devices")]
+#[command(name = "edgecascade", version = VERSION, about = "Early-exit model cascades for edge devices")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

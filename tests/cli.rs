@@ -272,3 +272,29 @@ fn a_host_open_to_the_network_without_a_token_warns() {
         assert!(!serve(&[flag, local]).contains("without a token"));
     }
 }
+
+/// Issue 19, CLI: `--version` (and `-V`) says the version, the git commit built from (or
+/// "unknown" outside a checkout) and the target triple.
+#[test]
+fn version_names_the_commit_and_the_target() {
+    for flag in ["--version", "-V"] {
+        let o = edgecascade(&[flag]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let line = stdout(&o).trim().to_owned();
+        let rest = line
+            .strip_prefix(&format!("edgecascade {} (", env!("CARGO_PKG_VERSION")))
+            .and_then(|r| r.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{line}"));
+        let (commit, target) = rest.split_once(", ").unwrap_or_else(|| panic!("{line}"));
+        assert!(commit == "unknown" || (commit.len() >= 4 && commit.chars().all(|c| c.is_ascii_hexdigit())), "{line}");
+        if root().join(".git").exists() {
+            let git = Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root()).output();
+            if let Some(g) = git.ok().filter(|g| g.status.success()) {
+                assert_eq!(commit, String::from_utf8_lossy(&g.stdout).trim(), "{line}");
+            }
+        }
+        let arch = if std::env::consts::ARCH == "arm" { "arm" } else { std::env::consts::ARCH };
+        assert!(target.starts_with(arch) && target.contains(std::env::consts::OS), "{line}");
+        assert!(target.split('-').count() >= 3 && !target.contains(' '), "{line}");
+    }
+}
