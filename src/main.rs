@@ -20,6 +20,8 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     runner: cmd::RunnerArgs,
+    #[command(flatten)]
+    verbosity: cmd::Verbosity,
 }
 
 #[derive(Subcommand)]
@@ -50,10 +52,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,edgecascade=info"))
-        .format_timestamp(None)
-        .init();
     let cli = Cli::parse();
+    cli.verbosity.init_logger();
     // eval and calibrate spread images over the cores, one thread each.
     cli.runner.apply(matches!(cli.command, Command::Eval(_) | Command::Calibrate(_)));
     let result = match cli.command {

@@ -298,3 +298,28 @@ fn version_names_the_commit_and_the_target() {
         assert!(target.split('-').count() >= 3 && !target.contains(' '), "{line}");
     }
 }
+
+/// Issue 19, CLI: `--quiet` leaves only warnings and errors on standard error, `-v` adds debug
+/// messages; RUST_LOG, when set, decides instead.
+#[test]
+fn quiet_and_verbose_set_the_log_level_unless_rust_log_does() {
+    let run = |flags: &[&str], rust_log: Option<&str>| -> String {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_edgecascade"));
+        c.args(flags).args(["classify", "--threshold", "0", "photos/chelsea.png"]).current_dir(root());
+        match rust_log {
+            Some(v) => c.env("RUST_LOG", v),
+            None => c.env_remove("RUST_LOG"),
+        };
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{flags:?}: {}", stderr(&o));
+        stderr(&o)
+    };
+    let default = run(&[], None);
+    assert!(default.contains("INFO") && !default.contains("DEBUG"), "{default}");
+    let quiet = run(&["--quiet"], None);
+    assert!(!quiet.contains("INFO") && !quiet.contains("DEBUG"), "{quiet}");
+    let verbose = run(&["-v"], None);
+    assert!(verbose.contains("DEBUG") && !verbose.contains("TRACE"), "{verbose}");
+    let overridden = run(&["-q"], Some("info"));
+    assert!(overridden.contains("INFO"), "RUST_LOG wins: {overridden}");
+}

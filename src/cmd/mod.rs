@@ -16,7 +16,7 @@ pub mod report;
 pub mod run;
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::{ArgAction, Args};
 use edgecascade::board;
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
 use edgecascade::core::policy::Metric;
@@ -28,6 +28,7 @@ use std::process::ExitCode;
 
 /// How every model of this process runs: threads and the int8 path (global flags).
 #[derive(Args)]
+#[command(next_help_heading = "Global options")]
 pub struct RunnerArgs {
     /// Threads for each model's matrix products (default: every core for the commands that
     /// answer one input at a time; 1 for eval and calibrate, which spread images over cores).
@@ -79,6 +80,37 @@ impl RunnerArgs {
                 cache_dir: Some(self.kernel_cache.clone().unwrap_or_else(edgecascade::tune::cache::default_dir)),
             },
         });
+    }
+}
+
+/// How much the log says on standard error (global flags); RUST_LOG, when set, decides instead.
+#[derive(Args)]
+#[command(next_help_heading = "Global options")]
+pub struct Verbosity {
+    /// Only warnings and errors on standard error (RUST_LOG, when set, overrides it).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More on standard error: -v debug messages, -vv trace (RUST_LOG, when set, overrides it).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+}
+
+impl Verbosity {
+    /// The log's filter: RUST_LOG if set, else warnings from everything and edgecascade's own
+    /// messages from info (default), warn (`--quiet`), debug (`-v`) or trace (`-vv`) up.
+    pub fn filter(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "warn",
+            (false, 0) => "warn,edgecascade=info",
+            (false, 1) => "warn,edgecascade=debug",
+            (false, _) => "warn,edgecascade=trace",
+        }
+    }
+
+    pub fn init_logger(&self) {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(self.filter()))
+            .format_timestamp(None)
+            .init();
     }
 }
 
