@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     match result {
         Ok(outcome) => outcome.exit_code(),
         Err(e) => {
-            eprintln!("edgecascade: error: {e:#}");
+            eprintln!("edgecascade: error: {}", cmd::error_text(&e));
             ExitCode::from(1)
         }
     }

@@ -323,3 +323,22 @@ fn quiet_and_verbose_set_the_log_level_unless_rust_log_does() {
     let overridden = run(&["-q"], Some("info"));
     assert!(overridden.contains("INFO"), "RUST_LOG wins: {overridden}");
 }
+
+/// Issue 19, CLI: an error names its cause once. Before, a missing file said "No such file or
+/// directory (os error 2): No such file or directory (os error 2)".
+#[test]
+fn errors_name_their_cause_once() {
+    for args in [
+        &["classify", "/nonexistent.jpg"][..],
+        &["eval", "--data", "/nonexistent"],
+        &["classify", "--config", "/nonexistent.toml", "photos"],
+        &["report", "/nonexistent.jsonl"],
+    ] {
+        let o = edgecascade(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains("/nonexistent"), "{args:?}: {e}");
+        assert!(e.matches("(os error 2)").count() <= 1, "{args:?}: {e}");
+        assert!(e.matches("No such file").count() <= 1, "{args:?}: {e}");
+    }
+}

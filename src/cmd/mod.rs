@@ -114,6 +114,23 @@ impl Verbosity {
     }
 }
 
+/// An error and its causes, `: `-separated, each cause once: a library error whose message
+/// already includes its source (`cannot read X: No such file...`) does not repeat it.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&c);
+    }
+    text
+}
+
 /// The cascade to run: its config and command-line overrides.
 #[derive(Args)]
 pub struct CascadeArgs {
