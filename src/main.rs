@@ -5,7 +5,7 @@
 
 mod cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cmd::Outcome;
 use std::process::ExitCode;
 
@@ -15,6 +15,8 @@ const VERSION: &str =
 
 #[derive(Parser)]
 #[command(name = "edgecascade", version = VERSION, about = "Early-exit model cascades for edge devices")]
+#[command(after_help = "Exit codes: 0 ok; 1 the command could not run; 2 a bad command line; \
+                        3 some inputs failed; 4 every input answered, some locally, marked degraded.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +54,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.verbosity.init_logger();
     // eval and calibrate spread images over the cores, one thread each.
     cli.runner.apply(matches!(cli.command, Command::Eval(_) | Command::Calibrate(_)));
@@ -69,9 +72,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(outcome) => outcome.exit_code(),
-        Err(e) => {
-            eprintln!("edgecascade: error: {}", cmd::error_text(&e));
-            ExitCode::from(1)
-        }
+        Err(e) => cmd::error_exit(&e, matches.subcommand_name().unwrap_or_default()),
     }
 }

@@ -1,8 +1,9 @@
 //! The command layer: one module per subcommand, each its arguments (clap), what it loads and
 //! what it prints, over the library. The only code that uses `anyhow`; it maps environment
 //! variables and flags to the options the library takes as values, and how a command ended to
-//! its exit code (1: could not run; 2: bad command line, from clap; 3: some inputs failed; 4:
-//! every input answered, some locally, marked degraded, because the host could not answer).
+//! its exit code (1: could not run; 2: bad command line, from clap or a [`UsageError`] found
+//! after parsing; 3: some inputs failed; 4: every input answered, some locally, marked degraded,
+//! because the host could not answer).
 
 pub mod bench;
 pub mod boards;
@@ -16,6 +17,7 @@ pub mod report;
 pub mod run;
 
 use anyhow::{bail, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Args};
 use edgecascade::board;
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
@@ -30,9 +32,10 @@ use std::process::ExitCode;
 #[derive(Args)]
 #[command(next_help_heading = "Global options")]
 pub struct RunnerArgs {
-    /// Threads for each model's matrix products (default: every core for the commands that
-    /// answer one input at a time; 1 for eval and calibrate, which spread images over cores).
-    #[arg(long, global = true)]
+    /// Threads for each model's matrix products, at least 1 (default: every core for the
+    /// commands that answer one input at a time; 1 for eval and calibrate, which spread images
+    /// over cores).
+    #[arg(long, global = true, value_name = "N", value_parser = at_least_one)]
     threads: Option<usize>,
     /// Force the int8 rewrite's kernels instead of measuring which is fastest here: a kernel
     /// name for every kind of product that has one (plain, avx2, avx512vnni, avxvnni, avx512,
@@ -114,6 +117,26 @@ impl Verbosity {
     }
 }
 
+/// A bad command line found after parsing (a combination of values clap cannot check, a value
+/// a library rejects as given on the command line): exit 2, as for clap's own errors. Return it
+/// with `bail!(UsageError(...))` or wrap an error in it; context may be added around it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code of a command that failed, with its message on standard error: 2 for a bad
+/// command line (a [`UsageError`] anywhere in the chain), 1 for anything else.
+pub fn error_exit(e: &anyhow::Error, subcommand: &str) -> ExitCode {
+    eprintln!("edgecascade: error: {}", error_text(e));
+    if e.chain().any(|c| c.is::<UsageError>()) {
+        let help = if subcommand.is_empty() { "--help".to_owned() } else { format!("edgecascade {subcommand} --help") };
+        eprintln!("\nFor more information, try '{help}'.");
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 /// An error and its causes, `: `-separated, each cause once: a library error whose message
 /// already includes its source (`cannot read X: No such file...`) does not repeat it.
 pub fn error_text(e: &anyhow::Error) -> String {
@@ -137,11 +160,12 @@ pub struct CascadeArgs {
     /// Cascade configuration (default: ./cascade.toml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Exit threshold for every stage but the last.
-    #[arg(long)]
+    /// Exit threshold for every stage but the last, in [0, 1] (every metric lies in 0..1).
+    #[arg(long, value_name = "T", value_parser = threshold, allow_negative_numbers = true)]
     pub threshold: Option<f32>,
-    /// Confidence metric for every stage but the last.
-    #[arg(long)]
+    /// Confidence metric for every stage but the last: max-softmax (the top probability),
+    /// margin (top-1 minus top-2) or entropy (normalised; lower is surer).
+    #[arg(long, value_name = "METRIC", value_parser = metric_parser())]
     pub metric: Option<Metric>,
     /// Decide on the mean probabilities of every stage that ran.
     #[arg(long)]
@@ -161,8 +185,20 @@ impl CascadeArgs {
         }
         let overrides =
             Overrides { threshold: self.threshold, metric: self.metric, ensemble: self.ensemble.then_some(true) };
-        Ok(CascadeConfig::load(&path)?.with_overrides(&overrides)?)
+        // The config is checked as it loads; what then fails came from the command line.
+        Ok(CascadeConfig::load(&path)?.with_overrides(&overrides).map_err(|e| UsageError(e.to_string()))?)
     }
+}
+
+/// `--metric`'s values, listed in the help and in clap's error for any other.
+fn metric_parser() -> impl TypedValueParser<Value = Metric> {
+    PossibleValuesParser::new(Metric::ALL.map(Metric::as_str))
+        .map(|s| s.parse::<Metric>().expect("a listed metric name parses"))
+}
+
+/// A threshold: a number in [0, 1].
+fn threshold(s: &str) -> Result<f32, String> {
+    fraction(s).map(|v| v as f32)
 }
 
 /// Which board this is and where its sensors are: the energy figure of each stage.
@@ -218,6 +254,16 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("'{s}' is not a whole number of at least 1")),
+    }
+}
+
+/// A number of at least 0.
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v >= 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be 0 or more"))
     }
 }
 
