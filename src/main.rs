@@ -5,17 +5,25 @@
 
 mod cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cmd::Outcome;
 use std::process::ExitCode;
 
+/// `--version`: the crate's version, the git commit it was built from and the target (build.rs).
+const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("EDGECASCADE_GIT_COMMIT"), ", ", env!("EDGECASCADE_TARGET"), ")");
+
 #[derive(Parser)]
-#[command(name = "edgecascade", version, about = "Early-exit model cascades for edge devices")]
+#[command(name = "edgecascade", version = VERSION, about = "Early-exit model cascades for edge devices")]
+#[command(after_help = "Exit codes: 0 ok; 1 the command could not run; 2 a bad command line; \
+                        3 some inputs failed; 4 every input answered, some locally, marked degraded.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
     runner: cmd::RunnerArgs,
+    #[command(flatten)]
+    verbosity: cmd::Verbosity,
 }
 
 #[derive(Subcommand)]
@@ -46,10 +54,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,edgecascade=info"))
-        .format_timestamp(None)
-        .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.verbosity.init_logger();
     // eval and calibrate spread images over the cores, one thread each.
     cli.runner.apply(matches!(cli.command, Command::Eval(_) | Command::Calibrate(_)));
     let result = match cli.command {
@@ -65,9 +72,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(outcome) => outcome.exit_code(),
-        Err(e) => {
-            eprintln!("edgecascade: error: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(e) => cmd::error_exit(&e, matches.subcommand_name().unwrap_or_default()),
     }
 }

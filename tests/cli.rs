@@ -199,8 +199,9 @@ fn bad_config_and_flags_are_named() {
     let o = edgecascade(&["classify", "--config", cfg.to_str().unwrap(), "photos"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("c.toml") && stderr(&o).contains("last"), "{}", stderr(&o));
+    // A threshold outside [0, 1] is a bad command line (exit 2, issue 19), no longer exit 1.
     let o = edgecascade(&["classify", "--threshold", "1.5", "photos"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("1.5"), "{}", stderr(&o));
     let o = edgecascade(&["classify", "--metric", "confidence", "photos"]);
     assert_eq!(o.status.code(), Some(2));
@@ -271,4 +272,242 @@ fn a_host_open_to_the_network_without_a_token_warns() {
         assert!(!serve(&[flag, any, "--token", "s3cret"]).contains("without a token"));
         assert!(!serve(&[flag, local]).contains("without a token"));
     }
+}
+
+/// Issue 19, CLI: `--version` (and `-V`) says the version, the git commit built from (or
+/// "unknown" outside a checkout) and the target triple.
+#[test]
+fn version_names_the_commit_and_the_target() {
+    for flag in ["--version", "-V"] {
+        let o = edgecascade(&[flag]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let line = stdout(&o).trim().to_owned();
+        let rest = line
+            .strip_prefix(&format!("edgecascade {} (", env!("CARGO_PKG_VERSION")))
+            .and_then(|r| r.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{line}"));
+        let (commit, target) = rest.split_once(", ").unwrap_or_else(|| panic!("{line}"));
+        assert!(commit == "unknown" || (commit.len() >= 4 && commit.chars().all(|c| c.is_ascii_hexdigit())), "{line}");
+        if root().join(".git").exists() {
+            let git = Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root()).output();
+            if let Some(g) = git.ok().filter(|g| g.status.success()) {
+                assert_eq!(commit, String::from_utf8_lossy(&g.stdout).trim(), "{line}");
+            }
+        }
+        let arch = if std::env::consts::ARCH == "arm" { "arm" } else { std::env::consts::ARCH };
+        assert!(target.starts_with(arch) && target.contains(std::env::consts::OS), "{line}");
+        assert!(target.split('-').count() >= 3 && !target.contains(' '), "{line}");
+    }
+}
+
+/// Issue 19, CLI: `--quiet` leaves only warnings and errors on standard error, `-v` adds debug
+/// messages; RUST_LOG, when set, decides instead.
+#[test]
+fn quiet_and_verbose_set_the_log_level_unless_rust_log_does() {
+    let run = |flags: &[&str], rust_log: Option<&str>| -> String {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_edgecascade"));
+        c.args(flags).args(["classify", "--threshold", "0", "photos/chelsea.png"]).current_dir(root());
+        match rust_log {
+            Some(v) => c.env("RUST_LOG", v),
+            None => c.env_remove("RUST_LOG"),
+        };
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{flags:?}: {}", stderr(&o));
+        stderr(&o)
+    };
+    let default = run(&[], None);
+    assert!(default.contains("INFO") && !default.contains("DEBUG"), "{default}");
+    let quiet = run(&["--quiet"], None);
+    assert!(!quiet.contains("INFO") && !quiet.contains("DEBUG"), "{quiet}");
+    let verbose = run(&["-v"], None);
+    assert!(verbose.contains("DEBUG") && !verbose.contains("TRACE"), "{verbose}");
+    let overridden = run(&["-q"], Some("info"));
+    assert!(overridden.contains("INFO"), "RUST_LOG wins: {overridden}");
+}
+
+/// Issue 19, CLI: an error names its cause once. Before, a missing file said "No such file or
+/// directory (os error 2): No such file or directory (os error 2)".
+#[test]
+fn errors_name_their_cause_once() {
+    for args in [
+        &["classify", "/nonexistent.jpg"][..],
+        &["eval", "--data", "/nonexistent"],
+        &["classify", "--config", "/nonexistent.toml", "photos"],
+        &["report", "/nonexistent.jsonl"],
+    ] {
+        let o = edgecascade(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains("/nonexistent"), "{args:?}: {e}");
+        assert!(e.matches("(os error 2)").count() <= 1, "{args:?}: {e}");
+        assert!(e.matches("No such file").count() <= 1, "{args:?}: {e}");
+    }
+}
+
+/// Issue 19, CLI: a bad command line exits 2 before anything runs, whether clap finds it (a
+/// range, a flag that needs another) or the command does after parsing. Before, `--threshold
+/// 2.0` and `run` without inputs exited 1, and `--threads 0`, `--tries 0` and `--max-inputs`
+/// without `--watch` were accepted.
+#[test]
+fn bad_command_lines_exit_2() {
+    // Nothing listens on port 1: a command line that got as far as the link would exit 1.
+    let link = ["--link", "tcp:127.0.0.1:1"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["classify", "--threshold", "2.0", "photos/chelsea.png"], "2.0"),
+        (vec!["classify", "--threshold", "-0.1", "photos/chelsea.png"], "-0.1"),
+        ([&["run"][..], &link].concat(), "--watch"),
+        (vec!["classify", "--threads", "0", "photos/chelsea.png"], "--threads"),
+        (vec!["eval", "--threads", "0", "--data", "photos"], "--threads"),
+        ([&["run", "--tries", "0"][..], &link, &["photos"]].concat(), "--tries"),
+        ([&["run", "--max-inputs", "3"][..], &link, &["photos"]].concat(), "--max-inputs"),
+        ([&["run", "--idle-exit", "3"][..], &link, &["photos"]].concat(), "--idle-exit"),
+        ([&["run", "--reply-timeout-ms", "0"][..], &link, &["photos"]].concat(), "--reply-timeout-ms"),
+        ([&["run", "--encoding", "png"][..], &link, &["photos"]].concat(), "png"),
+        ([&["run"][..], &link, &["photos", "-"]].concat(), "`-`"),
+        (vec!["bench", "--min-top1", "1.5"], "1.5"),
+        (vec!["host", "--listen", "serial:/dev/ttyUSB0"], "--listen"),
+        (vec!["host", "--link", "tcp:127.0.0.1:7000"], "--listen"),
+        (vec!["host", "--listen", "0", "--max-devices", "0"], "--max-devices"),
+        (vec!["classify", "--quiet", "--verbose", "photos/chelsea.png"], "--verbose"),
+    ];
+    for (args, named) in &cases {
+        let o = edgecascade(args);
+        assert_no_panic(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(named), "{args:?} should name {named}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{args:?}: nothing runs: {}", stdout(&o));
+    }
+}
+
+/// Issue 19, CLI: `host` without anything to serve names each way to serve (it named --link
+/// only).
+#[test]
+fn host_without_a_link_names_all_three_options() {
+    let o = edgecascade(&["host"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for flag in ["--link", "--listen", "--oip-listen"] {
+        assert!(stderr(&o).contains(flag), "{flag}: {}", stderr(&o));
+    }
+}
+
+/// Issue 19, CLI: `--listen` takes a bare port as `--oip-listen` does, listening on loopback
+/// (the README promised it; only `--oip-listen` accepted one).
+#[test]
+fn host_listen_takes_a_bare_port_on_loopback() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgecascade"))
+        .args(["host", "--listen", "0"])
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(ready.contains("serving") && ready.contains("on tcp:127.0.0.1:"), "{ready}{}", stderr(&out));
+}
+
+/// The option and argument entries of a clap help text, each with its help (empty if none):
+/// an entry starts two to six spaces in (six: a long option without a short one) with `-`, `<`
+/// or `[`; its help follows two or more spaces later on the same line, or on the lines below
+/// indented deeper.
+fn help_entries(help: &str) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut in_section = false;
+    for line in help.lines() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            // Options:, Arguments: or a heading of their own; not Commands: (checked apart).
+            in_section = line.ends_with(':') && !line.starts_with("Commands");
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let text = line.trim();
+        if (2..=6).contains(&indent) && text.starts_with(['-', '<', '[']) {
+            let (spec, help) = text.split_once("  ").unwrap_or((text, ""));
+            entries.push((spec.trim().to_owned(), help.trim().to_owned()));
+        } else if indent > 2 && !text.is_empty() {
+            if let Some(last) = entries.last_mut() {
+                last.1 = format!("{} {text}", last.1).trim().to_owned();
+            }
+        }
+    }
+    entries
+}
+
+/// The help of an entry without clap's own additions (default, possible values, environment).
+fn own_help(help: &str) -> String {
+    let mut h = help.to_owned();
+    for marker in ["[default:", "[possible values:", "[env:", "[aliases:", "[short aliases:"] {
+        while let Some(i) = h.find(marker) {
+            let end = h[i..].find(']').map_or(h.len(), |j| i + j + 1);
+            h.replace_range(i..end, "");
+        }
+    }
+    h.trim().to_owned()
+}
+
+/// Issue 19, CLI: every subcommand, option and argument has help text, in `-h` and `--help`,
+/// and every option with a fixed set of values lists them. Before, `--json`, `calibrate
+/// --jobs` and `eval` had none and `--metric` did not list its values.
+#[test]
+fn every_subcommand_and_option_has_help_text() {
+    let top = edgecascade(&["--help"]);
+    assert!(top.status.success());
+    let top = stdout(&top);
+    let commands: Vec<(String, String)> = top
+        .split("Commands:")
+        .nth(1)
+        .expect("a Commands section")
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| l.len() - l.trim_start().len() == 2)
+        .map(|l| {
+            let (name, help) = l.trim().split_once(' ').unwrap_or((l.trim(), ""));
+            (name.to_owned(), help.trim().to_owned())
+        })
+        .filter(|(name, _)| name != "help")
+        .collect();
+    let names: Vec<&str> = commands.iter().map(|(n, _)| n.as_str()).collect();
+    for expected in ["classify", "demo", "host", "run", "calibrate", "report", "boards", "bench", "eval"] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    for (name, help) in &commands {
+        assert!(!help.is_empty(), "subcommand {name} has no help: {top}");
+    }
+    let mut seen = 0;
+    for args in std::iter::once(vec![]).chain(names.iter().map(|n| vec![*n])) {
+        for flag in ["-h", "--help"] {
+            let o = edgecascade(&[&args[..], &[flag]].concat());
+            assert!(o.status.success(), "{args:?} {flag}: {}", stderr(&o));
+            let text = stdout(&o);
+            let entries = help_entries(&text);
+            assert!(entries.iter().any(|(s, _)| s.contains("--help")), "{args:?} {flag}: {text}");
+            for (spec, help) in &entries {
+                assert!(!own_help(help).is_empty(), "{args:?} {flag}: `{spec}` has no help text:\n{text}");
+                seen += 1;
+            }
+            if args == ["classify"] || args == ["run"] {
+                let (_, metric) = entries.iter().find(|(s, _)| s.starts_with("--metric")).expect("--metric");
+                for m in ["max-softmax", "margin", "entropy"] {
+                    assert!(metric.contains(m), "--metric should list {m}: {metric}");
+                }
+                let (_, qdq) = entries.iter().find(|(s, _)| s.starts_with("--qdq")).expect("--qdq");
+                assert!(qdq.contains("int8") && qdq.contains("float"), "{qdq}");
+            }
+            if args == ["run"] {
+                let (_, enc) = entries.iter().find(|(s, _)| s.starts_with("--encoding")).expect("--encoding");
+                for e in ["crop-jpeg", "original", "crop-raw"] {
+                    assert!(enc.contains(e), "--encoding should list {e}: {enc}");
+                }
+            }
+        }
+    }
+    assert!(seen > 100, "only {seen} entries found: the help's format changed?");
 }

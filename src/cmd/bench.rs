@@ -21,13 +21,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
     /// Minimum seconds per run.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = super::non_negative)]
     min_seconds: f64,
     /// Minimum inferences per run.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     min_inferences: u32,
     /// Top-1 accuracy (0 to 1) the cascade must reach on the data; below it the command fails.
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", value_parser = super::fraction)]
     min_top1: Option<f64>,
     /// The report as one JSON object.
     #[arg(long)]
@@ -43,9 +43,6 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         min_inferences: a.min_inferences as usize,
         min_top1: a.min_top1,
     };
-    if options.min_top1.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
-        bail!("--min-top1 is a fraction between 0 and 1");
-    }
     let mut pipeline = Pipeline::local(args.resolve()?, runner_opts())?;
     let dir = data.map_or_else(|| PathBuf::from("photos"), Path::to_owned);
     if data.is_none() && !dir.is_dir() {

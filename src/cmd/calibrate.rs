@@ -12,8 +12,8 @@ pub struct CalibrateArgs {
     /// Cascade configuration to calibrate (default: ./cascade.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Folder with images and a labels.csv.
-    #[arg(long)]
+    /// Folder with images and a labels.csv (header `file,label`, label = class index).
+    #[arg(long, value_name = "DIR")]
     data: PathBuf,
     /// The cheapest point at least this accurate (0..1). Default: the best single model's accuracy.
     #[arg(long, group = "target")]
@@ -52,7 +52,7 @@ pub struct CalibrateArgs {
     #[command(flatten)]
     energy: EnergyArgs,
     /// Images decoded and run at once (default: every core).
-    #[arg(long, value_parser = super::at_least_one)]
+    #[arg(long, value_name = "N", value_parser = super::at_least_one)]
     jobs: Option<usize>,
     /// The result as one JSON object.
     #[arg(long)]

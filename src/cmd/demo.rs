@@ -23,7 +23,7 @@ pub struct DemoArgs {
     #[command(flatten)]
     device: DeviceArgs,
     /// A labeled folder (images and labels.csv) instead of the demo photos; adds accuracy.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
 }
 

@@ -3,6 +3,7 @@
 
 use super::{runner_opts, CascadeArgs, EnergyArgs};
 use anyhow::{bail, Context, Result};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use edgecascade::config::CascadeConfig;
 use edgecascade::link::{Encoding, LinkAddr, Shaping};
@@ -41,9 +42,9 @@ pub struct LogArgs {
     /// synced to the disk before the next input.
     #[arg(long = "log", value_name = "FILE")]
     path: Option<PathBuf>,
-    /// Start a new log file when it would pass this many MB (FILE.1, FILE.2, ... keep the
-    /// older ones).
-    #[arg(long, value_name = "MB", requires = "path")]
+    /// Start a new log file when it would pass this many MB, more than 0 (FILE.1, FILE.2, ...
+    /// keep the older ones).
+    #[arg(long, value_name = "MB", requires = "path", value_parser = super::positive)]
     log_max_mb: Option<f64>,
     /// With --log-max-mb: how many older files to keep.
     #[arg(long, value_name = "N", default_value_t = 5, requires = "log_max_mb")]
@@ -55,9 +56,6 @@ impl LogArgs {
     /// found in it.
     pub fn open(&self) -> Result<Option<(ResultsLog, results_log::Found)>> {
         let Some(p) = &self.path else { return Ok(None) };
-        if self.log_max_mb.is_some_and(|m| m.is_nan() || m <= 0.0) {
-            bail!("--log-max-mb must be more than 0");
-        }
         let rotation =
             self.log_max_mb.map(|mb| results_log::Rotation { max_bytes: (mb * 1e6) as u64, keep: self.log_keep });
         let (log, found) = ResultsLog::open(p, &results_log::run_id(), rotation)
@@ -75,8 +73,9 @@ impl LogArgs {
 /// How the device uses its link.
 #[derive(Args)]
 pub struct LinkArgs {
-    /// Payload encoding to send: crop-jpeg, original or crop-raw.
-    #[arg(long, default_value = "crop-jpeg")]
+    /// What a forwarded input carries to the host: the host model's centre crop as JPEG
+    /// (crop-jpeg), the input's own bytes (original) or the crop as raw RGB (crop-raw).
+    #[arg(long, value_name = "ENCODING", default_value = "crop-jpeg", ignore_case = true, value_parser = encoding_parser())]
     encoding: Encoding,
     /// JPEG quality of a crop-jpeg payload.
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
@@ -84,11 +83,11 @@ pub struct LinkArgs {
     /// Pace the link to rehearse a slower one, e.g. `baud=115200,latency=20ms,loss=0.001`.
     #[arg(long, value_name = "SPEC")]
     pub shape: Option<Shaping>,
-    /// Milliseconds to wait for the host's answer before sending again.
-    #[arg(long, default_value_t = 5000)]
+    /// Milliseconds to wait for the host's answer before sending again (at least 1).
+    #[arg(long, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     reply_timeout_ms: u64,
-    /// Sends per request before answering locally, degraded.
-    #[arg(long, default_value_t = 3)]
+    /// Sends per request before answering locally, degraded (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     tries: u32,
     /// The host's pre-shared key, when it needs one (or set EDGECASCADE_TOKEN).
     #[arg(long, env = "EDGECASCADE_TOKEN", hide_env_values = true)]
@@ -98,6 +97,17 @@ pub struct LinkArgs {
     /// answers. Without it that is an error at start.
     #[arg(long)]
     pub start_degraded: bool,
+}
+
+/// `--encoding`'s values, listed in the help and in clap's error for any other (the spellings
+/// without the dash or with an underscore are accepted as before).
+fn encoding_parser() -> impl TypedValueParser<Value = Encoding> {
+    PossibleValuesParser::new([
+        PossibleValue::new("crop-jpeg").aliases(["cropjpeg", "crop_jpeg"]),
+        PossibleValue::new("original"),
+        PossibleValue::new("crop-raw").aliases(["cropraw", "crop_raw"]),
+    ])
+    .map(|s| s.parse::<Encoding>().expect("a listed encoding parses"))
 }
 
 impl LinkArgs {

@@ -14,7 +14,7 @@ pub struct EvalArgs {
     #[command(flatten)]
     cascade: CascadeArgs,
     /// Folder with images and a labels.csv (header `file,label`, label = class index).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     data: PathBuf,
     /// Also evaluate these model manifests alone, for comparison.
     #[arg(long = "compare", value_name = "MANIFEST")]
@@ -23,7 +23,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     predictions: Option<PathBuf>,
     /// Images evaluated at once (default: the number of cores).
-    #[arg(long, value_parser = super::at_least_one)]
+    #[arg(long, value_name = "N", value_parser = super::at_least_one)]
     jobs: Option<usize>,
     /// The result as one JSON object.
     #[arg(long)]

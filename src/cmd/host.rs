@@ -1,9 +1,9 @@
 //! `host`: serves the cascade's last stage (the large model) to devices over a serial link, TCP
 //! and/or the Open Inference Protocol v2.
 
-use super::{runner_opts, CascadeArgs, EnergyArgs};
+use super::{runner_opts, CascadeArgs, EnergyArgs, UsageError};
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{ArgGroup, Args};
 use edgecascade::host::batch::BatchConfig;
 use edgecascade::host::oip::{self as oip_server, OipConfig};
 use edgecascade::host::Host;
@@ -18,6 +18,7 @@ use std::time::Duration;
 
 /// The host's model, links and limits.
 #[derive(Args)]
+#[command(group(ArgGroup::new("serve").required(true).multiple(true).args(["link", "listen", "oip_listen"])))]
 pub struct HostArgs {
     /// Cascade configuration whose last stage is served (default: ./cascade.toml).
     #[arg(long, value_name = "FILE")]
@@ -25,11 +26,13 @@ pub struct HostArgs {
     /// Serve this model manifest instead of the config's last stage.
     #[arg(long, value_name = "MANIFEST")]
     model: Option<PathBuf>,
-    /// A serial link to serve, `serial:/dev/ttyUSB0?baud=921600`.
-    #[arg(long, value_name = "LINK", conflicts_with = "listen", required_unless_present_any = ["listen", "oip_listen"])]
+    /// A serial link to serve, `serial:/dev/ttyUSB0?baud=921600` (at least one of --link,
+    /// --listen and --oip-listen).
+    #[arg(long, value_name = "LINK", conflicts_with = "listen", value_parser = serial_link)]
     link: Option<LinkAddr>,
-    /// Listen for devices over TCP, `tcp:ADDR:PORT` (loopback unless you name another address).
-    #[arg(long, value_name = "tcp:ADDR:PORT")]
+    /// Listen for devices over TCP, `tcp:ADDR:PORT`, or a bare PORT for tcp:127.0.0.1:PORT
+    /// (loopback unless you name another address).
+    #[arg(long, value_name = "tcp:ADDR:PORT", value_parser = tcp_listen)]
     listen: Option<LinkAddr>,
     /// Serve the Open Inference Protocol v2 over HTTP on ADDR:PORT (a bare port: loopback),
     /// for Triton's clients, KServe and devices with an `oip+http://` link.
@@ -37,17 +40,17 @@ pub struct HostArgs {
     oip_listen: Option<String>,
     /// Devices served at once over TCP, and OIP requests served at once (past it a request
     /// waits up to 1 s, then gets 503; OIP connections between requests take no slot).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = super::at_least_one)]
     max_devices: usize,
     /// Dynamic batching: run up to N queued requests (from every device and the OIP endpoint)
     /// through the model at once; 1 turns batching off.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     batch_max: u32,
     /// With --batch-max: how long the first request of a batch waits for others.
-    #[arg(long, value_name = "MS", default_value_t = 5.0)]
+    #[arg(long, value_name = "MS", default_value_t = 5.0, value_parser = super::non_negative)]
     batch_wait_ms: f64,
     /// With --batch-max: batches run at once (model instances; default: one per core).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::at_least_one)]
     batch_workers: Option<usize>,
     /// With --batch-max: form batches of up to N even where the start-up timing finds they run
     /// no input faster than single runs (by default only sizes that pay are formed).
@@ -60,6 +63,25 @@ pub struct HostArgs {
     /// The host's board: with a power sensor, each answer carries the host's energy.
     #[command(flatten)]
     energy: EnergyArgs,
+}
+
+/// `--link`: a serial link (TCP devices come through --listen).
+fn serial_link(s: &str) -> Result<LinkAddr, String> {
+    match s.parse::<LinkAddr>().map_err(|e| e.to_string())? {
+        addr @ LinkAddr::Serial { .. } => Ok(addr),
+        other => Err(format!("--link takes serial:PATH?baud=B (use --listen tcp:ADDR:PORT for TCP), not {other}")),
+    }
+}
+
+/// `--listen`: `tcp:ADDR:PORT`, or a bare port, which listens on loopback.
+fn tcp_listen(s: &str) -> Result<LinkAddr, String> {
+    if let Ok(port) = s.trim().parse::<u16>() {
+        return Ok(LinkAddr::Tcp { addr: format!("127.0.0.1:{port}") });
+    }
+    match s.parse::<LinkAddr>().map_err(|e| e.to_string())? {
+        addr @ LinkAddr::Tcp { .. } => Ok(addr),
+        other => Err(format!("--listen takes tcp:ADDR:PORT or a bare PORT, not {other}")),
+    }
 }
 
 /// The host model's manifest: `--model`, or the config's last stage.
@@ -120,14 +142,16 @@ pub fn run(args: HostArgs) -> Result<()> {
             edgecascade::host::serve_tcp(host, listener, args.max_devices, stop)?;
             Ok(())
         }
-        (_, Some(other)) => bail!("--listen takes tcp:ADDR:PORT, not {other}"),
+        (_, Some(other)) => bail!(UsageError(format!("--listen takes tcp:ADDR:PORT, not {other}"))),
         (Some(addr @ LinkAddr::Serial { path, .. }), None) => serve_serial(&host, addr, path, &name, &stop),
-        (Some(other), None) => {
-            bail!("--link takes serial:PATH?baud=B (use --listen tcp:ADDR:PORT for TCP), not {other}")
-        }
+        (Some(other), None) => bail!(UsageError(format!(
+            "--link takes serial:PATH?baud=B (use --listen tcp:ADDR:PORT for TCP), not {other}"
+        ))),
         (None, None) => match oip {
             Some(t) => Ok(t.join().map_err(|_| anyhow::anyhow!("the OIP endpoint failed"))??),
-            None => bail!("give --link serial:PATH, --listen tcp:ADDR:PORT or --oip-listen ADDR:PORT"),
+            None => {
+                bail!(UsageError("give --link serial:PATH, --listen tcp:ADDR:PORT or --oip-listen ADDR:PORT".into()))
+            }
         },
     }
 }

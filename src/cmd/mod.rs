@@ -1,8 +1,9 @@
 //! The command layer: one module per subcommand, each its arguments (clap), what it loads and
 //! what it prints, over the library. The only code that uses `anyhow`; it maps environment
 //! variables and flags to the options the library takes as values, and how a command ended to
-//! its exit code (1: could not run; 2: bad command line, from clap; 3: some inputs failed; 4:
-//! every input answered, some locally, marked degraded, because the host could not answer).
+//! its exit code (1: could not run; 2: bad command line, from clap or a [`UsageError`] found
+//! after parsing; 3: some inputs failed; 4: every input answered, some locally, marked degraded,
+//! because the host could not answer).
 
 pub mod bench;
 pub mod boards;
@@ -16,7 +17,8 @@ pub mod report;
 pub mod run;
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{ArgAction, Args};
 use edgecascade::board;
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
 use edgecascade::core::policy::Metric;
@@ -28,10 +30,12 @@ use std::process::ExitCode;
 
 /// How every model of this process runs: threads and the int8 path (global flags).
 #[derive(Args)]
+#[command(next_help_heading = "Global options")]
 pub struct RunnerArgs {
-    /// Threads for each model's matrix products (default: every core for the commands that
-    /// answer one input at a time; 1 for eval and calibrate, which spread images over cores).
-    #[arg(long, global = true)]
+    /// Threads for each model's matrix products, at least 1 (default: every core for the
+    /// commands that answer one input at a time; 1 for eval and calibrate, which spread images
+    /// over cores).
+    #[arg(long, global = true, value_name = "N", value_parser = at_least_one)]
     threads: Option<usize>,
     /// Force the int8 rewrite's kernels instead of measuring which is fastest here: a kernel
     /// name for every kind of product that has one (plain, avx2, avx512vnni, avxvnni, avx512,
@@ -82,17 +86,86 @@ impl RunnerArgs {
     }
 }
 
+/// How much the log says on standard error (global flags); RUST_LOG, when set, decides instead.
+#[derive(Args)]
+#[command(next_help_heading = "Global options")]
+pub struct Verbosity {
+    /// Only warnings and errors on standard error (RUST_LOG, when set, overrides it).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More on standard error: -v debug messages, -vv trace (RUST_LOG, when set, overrides it).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+}
+
+impl Verbosity {
+    /// The log's filter: RUST_LOG if set, else warnings from everything and edgecascade's own
+    /// messages from info (default), warn (`--quiet`), debug (`-v`) or trace (`-vv`) up.
+    pub fn filter(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "warn",
+            (false, 0) => "warn,edgecascade=info",
+            (false, 1) => "warn,edgecascade=debug",
+            (false, _) => "warn,edgecascade=trace",
+        }
+    }
+
+    pub fn init_logger(&self) {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(self.filter()))
+            .format_timestamp(None)
+            .init();
+    }
+}
+
+/// A bad command line found after parsing (a combination of values clap cannot check, a value
+/// a library rejects as given on the command line): exit 2, as for clap's own errors. Return it
+/// with `bail!(UsageError(...))` or wrap an error in it; context may be added around it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code of a command that failed, with its message on standard error: 2 for a bad
+/// command line (a [`UsageError`] anywhere in the chain), 1 for anything else.
+pub fn error_exit(e: &anyhow::Error, subcommand: &str) -> ExitCode {
+    eprintln!("edgecascade: error: {}", error_text(e));
+    if e.chain().any(|c| c.is::<UsageError>()) {
+        let help = if subcommand.is_empty() { "--help".to_owned() } else { format!("edgecascade {subcommand} --help") };
+        eprintln!("\nFor more information, try '{help}'.");
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// An error and its causes, `: `-separated, each cause once: a library error whose message
+/// already includes its source (`cannot read X: No such file...`) does not repeat it.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&c);
+    }
+    text
+}
+
 /// The cascade to run: its config and command-line overrides.
 #[derive(Args)]
 pub struct CascadeArgs {
     /// Cascade configuration (default: ./cascade.toml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Exit threshold for every stage but the last.
-    #[arg(long)]
+    /// Exit threshold for every stage but the last, in [0, 1] (every metric lies in 0..1).
+    #[arg(long, value_name = "T", value_parser = threshold, allow_negative_numbers = true)]
     pub threshold: Option<f32>,
-    /// Confidence metric for every stage but the last.
-    #[arg(long)]
+    /// Confidence metric for every stage but the last: max-softmax (the top probability),
+    /// margin (top-1 minus top-2) or entropy (normalised; lower is surer).
+    #[arg(long, value_name = "METRIC", value_parser = metric_parser())]
     pub metric: Option<Metric>,
     /// Decide on the mean probabilities of every stage that ran.
     #[arg(long)]
@@ -112,8 +185,20 @@ impl CascadeArgs {
         }
         let overrides =
             Overrides { threshold: self.threshold, metric: self.metric, ensemble: self.ensemble.then_some(true) };
-        Ok(CascadeConfig::load(&path)?.with_overrides(&overrides)?)
+        // The config is checked as it loads; what then fails came from the command line.
+        Ok(CascadeConfig::load(&path)?.with_overrides(&overrides).map_err(|e| UsageError(e.to_string()))?)
     }
+}
+
+/// `--metric`'s values, listed in the help and in clap's error for any other.
+fn metric_parser() -> impl TypedValueParser<Value = Metric> {
+    PossibleValuesParser::new(Metric::ALL.map(Metric::as_str))
+        .map(|s| s.parse::<Metric>().expect("a listed metric name parses"))
+}
+
+/// A threshold: a number in [0, 1].
+fn threshold(s: &str) -> Result<f32, String> {
+    fraction(s).map(|v| v as f32)
 }
 
 /// Which board this is and where its sensors are: the energy figure of each stage.
@@ -180,6 +265,16 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("'{s}' is not a whole number of at least 1")),
+    }
+}
+
+/// A number of at least 0.
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v >= 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be 0 or more"))
     }
 }
 

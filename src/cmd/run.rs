@@ -2,9 +2,9 @@
 //! from files, a watched folder or an MJPEG stream.
 
 use super::device::{device_pipeline, DeviceArgs};
-use super::{finish, Outcome};
+use super::{finish, Outcome, UsageError};
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::{ArgGroup, Args};
 use edgecascade::link::LinkAddr;
 use edgecascade::run::inputs;
 use edgecascade::run::session::{self, Sink};
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Args)]
+#[command(group(ArgGroup::new("inputs").required(true).args(["paths", "watch"])))]
 pub struct RunArgs {
     #[command(flatten)]
     device: DeviceArgs,
@@ -20,20 +21,24 @@ pub struct RunArgs {
     /// `oip+http://HOST:PORT/v2/models/NAME`.
     #[arg(long = "link", value_name = "LINK")]
     addr: LinkAddr,
-    /// Image files or folders; `-` reads a stream of JPEG frames (MJPEG) on standard input.
+    /// Image files or folders; `-` (alone) reads a stream of JPEG frames (MJPEG) on standard
+    /// input. These, or --watch DIR.
+    #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
     /// Classify each new image written into this folder.
     #[arg(long, value_name = "DIR", conflicts_with = "paths")]
     watch: Option<PathBuf>,
-    /// With --watch: stop after this many inputs.
-    #[arg(long)]
+    // The options of --watch conflict with paths rather than require --watch: one of the two is
+    // required (the group "inputs"), and clap lets a conflict excuse a missing requirement.
+    /// With --watch: stop after this many inputs (at least 1).
+    #[arg(long, value_name = "N", conflicts_with = "paths", value_parser = super::at_least_one)]
     max_inputs: Option<usize>,
     /// With --watch: stop after this many seconds without a new image.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", conflicts_with = "paths", value_parser = super::non_negative)]
     idle_exit: Option<f64>,
     /// With --watch: take a file no writer was seen closing (files there at start, or
     /// everywhere without inotify) once unchanged for this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 2.0, conflicts_with = "paths", value_parser = super::non_negative)]
     settle: f64,
 }
 
@@ -44,11 +49,14 @@ pub fn run(a: RunArgs) -> Result<Outcome> {
         let opts = inputs::WatchOptions {
             max: a.max_inputs,
             idle: a.idle_exit.map(Duration::from_secs_f64),
-            settle: Duration::from_secs_f64(a.settle.max(0.0)),
+            settle: Duration::from_secs_f64(a.settle),
         };
         (dir, opts)
     });
     let paths = &a.paths;
+    if paths.len() > 1 && paths.iter().any(|p| p == Path::new("-")) {
+        bail!(UsageError("`-` (MJPEG on standard input) is the only input when given: no paths beside it".into()));
+    }
     let log = log.open()?;
     let inputs: Box<dyn inputs::Source> = match watch {
         Some((dir, opts)) => {
@@ -67,7 +75,7 @@ pub fn run(a: RunArgs) -> Result<Outcome> {
             Box::new(inputs::Mjpeg::new(std::io::stdin(), edgecascade::link::DEFAULT_MAX_FRAME as usize))
         }
         None if paths.is_empty() => {
-            bail!("give image files or folders, `-` for MJPEG on standard input, or --watch DIR")
+            bail!(UsageError("give image files or folders, `-` for MJPEG on standard input, or --watch DIR".into()))
         }
         None => Box::new(inputs::Files::new(dataset::collect_inputs(paths)?)),
     };

@@ -196,7 +196,7 @@ impl Host {
                 }
                 Err(LinkError::Frame(e)) => {
                     stats.errors += 1;
-                    log::warn!("{peer}: bad frame: {e}");
+                    log::warn!("{peer}: {e}");
                     let code = match e {
                         FrameError::Version(_) => ErrorCode::BadVersion,
                         FrameError::Oversized { .. } => ErrorCode::TooLarge,
