@@ -297,3 +297,67 @@ fn a_fnb58_stalling_or_sending_a_bad_crc_falls_back_to_the_estimate() {
         assert!(e.source.starts_with("estimate") && e.mj > 0.0, "{e:?}");
     }
 }
+
+// ---- Through the binary: classify and bench on the fake UM25C ----
+
+fn edgecascade(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_edgecascade"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "warn")
+        .env_remove("EDGECASCADE_SYSFS_ROOT")
+        .env_remove("EDGECASCADE_BOARD")
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn classify_and_bench_with_a_fake_um25c_name_it_and_give_p_times_t() {
+    let mut fake = FakeUm::start();
+    let spec = format!("um25c:{}", fake.path);
+    let source = format!("meter: UM25C on {}, 5.1 V input, 10 Hz", fake.path);
+    let o = edgecascade(&["classify", "--board", "rpi4", "--meter", &spec, "--json", "photos/chelsea.png"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let answer: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    for s in answer["stages"].as_array().expect("stages") {
+        let (ms, mj) = (s["ms"].as_f64().unwrap(), s["mj"].as_f64().expect("mj"));
+        assert_eq!(s["source"], source.as_str(), "{s}");
+        assert_eq!(s["interpolated"], ms < 200.0, "{s}: interpolated below two 100 ms periods");
+        if ms > 300.0 {
+            assert!((mj - 3.06 * ms).abs() <= 0.1 * 3.06 * ms, "{s}: expected 3.06 W x {ms} ms");
+        }
+    }
+    let o = edgecascade(&[
+        "bench",
+        "--board",
+        "rpi4",
+        "--meter",
+        &spec,
+        "--runs",
+        "1",
+        "--min-seconds",
+        "1",
+        "--min-inferences",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    let r = &v["runs"][0];
+    let (mj, s, n) = (r["mj"].as_f64().unwrap(), r["seconds"].as_f64().unwrap(), r["inferences"].as_f64().unwrap());
+    let per = r["mj_per_inference"].as_f64().unwrap();
+    eprintln!(
+        "bench on the fake UM25C: {per:.1} mJ per inference, 3.06 W x {:.1} ms = {:.1} mJ",
+        s * 1e3 / n,
+        3.06 * s * 1e3 / n
+    );
+    assert!((mj - 3.06 * s * 1e3).abs() <= 0.1 * 3.06 * s * 1e3, "{r}");
+    assert!((per - 3.06 * s * 1e3 / n).abs() <= 0.1 * 3.06 * s * 1e3 / n, "{r}");
+    assert_eq!(r["source"], source.as_str());
+    drop(fake.slave.take());
+    // A bad spec is a usage error (exit 2) saying what is wrong.
+    let o = edgecascade(&["boards", "--meter", "fluke:/dev/x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown meter kind 'fluke'"));
+}
