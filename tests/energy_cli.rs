@@ -261,3 +261,27 @@ fn host_with_a_sensor_reports_its_energy_per_request() {
     assert!(ms > 20.0, "{a}");
     assert!((mj - 5.0 * ms).abs() <= 0.1 * 5.0 * ms, "host: {mj} mJ over {ms} ms at 5 W");
 }
+
+#[test]
+fn boards_lists_an_ina226_and_reads_it_live_with_meter() {
+    let tree = tempfile::tempdir().unwrap();
+    rpi4_with_ina226(tree.path(), 5100, 600);
+    let t = tree.path().to_str().unwrap();
+    let spec = "ina226:/sys/class/hwmon/hwmon2";
+    let o = edgecascade(&["boards", "--sysfs-root", t, "--meter", spec, "--json"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["board"], "rpi4", "{v}");
+    assert!(v["sensor"]["source"].as_str().unwrap().starts_with("meter: INA226 on /sys/class/hwmon/hwmon2"), "{v}");
+    assert!((v["watts"].as_f64().unwrap() - 3.06).abs() < 1e-9, "{v}");
+    assert_eq!(v["meters"][0]["spec"], spec, "{v}");
+    let o = edgecascade(&["boards", "--sysfs-root", t], &[]);
+    assert!(
+        stdout(&o).contains("external meters found (use with --meter):") && stdout(&o).contains(spec),
+        "{}",
+        stdout(&o)
+    );
+    // A meter asked for that cannot be read is said so; the live reading is then the estimate's.
+    let o = edgecascade(&["boards", "--sysfs-root", t, "--meter", "ina226:/sys/class/hwmon/hwmon7"], &[]);
+    assert!(stdout(&o).contains("hwmon7") && stdout(&o).contains("does not exist"), "{}", stdout(&o));
+}

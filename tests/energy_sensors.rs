@@ -9,7 +9,7 @@ use common::energy::*;
 use edgecascade::board::{Board, Boards, SysRoot};
 use edgecascade::energy::attribute::{counter_integral, power_integral};
 use edgecascade::energy::sampler::{attribute_segments, Baseline, Kind, Segment};
-use edgecascade::energy::{self, hwmon, pmic, EnergyContext, EnergyMeter, ErrorKind, Reading};
+use edgecascade::energy::{self, hwmon, meter, pmic, EnergyContext, EnergyMeter, ErrorKind, MeterSpec, Reading};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -420,4 +420,91 @@ fn segments_attribute_with_instants_and_flag_short_spans() {
     assert!(e.source.starts_with("estimate") && e.source.contains("partly ina3221:VDD_IN"), "{}", e.source);
     let e = attribute_segments(&segs, at(1.2), at(1.7));
     assert!((e.mj - 1000.0).abs() < 1e-6 && e.mj_above_idle.abs() < 1e-6, "{e:?}");
+}
+
+// ---- External meters: ina2xx ----
+
+#[test]
+fn an_ina226_meter_reads_bus_voltage_times_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = rpi4_with_ina226(dir.path(), 5104, 612);
+    let root = SysRoot::at(dir.path());
+    let spec: MeterSpec = "ina226:/sys/class/hwmon/hwmon2".parse().unwrap();
+    let mut m = meter::open(&spec, &root).unwrap();
+    assert_eq!(m.source(), "meter: INA226 on /sys/class/hwmon/hwmon2, 5.1 V bus, 29 Hz");
+    assert_eq!(m.interval(), Duration::from_millis(35), "the chip's update_interval");
+    assert!((watts(m.as_mut()) - 5.104 * 0.612).abs() < 1e-12);
+    replace(&h.join("curr1_input"), "1000\n");
+    assert!((watts(m.as_mut()) - 5.104).abs() < 1e-12);
+    // The I2C device's folder works too, and ina2xx: takes any chip of the driver.
+    let spec: MeterSpec = "ina2xx:/sys/devices/platform/soc/fe804000.i2c/i2c-1/1-0040".parse().unwrap();
+    assert!((watts(meter::open(&spec, &root).unwrap().as_mut()) - 5.104).abs() < 1e-12);
+    // Without curr1_input the chip's own power product is read.
+    std::fs::remove_file(h.join("curr1_input")).unwrap();
+    replace(&h.join("power1_input"), "3100000\n");
+    assert!((watts(meter::open(&spec, &root).unwrap().as_mut()) - 3.1).abs() < 1e-12);
+}
+
+#[test]
+fn ina2xx_errors_name_the_path_and_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = rpi4_with_ina226(dir.path(), 5000, 600);
+    let root = SysRoot::at(dir.path());
+    let open = |s: &str| meter::open(&s.parse::<MeterSpec>().unwrap(), &root).err().expect("an error");
+    let e = open("ina219:/sys/class/hwmon/hwmon2");
+    assert!(e.to_string().contains("an ina226, not an ina219"), "{e}");
+    let e = open("ina2xx:/sys/class/hwmon/hwmon0");
+    assert!(e.to_string().contains("'cpu_thermal' is not an ina2xx chip"), "{e}");
+    let e = open("ina2xx:/sys/class/hwmon/hwmon9");
+    assert_eq!(e.kind(), ErrorKind::Missing);
+    assert!(e.to_string().contains("hwmon9") && e.to_string().contains("does not exist"), "{e}");
+    replace(&h.join("in1_input"), "five volts\n");
+    let e = open("ina226:/sys/class/hwmon/hwmon2");
+    assert_eq!(e.kind(), ErrorKind::Garbage);
+    assert!(e.to_string().contains("in1_input") && e.to_string().contains("five volts"), "{e}");
+}
+
+#[test]
+fn an_ina226_meter_gives_p_times_t_to_spans_and_falls_back_when_it_vanishes() {
+    let dir = tempfile::tempdir().unwrap();
+    rpi4_with_ina226(dir.path(), 5100, 600);
+    let root = SysRoot::at(dir.path());
+    let spec: MeterSpec = "ina226:/sys/class/hwmon/hwmon2".parse().unwrap();
+    let ctx = EnergyContext::start_meter(&board("rpi4"), &root, &spec).unwrap();
+    assert!(ctx.source().starts_with("meter: INA226 on /sys/class/hwmon/hwmon2"), "{}", ctx.source());
+    assert!((ctx.baseline_w() - 3.06).abs() < 1e-9, "{}", ctx.baseline_w());
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(150));
+    let t1 = Instant::now();
+    let e = ctx.attribute(t0, t1);
+    let ms = (t1 - t0).as_secs_f64() * 1e3;
+    assert!((e.mj - 3.06 * ms).abs() < 1e-6, "{} mJ over {ms} ms", e.mj);
+    assert!(!e.interpolated, "150 ms is more than two 35 ms periods");
+    assert!(ctx.attribute(t0, t0 + Duration::from_millis(20)).interpolated);
+    std::fs::remove_dir_all(dir.path().join("sys/devices")).unwrap();
+    wait_until("the switch to the estimate", || ctx.sampler().segments().len() == 2);
+    let after = Instant::now();
+    let e = ctx.attribute(after, after + Duration::from_millis(30));
+    assert!(e.source.starts_with("estimate") && e.source.contains("meter: INA226"), "{}", e.source);
+}
+
+#[test]
+fn boards_finds_ina2xx_hwmon_devices_and_fnirsi_hidraw_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    rpi4_with_ina226(dir.path(), 5000, 600);
+    write(
+        dir.path(),
+        "sys/class/hidraw/hidraw0/device/uevent",
+        "DRIVER=hid-generic\nHID_ID=0003:0000046D:0000C52B\nHID_NAME=Logitech USB Receiver\n",
+    );
+    write(
+        dir.path(),
+        "sys/class/hidraw/hidraw1/device/uevent",
+        "DRIVER=hid-generic\nHID_ID=0003:00002E3C:00005558\nHID_NAME=FNIRSI USB Tester\n",
+    );
+    let found = edgecascade::energy::survey::find_meters(&SysRoot::at(dir.path()));
+    let specs: Vec<&str> = found.iter().map(|m| m.spec.as_str()).collect();
+    assert_eq!(specs, ["ina226:/sys/class/hwmon/hwmon2", "fnb58:/dev/hidraw1"], "{found:?}");
+    assert!(found[1].what.contains("FNB58") && found[1].what.contains("2e3c:5558"), "{found:?}");
+    assert!(edgecascade::energy::survey::find_meters(&SysRoot::at(tempfile::tempdir().unwrap().path())).is_empty());
 }

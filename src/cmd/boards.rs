@@ -1,5 +1,5 @@
-//! `boards`: the board profiles, the board detected here, its power sensor, a live reading,
-//! and the CPU.
+//! `boards`: the board profiles, the board detected here, its power sensor (or `--meter`), a
+//! live reading, the external meters found, and the CPU.
 
 use super::EnergyArgs;
 use anyhow::Result;
@@ -16,7 +16,7 @@ pub struct BoardsArgs {
 }
 
 pub fn run(a: BoardsArgs) -> Result<()> {
-    let mut s = survey::survey(&a.energy.resolve()?);
+    let mut s = survey::survey(&a.energy.resolve()?, a.energy.meter.as_ref());
     s.cpu = edgecascade::model::runner::cpu_features();
     super::print(a.json, &s, survey::survey_text)
 }

@@ -22,7 +22,7 @@ use clap::{ArgAction, Args};
 use edgecascade::board;
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
 use edgecascade::core::policy::Metric;
-use edgecascade::energy::EnergyContext;
+use edgecascade::energy::{EnergyContext, MeterSpec};
 use edgecascade::model::runner::{self, ForcedKernels, KernelOptions, RunnerOptions};
 use edgecascade::run::session::{self, Sink, Summary};
 use std::path::PathBuf;
@@ -215,6 +215,15 @@ pub struct EnergyArgs {
     /// Folder of board profiles (NAME.toml) adding to or replacing the built-in ones.
     #[arg(long, value_name = "DIR")]
     boards: Option<PathBuf>,
+    /// An external power meter in the board's supply, read instead of its sensor (or of the
+    /// estimate): ina2xx:/sys/class/hwmon/hwmonN (also ina219:, ina226:, ina260:),
+    /// um25c:/dev/rfcomm0 (also um24c:, um34c:).
+    #[arg(long, value_name = "KIND:PATH", value_parser = parse_meter)]
+    pub meter: Option<MeterSpec>,
+}
+
+fn parse_meter(s: &str) -> Result<MeterSpec, String> {
+    s.parse::<MeterSpec>().map_err(|e| e.to_string())
 }
 
 impl EnergyArgs {
@@ -234,9 +243,13 @@ impl EnergyArgs {
     }
 
     /// Chooses the board, opens its sensor (or the estimate) and measures the idle baseline.
+    /// With `--meter`, the meter instead of the board's sensor (an error when it cannot be read).
     pub fn start(&self) -> Result<EnergyContext> {
         let r = self.resolve()?;
-        Ok(EnergyContext::start(&r.detection.board, &r.root))
+        match &self.meter {
+            Some(spec) => Ok(EnergyContext::start_meter(&r.detection.board, &r.root, spec)?),
+            None => Ok(EnergyContext::start(&r.detection.board, &r.root)),
+        }
     }
 }
 

@@ -1,15 +1,21 @@
 //! Energy measurement: `EnergyMeter` (the seam to a board's power sensor), one file per
 //! sensor kind (Jetson INA3221 through hwmon or IIO, RAPL counters, the Raspberry Pi 5 PMIC,
-//! and the CPU-time estimate used when no sensor can be read), the background `Sampler`, and
-//! the pure attribution of energy to timed spans. `open` turns a board profile
-//! (`crate::board`) into a meter; `EnergyContext` is what `session` and `bench` use.
+//! and the CPU-time estimate used when no sensor can be read), the external meters that stand
+//! in for a board's sensor (`meter`: an ina2xx chip, an RDTech UM meter, a FNIRSI USB meter), the background
+//! `Sampler`, and the pure attribution of energy to timed spans. `open` turns a board profile
+//! (`crate::board`) into a meter, `meter::open` a `--meter` spec; `EnergyContext` is what
+//! `session` and `bench` use.
 
 pub mod attribute;
 pub mod estimate;
+pub mod fnirsi;
 pub mod hwmon;
 pub mod iio;
+pub mod ina2xx;
+pub mod meter;
 pub mod pmic;
 pub mod rapl;
+pub mod rdtech;
 pub mod sampler;
 pub mod survey;
 
@@ -19,6 +25,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use meter::MeterSpec;
 pub use sampler::{EnergyContext, Sampler};
 
 /// The fastest a sensor is sampled, whatever it says its own period is.

@@ -7,7 +7,7 @@
 //! functions of `attribute`.
 
 use super::attribute::{counter_integral, is_interpolated, power_integral};
-use super::{clamp_interval, EnergyMeter, Reading, StageEnergy};
+use super::{clamp_interval, EnergyMeter, MeterError, MeterSpec, Reading, StageEnergy};
 use crate::board::{Board, SensorKind, SysRoot};
 use crate::run::spans::Span;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -265,13 +265,7 @@ impl EnergyContext {
     pub fn start(board: &Board, root: &SysRoot) -> EnergyContext {
         let idle = board.power.idle.watts;
         let ctx = match super::open(board, root) {
-            Ok(meter) => {
-                let why = format!("{} failed", meter.source());
-                let fallback = super::estimate_for(board, root, Some(&why));
-                let window =
-                    (clamp_interval(meter.interval()) * 4).clamp(Duration::from_millis(200), Duration::from_secs(2));
-                EnergyContext::with_meter(board, meter, Baseline::Measure(window), Some((fallback, idle)))
-            }
+            Ok(meter) => EnergyContext::measured(board, root, meter),
             Err(e) => {
                 if board.sensor.kind == SensorKind::None {
                     log::info!(
@@ -293,6 +287,29 @@ impl EnergyContext {
             ctx.baseline_w
         );
         ctx
+    }
+
+    /// Opens the external meter `spec` names instead of the board's sensor (a `/sys` path
+    /// re-rooted under `root`), starts sampling it with the estimate behind it and measures the
+    /// idle baseline. Fails when the meter cannot be opened or read: it was asked for.
+    pub fn start_meter(board: &Board, root: &SysRoot, spec: &MeterSpec) -> Result<EnergyContext, MeterError> {
+        let meter = super::meter::open(spec, root)?;
+        let ctx = EnergyContext::measured(board, root, meter);
+        log::info!(
+            "energy: {} every {} ms; idle baseline {:.2} W",
+            ctx.source(),
+            ctx.interval().as_millis(),
+            ctx.baseline_w
+        );
+        Ok(ctx)
+    }
+
+    /// A working meter with the estimate behind it and the idle baseline measured.
+    fn measured(board: &Board, root: &SysRoot, meter: Box<dyn EnergyMeter>) -> EnergyContext {
+        let why = format!("{} failed", meter.source());
+        let fallback = super::estimate_for(board, root, Some(&why));
+        let window = (clamp_interval(meter.interval()) * 4).clamp(Duration::from_millis(200), Duration::from_secs(2));
+        EnergyContext::with_meter(board, meter, Baseline::Measure(window), Some((fallback, board.power.idle.watts)))
     }
 
     /// Starts sampling `meter` with `fallback` behind it and gets the baseline.

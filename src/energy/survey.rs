@@ -1,9 +1,58 @@
 //! What `edgecascade boards` shows: every profile, the board chosen and why, its sensor as
-//! opened (or why it could not be, and the estimate standing in) and a live reading.
+//! opened (or why it could not be, and the estimate standing in) and a live reading; the
+//! external meters found (ina2xx hwmon devices, FNIRSI hidraw nodes), and with `--meter` that
+//! meter in place of the board's sensor.
 
-use super::{live_watts, EnergyMeter};
-use crate::board::Resolved;
+use super::{live_watts, EnergyMeter, MeterSpec};
+use crate::board::{Resolved, SysRoot};
 use serde::Serialize;
+use std::path::Path;
+
+/// An external meter found on this machine: the `--meter` value that reads it, and what it is.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FoundMeter {
+    pub spec: String,
+    pub what: String,
+}
+
+/// The external meters under `root`: hwmon devices of the ina2xx driver
+/// (`/sys/class/hwmon/*/name`) and hidraw nodes with a FNIRSI meter's USB ids
+/// (`/sys/class/hidraw/*/device/uevent`, `HID_ID=0003:VVVVVVVV:PPPPPPPP`). Paths in the specs are
+/// the machine's own (`/sys/...`, `/dev/hidrawN`), not re-rooted.
+pub fn find_meters(root: &SysRoot) -> Vec<FoundMeter> {
+    let mut out = Vec::new();
+    for (name, _) in entries(&root.path("/sys/class/hwmon")) {
+        let dir = Path::new("/sys/class/hwmon").join(&name);
+        if let Some(chip) = super::ina2xx::chip_name(&root.path(&dir)) {
+            out.push(FoundMeter { spec: format!("{chip}:{}", dir.display()), what: format!("{chip} (ina2xx hwmon)") });
+        }
+    }
+    for (name, path) in entries(&root.path("/sys/class/hidraw")) {
+        let Ok(uevent) = std::fs::read_to_string(path.join("device/uevent")) else { continue };
+        let Some(id) = uevent.lines().find_map(|l| l.strip_prefix("HID_ID=")) else { continue };
+        let mut parts = id.trim().split(':').skip(1).map(|h| u32::from_str_radix(h, 16).ok());
+        let (Some(Some(vid)), Some(Some(pid))) = (parts.next(), parts.next()) else { continue };
+        if let Some(&(_, _, model)) =
+            super::fnirsi::USB_IDS.iter().find(|&&(v, p, _)| v as u32 == vid && p as u32 == pid)
+        {
+            let kind = if model == "FNB48S" { "fnb48".to_owned() } else { model.to_ascii_lowercase() };
+            out.push(FoundMeter {
+                spec: format!("{kind}:/dev/{name}"),
+                what: format!("FNIRSI {model} (USB {vid:04x}:{pid:04x})"),
+            });
+        }
+    }
+    out
+}
+
+/// A folder's entries (name, path), sorted by name; none when it cannot be listed.
+fn entries(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let mut v: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ProfileRow {
@@ -43,15 +92,25 @@ pub struct Survey {
     /// the command, which knows the runner).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub cpu: String,
+    /// External meters found here (`--meter` values).
+    pub meters: Vec<FoundMeter>,
+    /// The `--meter` read instead of the board's sensor, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meter: Option<String>,
 }
 
-/// Opens the chosen board's sensor (or the estimate) and takes a live reading.
-pub fn survey(r: &Resolved) -> Survey {
+/// Opens the chosen board's sensor (or the estimate), or the external meter `spec` when
+/// given, and takes a live reading.
+pub fn survey(r: &Resolved, spec: Option<&MeterSpec>) -> Survey {
     let board = &r.detection.board;
-    let (mut meter, error): (Box<dyn EnergyMeter>, Option<String>) = match super::open(board, &r.root) {
+    let opened = match spec {
+        Some(spec) => super::meter::open(spec, &r.root),
+        None => super::open(board, &r.root),
+    };
+    let (mut meter, error): (Box<dyn EnergyMeter>, Option<String>) = match opened {
         Ok(m) => (m, None),
         Err(e) => {
-            let error = (board.sensor.kind != crate::board::SensorKind::None).then(|| e.to_string());
+            let error = (spec.is_some() || board.sensor.kind != crate::board::SensorKind::None).then(|| e.to_string());
             (super::estimate_for(board, &r.root, None), error)
         }
     };
@@ -79,7 +138,7 @@ pub fn survey(r: &Resolved) -> Survey {
         sensor: SensorRow {
             estimate: source.starts_with("estimate"),
             source,
-            kind: board.sensor.kind.to_string(),
+            kind: spec.map_or_else(|| board.sensor.kind.to_string(), |s| format!("meter {s}")),
             interval_ms: super::clamp_interval(meter.interval()).as_millis() as u64,
             error,
             note: board.sensor.note.clone(),
@@ -87,6 +146,8 @@ pub fn survey(r: &Resolved) -> Survey {
         watts,
         reading_error,
         cpu: String::new(),
+        meters: find_meters(&r.root),
+        meter: spec.map(|s| s.to_string()),
     }
 }
 
@@ -112,6 +173,14 @@ pub fn survey_text(s: &Survey) -> String {
         (Some(w), _) => t += &format!("live reading: {w:.2} W{}", if s.sensor.estimate { " (estimate)" } else { "" }),
         (None, Some(e)) => t += &format!("live reading failed: {e}"),
         (None, None) => t += "no live reading",
+    }
+    if s.meters.is_empty() {
+        t += "\nexternal meters found: none (ina2xx hwmon devices, FNIRSI hidraw nodes)";
+    } else {
+        t += "\nexternal meters found (use with --meter):";
+        for m in &s.meters {
+            t += &format!("\n  {:<32} {}", m.spec, m.what);
+        }
     }
     if !s.cpu.is_empty() {
         t += &format!("\nCPU {}", s.cpu);

@@ -117,3 +117,28 @@ pub fn proc_stat(root: &Path, utime: u64, stime: u64) -> PathBuf {
     write(root, "proc/self/stat", &text);
     root.join("proc/self/stat")
 }
+
+/// A Raspberry Pi 4 with an INA226 breakout on I2C bus 1 at 0x40 in its 5 V supply, bound to
+/// the ina2xx driver (`dtoverlay=i2c-sensor,ina226`): the chip's hwmon folder under the I2C
+/// device, linked from `/sys/class/hwmon/hwmon2` as the kernel does, with the bus voltage
+/// `mv`, the current `ma` and the chip's own power product (uW). Returns the class path.
+pub fn rpi4_with_ina226(root: &Path, mv: u32, ma: u32) -> PathBuf {
+    write(root, "proc/device-tree/model", "Raspberry Pi 4 Model B Rev 1.4\0");
+    let dev = "sys/devices/platform/soc/fe804000.i2c/i2c-1/1-0040";
+    let h = format!("{dev}/hwmon/hwmon2");
+    write(root, &format!("{dev}/name"), "ina226\n");
+    write(root, &format!("{h}/name"), "ina226\n");
+    write(root, &format!("{h}/in0_input"), "12\n");
+    write(root, &format!("{h}/in1_input"), &format!("{mv}\n"));
+    write(root, &format!("{h}/curr1_input"), &format!("{ma}\n"));
+    write(root, &format!("{h}/power1_input"), &format!("{}\n", (mv as u64 * ma as u64 / 25_000) * 25_000));
+    write(root, &format!("{h}/shunt_resistor"), "10000\n");
+    write(root, &format!("{h}/update_interval"), "35\n");
+    std::fs::create_dir_all(root.join("sys/class/hwmon")).unwrap();
+    let link = root.join("sys/class/hwmon/hwmon2");
+    std::os::unix::fs::symlink(root.join(&h), &link).unwrap();
+    // An unrelated hwmon device next to it.
+    write(root, "sys/class/hwmon/hwmon0/name", "cpu_thermal\n");
+    write(root, "sys/class/hwmon/hwmon0/temp1_input", "48000\n");
+    link
+}
