@@ -9,7 +9,7 @@
 use edgecascade::board::{Board, Boards, SysRoot};
 use edgecascade::energy::fnirsi;
 use edgecascade::energy::rdtech::{self, Model, FRAME_LEN, REQUEST};
-use edgecascade::energy::{meter, EnergyContext, ErrorKind, MeterSpec};
+use edgecascade::energy::{meter, EnergyContext, ErrorKind, MeterSpec, StageEnergy};
 use edgecascade::link::{SerialStream, Stream};
 use serialport::{SerialPort, TTYPort};
 use std::io::{Read, Write};
@@ -106,6 +106,27 @@ fn context(fake: &mut FakeUm) -> EnergyContext {
     ctx
 }
 
+/// Spans of each length in `spans_ms` (ms), measured through `ctx` from a meter reporting
+/// 3.06 W: each within 10% of 3.06 W x its length, not interpolated (each is longer than two
+/// sampling periods), named after the meter. Returns each span's energy with its P x t.
+fn spans_at_3_06_w(ctx: &EnergyContext, meter: &str, spans_ms: &[u64]) -> Vec<(StageEnergy, f64)> {
+    let mut out = Vec::new();
+    for &ms in spans_ms {
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(ms));
+        let t1 = Instant::now();
+        let e = ctx.attribute(t0, t1);
+        let want = 3.06 * (t1 - t0).as_secs_f64() * 1e3;
+        let took = (t1 - t0).as_secs_f64() * 1e3;
+        eprintln!("{meter} span of {took:.1} ms: {:.2} mJ measured, P x t = {want:.2} mJ", e.mj);
+        assert!((e.mj - want).abs() <= 0.1 * want, "{meter}: {} mJ, expected {want} mJ", e.mj);
+        assert!(!e.interpolated, "{meter}: {ms} ms is more than two sampling periods: {e:?}");
+        assert_eq!(e.source, ctx.source());
+        out.push((e, want));
+    }
+    out
+}
+
 #[test]
 fn a_fake_um25c_gives_each_span_3_06_w_times_its_length() {
     let mut fake = FakeUm::start();
@@ -113,21 +134,8 @@ fn a_fake_um25c_gives_each_span_3_06_w_times_its_length() {
     assert_eq!(ctx.source(), format!("meter: UM25C on {}, 5.1 V input, 10 Hz", fake.path));
     assert_eq!(ctx.interval(), Duration::from_millis(100));
     assert!((ctx.baseline_w() - 3.06).abs() < 1e-9, "baseline measured at start: {}", ctx.baseline_w());
-    for ms in [350u64, 800] {
-        let t0 = Instant::now();
-        std::thread::sleep(Duration::from_millis(ms));
-        let t1 = Instant::now();
-        let e = ctx.attribute(t0, t1);
-        let want = 3.06 * (t1 - t0).as_secs_f64() * 1e3;
-        eprintln!(
-            "UM25C span of {:.1} ms: {:.2} mJ measured, P x t = {want:.2} mJ",
-            (t1 - t0).as_secs_f64() * 1e3,
-            e.mj
-        );
-        assert!((e.mj - want).abs() <= 0.1 * want, "{} mJ, expected {want} mJ", e.mj);
+    for (e, want) in spans_at_3_06_w(&ctx, "UM25C", &[350, 800]) {
         assert!(e.mj_above_idle.abs() <= 0.1 * want, "{e:?}");
-        assert!(!e.interpolated, "{ms} ms is more than two 100 ms periods");
-        assert_eq!(e.source, ctx.source());
     }
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_millis(40));
@@ -261,20 +269,7 @@ fn a_fake_fnb58_gives_each_span_3_06_w_times_its_length() {
     let ctx = EnergyContext::start_meter(&rpi4(), &SysRoot::host(), &fake.spec()).expect("the fake meter opens");
     assert_eq!(ctx.source(), format!("meter: FNB58 on {}, 5.1 V input, 100 samples/s, 25 Hz", fake.path.display()));
     assert!((ctx.baseline_w() - 3.06).abs() < 0.1 * 3.06, "baseline measured at start: {}", ctx.baseline_w());
-    for ms in [400u64, 1000] {
-        let t0 = Instant::now();
-        std::thread::sleep(Duration::from_millis(ms));
-        let t1 = Instant::now();
-        let e = ctx.attribute(t0, t1);
-        let want = 3.06 * (t1 - t0).as_secs_f64() * 1e3;
-        eprintln!(
-            "FNB58 span of {:.1} ms: {:.2} mJ measured, P x t = {want:.2} mJ",
-            (t1 - t0).as_secs_f64() * 1e3,
-            e.mj
-        );
-        assert!((e.mj - want).abs() <= 0.1 * want, "{} mJ, expected {want} mJ", e.mj);
-        assert!(!e.interpolated && e.source == ctx.source(), "{e:?}");
-    }
+    spans_at_3_06_w(&ctx, "FNB58", &[400, 1000]);
 }
 
 #[test]
