@@ -246,23 +246,10 @@ fn damaged_jpegs_are_errors_unless_accepted() {
 /// nothing); with a token, or on loopback, it does not.
 #[test]
 fn a_host_open_to_the_network_without_a_token_warns() {
-    use std::io::BufRead;
     let serve = |args: &[&str]| -> String {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgecascade"))
-            .arg("host")
-            .args(args)
-            .current_dir(root())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+        let (ready, err) = host_ready(args);
         assert!(ready.contains("serving"), "{ready}");
-        child.kill().unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        err
     };
     for flag in ["--listen", "--oip-listen"] {
         let any = if flag == "--listen" { "tcp:0.0.0.0:0" } else { "0.0.0.0:0" };
@@ -394,11 +381,16 @@ fn host_without_a_link_names_all_three_options() {
 /// (the README promised it; only `--oip-listen` accepted one).
 #[test]
 fn host_listen_takes_a_bare_port_on_loopback() {
+    let (ready, err) = host_ready(&["--listen", "0"]);
+    assert!(ready.contains("serving") && ready.contains("on tcp:127.0.0.1:"), "{ready}{err}");
+}
+
+/// Starts `host ARGS`, reads its first ready line, stops it: the line and its standard error.
+fn host_ready(args: &[&str]) -> (String, String) {
     use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgecascade"))
-        .args(["host", "--listen", "0"])
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
+    let mut child = common::bin()
+        .arg("host")
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -407,7 +399,7 @@ fn host_listen_takes_a_bare_port_on_loopback() {
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(ready.contains("serving") && ready.contains("on tcp:127.0.0.1:"), "{ready}{}", stderr(&out));
+    (ready, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// The option and argument entries of a clap help text, each with its help (empty if none):

@@ -410,21 +410,7 @@ fn kept_alive_connections_never_hold_up_a_new_one_and_http_edges_are_served() {
     let infer_path = format!("/v2/models/{NAME}/infer");
     let input = Tensor::new("input", vec![1, 3, 224, 224], photo_tensor("coffee.png"));
     let (body, _) = oip::encode_request("c", std::slice::from_ref(&input), None, false);
-    let expecting: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut raw = TcpStream::connect(&host.http).unwrap();
-            let head = format!(
-                "POST {infer_path} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            );
-            raw.write_all(head.as_bytes()).unwrap();
-            raw.set_read_timeout(Some(TIMEOUT)).unwrap();
-            let mut cont = [0u8; 25];
-            raw.read_exact(&mut cont).unwrap();
-            assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
-            raw
-        })
-        .collect();
+    let expecting: Vec<TcpStream> = (0..2).map(|_| expect_continue(&host.http, &infer_path, body.len())).collect();
     let mut over = host.conn();
     over.send("GET", "/v2", &[], &[]).unwrap();
     let r = over.receive(TIMEOUT).unwrap();
@@ -457,16 +443,7 @@ fn kept_alive_connections_never_hold_up_a_new_one_and_http_edges_are_served() {
     assert_eq!(oip::decode_response(&r.body, None).unwrap().outputs[0].data, want.outputs[0].data);
 
     // `Expect: 100-continue`: the host says go on before the body is sent.
-    let mut raw = TcpStream::connect(&host.http).unwrap();
-    let head = format!(
-        "POST {infer_path} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    raw.write_all(head.as_bytes()).unwrap();
-    raw.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut cont = [0u8; 25];
-    raw.read_exact(&mut cont).unwrap();
-    assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let mut raw = expect_continue(&host.http, &infer_path, body.len());
     raw.write_all(&body).unwrap();
     let r = HttpConn::new(Box::new(raw), &host.http).receive(TIMEOUT).unwrap();
     assert_eq!(r.status, 200, "{}", r.error_text());
@@ -487,4 +464,18 @@ fn kept_alive_connections_never_hold_up_a_new_one_and_http_edges_are_served() {
     assert_eq!(r.status, 431, "{}", r.error_text());
     assert!(r.error_text().contains("longer than 65536 bytes"), "{}", r.error_text());
     assert_eq!(request(&mut host.conn(), "GET", "/v2/health/ready", &[], &[]).0, 200);
+}
+
+/// A POST head with `Expect: 100-continue` for a body of `len` bytes, sent on a new
+/// connection to `addr`: the connection once the host has said `100 Continue`.
+fn expect_continue(addr: &str, path: &str, len: usize) -> TcpStream {
+    use std::io::{Read, Write};
+    let mut raw = TcpStream::connect(addr).unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {len}\r\n\r\n");
+    raw.write_all(head.as_bytes()).unwrap();
+    raw.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut cont = [0u8; 25];
+    raw.read_exact(&mut cont).unwrap();
+    assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
+    raw
 }
