@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.verbosity.init_logger();
     // eval and calibrate spread images over the cores, one thread each.
-    cli.runner.apply(matches!(cli.command, Command::Eval(_) | Command::Calibrate(_)));
+    cli.runner.apply(matches!(cli.command, Command::Eval(_)));
     let result = match cli.command {
         Command::Classify(a) => cmd::classify::run(a),
         Command::Demo(a) => cmd::demo::run(a),

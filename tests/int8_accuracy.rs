@@ -35,7 +35,7 @@ fn rewritten_int8_top1_equals_onnxruntime_on_val_a() {
     let model = Model::load(&root().join("models/efficientnet-lite0-int8.toml"), &Default::default()).unwrap();
     let items = dataset::read_labels(&data, 1000).unwrap();
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (records, failures) = eval::collect(&[&model], &items, jobs);
+    let (records, failures) = eval::collect(&[&model], &items, jobs, None);
     assert!(failures.is_empty(), "{failures:?}");
 
     let reference =

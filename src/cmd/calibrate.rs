@@ -48,9 +48,12 @@ pub struct CalibrateArgs {
     #[arg(long, default_value_t = 921_600)]
     #[arg(value_parser = clap::value_parser!(u64).range(1..))]
     link_baud: u64,
-    /// The device's board (its power model and link energy price the device's side).
+    /// The device's board: its sensor (or estimate) measures each stage's energy as classify
+    /// does; its link energy and idle power price the link.
     #[command(flatten)]
     energy: EnergyArgs,
+    #[command(flatten)]
+    payload: super::PayloadArgs,
     /// Images decoded and run at once (default: every core).
     #[arg(long, value_name = "N", value_parser = super::at_least_one)]
     jobs: Option<usize>,
@@ -76,11 +79,12 @@ pub fn run(a: CalibrateArgs) -> Result<usize> {
         cache_dir: a.cache.unwrap_or_else(edgecascade::tune::cache::default_dir),
         jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         link: LinkAssumptions { baud: a.link_baud, ..Default::default() },
-        jpeg_quality: 90,
+        payload: a.payload.spec(),
         board: a.energy.resolve()?.detection.board,
+        energy: Some(a.energy.start()?),
         runner: runner_opts().clone(),
     };
-    let c = tune::calibrate(CascadeArgs::plain(a.config).resolve()?, &o)?;
+    let c = tune::calibrate(CascadeArgs::plain(a.config).resolve()?, o)?;
     super::print(a.json, &c, tune::summary_text)?;
     if !c.met {
         bail!("no threshold meets the target {}; the closest point is shown above", c.target);

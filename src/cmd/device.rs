@@ -3,7 +3,6 @@
 
 use super::{runner_opts, CascadeArgs, EnergyArgs};
 use anyhow::{bail, Context, Result};
-use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use edgecascade::config::CascadeConfig;
 use edgecascade::link::{Encoding, LinkAddr, Shaping};
@@ -73,13 +72,8 @@ impl LogArgs {
 /// How the device uses its link.
 #[derive(Args)]
 pub struct LinkArgs {
-    /// What a forwarded input carries to the host: the host model's centre crop as JPEG
-    /// (crop-jpeg), the input's own bytes (original) or the crop as raw RGB (crop-raw).
-    #[arg(long, value_name = "ENCODING", default_value = "crop-jpeg", ignore_case = true, value_parser = encoding_parser())]
-    encoding: Encoding,
-    /// JPEG quality of a crop-jpeg payload.
-    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
-    jpeg_quality: u8,
+    #[command(flatten)]
+    payload: super::PayloadArgs,
     /// Pace the link to rehearse a slower one, e.g. `baud=115200,latency=20ms,loss=0.001`.
     #[arg(long, value_name = "SPEC")]
     pub shape: Option<Shaping>,
@@ -99,26 +93,16 @@ pub struct LinkArgs {
     pub start_degraded: bool,
 }
 
-/// `--encoding`'s values, listed in the help and in clap's error for any other (the spellings
-/// without the dash or with an underscore are accepted as before).
-fn encoding_parser() -> impl TypedValueParser<Value = Encoding> {
-    PossibleValuesParser::new([
-        PossibleValue::new("crop-jpeg").aliases(["cropjpeg", "crop_jpeg"]),
-        PossibleValue::new("original"),
-        PossibleValue::new("crop-raw").aliases(["cropraw", "crop_raw"]),
-    ])
-    .map(|s| s.parse::<Encoding>().expect("a listed encoding parses"))
-}
-
 impl LinkArgs {
     pub fn remote_config(&self, addr: LinkAddr, ensemble: bool) -> RemoteConfig {
         let mut c = RemoteConfig::new(addr);
-        let mut encodings = vec![self.encoding];
+        let p = self.payload.spec();
+        let mut encodings = vec![p.encoding];
         encodings.extend(
-            [Encoding::CropJpeg, Encoding::Original, Encoding::CropRaw].into_iter().filter(|e| *e != self.encoding),
+            [Encoding::CropJpeg, Encoding::Original, Encoding::CropRaw].into_iter().filter(|e| *e != p.encoding),
         );
         c.encodings = encodings;
-        c.jpeg_quality = self.jpeg_quality;
+        c.jpeg_quality = p.jpeg_quality;
         c.shaping = self.shape.clone();
         c.reply_timeout = Duration::from_millis(self.reply_timeout_ms);
         c.tries = self.tries;

@@ -25,6 +25,8 @@ pub struct EvalArgs {
     /// Images evaluated at once (default: the number of cores).
     #[arg(long, value_name = "N", value_parser = super::at_least_one)]
     jobs: Option<usize>,
+    #[command(flatten)]
+    payload: super::PayloadArgs,
     /// The result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -39,14 +41,18 @@ pub fn run(a: EvalArgs) -> Result<usize> {
     let items = dataset::read_labels(data, models[0].classes.len())?;
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     log::info!("evaluating {} models on {} images of {}", models.len(), items.len(), data.display());
-    let (records, failures) = eval::collect(&models, &items, jobs);
+    // The last stage of a cascade runs on the host: it sees the payload the link carries.
+    let host = (cascade.models.len() > 1)
+        .then(|| eval::HostView { stage: cascade.models.len() - 1, payload: a.payload.spec() });
+    let (records, failures) = eval::collect(&models, &items, jobs, host);
     for e in &failures {
         eprintln!("error: {e}");
     }
     let failed = failures.len();
     let names: Vec<String> = models.iter().map(|m| m.name().to_owned()).collect();
     let macs: Vec<u64> = models.iter().map(|m| m.runner.macs()).collect();
-    let report = eval::score(&records, failed, &names, &macs, &cascade.policies, cascade.config.ensemble);
+    let mut report = eval::score(&records, failed, &names, &macs, &cascade.policies, cascade.config.ensemble);
+    report.payload = host.map(|h| h.payload.to_string());
     if let Some(path) = a.predictions.as_deref() {
         let mut f = std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,

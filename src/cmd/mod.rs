@@ -17,13 +17,15 @@ pub mod report;
 pub mod run;
 
 use anyhow::{bail, Result};
-use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Args};
 use edgecascade::board;
 use edgecascade::config::{CascadeConfig, Overrides, DEFAULT_CONFIG};
 use edgecascade::core::policy::Metric;
 use edgecascade::energy::{EnergyContext, MeterSpec};
+use edgecascade::link::Encoding;
 use edgecascade::model::runner::{self, ForcedKernels, KernelOptions, RunnerOptions};
+use edgecascade::offload::payload::PayloadSpec;
 use edgecascade::run::session::{self, Sink, Summary};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,8 +35,8 @@ use std::process::ExitCode;
 #[command(next_help_heading = "Global options")]
 pub struct RunnerArgs {
     /// Threads for each model's matrix products, at least 1 (default: every core for the
-    /// commands that answer one input at a time; 1 for eval and calibrate, which spread images
-    /// over cores).
+    /// commands that answer one input at a time, and for calibrate's timing of each stage; 1
+    /// for eval, which spreads images over the cores, as calibrate does for its logits).
     #[arg(long, global = true, value_name = "N", value_parser = at_least_one)]
     threads: Option<usize>,
     /// Force the int8 rewrite's kernels instead of measuring which is fastest here: a kernel
@@ -199,6 +201,37 @@ fn metric_parser() -> impl TypedValueParser<Value = Metric> {
 /// A threshold: a number in [0, 1].
 fn threshold(s: &str) -> Result<f32, String> {
     fraction(s).map(|v| v as f32)
+}
+
+/// What a forwarded input carries to the host. `run` and `demo` send it; `eval` and
+/// `calibrate` give the host stage the same payload, so they measure the cascade that runs.
+#[derive(Args)]
+pub struct PayloadArgs {
+    /// What a forwarded input carries to the host: the host model's centre crop as JPEG
+    /// (crop-jpeg), the input's own bytes (original) or the crop as raw RGB (crop-raw). `eval`
+    /// and `calibrate` score and price the host stage on that payload.
+    #[arg(long, value_name = "ENCODING", default_value = "crop-jpeg", ignore_case = true, value_parser = encoding_parser())]
+    encoding: Encoding,
+    /// JPEG quality of a crop-jpeg payload.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    jpeg_quality: u8,
+}
+
+impl PayloadArgs {
+    pub fn spec(&self) -> PayloadSpec {
+        PayloadSpec { encoding: self.encoding, jpeg_quality: self.jpeg_quality }
+    }
+}
+
+/// `--encoding`'s values, listed in the help and in clap's error for any other (the spellings
+/// without the dash or with an underscore are accepted as before).
+fn encoding_parser() -> impl TypedValueParser<Value = Encoding> {
+    PossibleValuesParser::new([
+        PossibleValue::new("crop-jpeg").aliases(["cropjpeg", "crop_jpeg"]),
+        PossibleValue::new("original"),
+        PossibleValue::new("crop-raw").aliases(["cropraw", "crop_raw"]),
+    ])
+    .map(|s| s.parse::<Encoding>().expect("a listed encoding parses"))
 }
 
 /// Which board this is and where its sensors are: the energy figure of each stage.

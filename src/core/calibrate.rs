@@ -285,7 +285,7 @@ mod tests {
 
     fn rec(label: usize, a: [f32; 2], b: [f32; 2]) -> Record {
         let l = |p: [f32; 2]| p.iter().map(|x| x.ln()).collect();
-        Record { input: "x".into(), label, logits: vec![l(a), l(b)], ms: vec![] }
+        Record { input: "x".into(), label, logits: vec![l(a), l(b)] }
     }
 
     #[test]

@@ -69,13 +69,17 @@ pub struct HostStage {
     pub macs: u64,
     /// The host's own milliseconds per input.
     pub host_ms: Figure,
+    /// The device's milliseconds to encode the payload (e.g. the crop as JPEG).
+    pub encode_ms: Figure,
+    /// The device's millijoules to encode the payload.
+    pub encode_mj: Figure,
     pub link: Link,
     /// Device power while it waits for the host (idle), in watts.
     pub device_wait_w: Figure,
 }
 
 /// A cascade priced stage by stage. With `remote`, the last stage runs on a host; otherwise
-/// every stage is in `local`.
+/// every stage is in `local` (as `classify` runs it).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CostModel {
     pub local: Vec<LocalStage>,
@@ -111,8 +115,8 @@ impl CostModel {
             let p = reach.get(self.local.len()).copied().unwrap_or(0.0);
             let wait_ms = r.link.transfer_ms() + r.host_ms.value;
             c.macs += p * r.macs as f64;
-            c.ms += p * wait_ms;
-            c.device_mj += p * (r.link.transfer_mj() + r.device_wait_w.value * wait_ms);
+            c.ms += p * (r.encode_ms.value + wait_ms);
+            c.device_mj += p * (r.encode_mj.value + r.link.transfer_mj() + r.device_wait_w.value * wait_ms);
             c.link_bytes += p * (r.link.bytes_up.value + r.link.bytes_down.value);
         }
         c
@@ -143,9 +147,19 @@ impl CostModel {
         self.local.iter().any(|s| s.ms.is_estimate() || s.mj.is_estimate())
             || self.remote.as_ref().is_some_and(|r| {
                 let l = &r.link;
-                [&r.host_ms, &r.device_wait_w, &l.bytes_up, &l.bytes_down, &l.bytes_per_s, &l.rtt_ms, &l.nj_per_byte]
-                    .iter()
-                    .any(|f| f.is_estimate())
+                [
+                    &r.host_ms,
+                    &r.encode_ms,
+                    &r.encode_mj,
+                    &r.device_wait_w,
+                    &l.bytes_up,
+                    &l.bytes_down,
+                    &l.bytes_per_s,
+                    &l.rtt_ms,
+                    &l.nj_per_byte,
+                ]
+                .iter()
+                .any(|f| f.is_estimate())
             })
     }
 }
@@ -164,6 +178,8 @@ mod tests {
             remote: Some(HostStage {
                 macs: 900,
                 host_ms: Figure::measured(30.0, "host clock"),
+                encode_ms: Figure::measured(1.0, "clock"),
+                encode_mj: Figure::estimate(4.0, "4 W x 1 ms"),
                 link: Link {
                     bytes_up: Figure::measured(9_000.0, "payload"),
                     bytes_down: Figure::measured(1_000.0, "reply"),
@@ -192,14 +208,14 @@ mod tests {
         let c = m.expected(&[1.0, 0.25]);
         assert!((c.macs - (400.0 + 0.25 * 900.0)).abs() < 1e-9);
         assert!((c.device_macs - 400.0).abs() < 1e-9);
-        // wait = 105 + 30 = 135 ms; device energy there = 2 mJ + 2 W x 135 ms = 272 mJ.
-        assert!((c.ms - (10.0 + 0.25 * 135.0)).abs() < 1e-9);
-        assert!((c.device_mj - (50.0 + 0.25 * 272.0)).abs() < 1e-9);
+        // encode 1 ms, 4 mJ; wait = 105 + 30 = 135 ms; device energy there = 2 mJ + 2 W x 135 ms.
+        assert!((c.ms - (10.0 + 0.25 * 136.0)).abs() < 1e-9);
+        assert!((c.device_mj - (50.0 + 0.25 * 276.0)).abs() < 1e-9);
         assert!((c.link_bytes - 2_500.0).abs() < 1e-9);
         let all = m.offload_everything().unwrap();
-        assert!((all.device_mj - 272.0).abs() < 1e-9 && (all.macs - 900.0).abs() < 1e-9);
+        assert!((all.device_mj - 276.0).abs() < 1e-9 && (all.macs - 900.0).abs() < 1e-9);
         assert!((m.single(0).macs - 400.0).abs() < 1e-9);
-        assert!((m.single(1).ms - 135.0).abs() < 1e-9);
+        assert!((m.single(1).ms - 136.0).abs() < 1e-9);
         assert!(m.has_estimates());
     }
 }

@@ -270,33 +270,8 @@ impl Host {
                 ));
             }
         }
-        let bad = |e: String| (ErrorCode::BadPayload, e);
-        let crop = match req.encoding {
-            Encoding::Original => {
-                let img = preprocess::decode(&req.payload).map_err(|e| bad(e.to_string()))?;
-                preprocess::crop_resize(&img, spec.size, spec.crop_fraction)
-            }
-            Encoding::CropJpeg => {
-                let img = preprocess::decode(&req.payload).map_err(|e| bad(e.to_string()))?;
-                if img.dimensions() != (spec.size, spec.size) {
-                    let (w, h) = img.dimensions();
-                    return Err(bad(format!("crop is {w}x{h}, the host model takes {0}x{0}", spec.size)));
-                }
-                img
-            }
-            Encoding::CropRaw => {
-                let want = (spec.size * spec.size * 3) as usize;
-                if req.payload.len() != want {
-                    return Err(bad(format!(
-                        "raw crop has {} bytes, the host model takes {want} ({1}x{1}x3)",
-                        req.payload.len(),
-                        spec.size
-                    )));
-                }
-                image::RgbImage::from_raw(spec.size, spec.size, req.payload.clone())
-                    .ok_or_else(|| bad("raw crop does not fit its size".into()))?
-            }
-        };
+        let crop = crate::offload::payload::host_crop(req.encoding, &req.payload, spec)
+            .map_err(|e| (ErrorCode::BadPayload, e))?;
         let input = preprocess::normalise(&crop, spec.mean, spec.std, spec.layout);
         let decoded = start.elapsed();
         let out = self.execute(vec![input])?.pop().unwrap_or_default();

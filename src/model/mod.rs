@@ -78,7 +78,19 @@ impl Model {
     /// cascade stage `stage`.
     pub fn logits(&self, img: &RgbImage, stage: usize, spans: &mut Spans) -> Result<Vec<f32>, RunError> {
         let input = spans.time("preprocess", Some(stage), || preprocess::to_tensor(img, &self.manifest.input));
-        let out = spans.time("infer", Some(stage), || self.runner.run(&input))?;
+        self.logits_of_tensor(&input, stage, spans)
+    }
+
+    /// The logits of an image already cropped to the model's input size (what a host makes of
+    /// a crop payload: `offload::payload::host_crop`), timed into `spans` as `logits` is.
+    pub fn logits_of_crop(&self, crop: &RgbImage, stage: usize, spans: &mut Spans) -> Result<Vec<f32>, RunError> {
+        let s = &self.manifest.input;
+        let input = spans.time("preprocess", Some(stage), || preprocess::normalise(crop, s.mean, s.std, s.layout));
+        self.logits_of_tensor(&input, stage, spans)
+    }
+
+    fn logits_of_tensor(&self, input: &[f32], stage: usize, spans: &mut Spans) -> Result<Vec<f32>, RunError> {
+        let out = spans.time("infer", Some(stage), || self.runner.run(input))?;
         Ok(self.as_logits(out))
     }
 

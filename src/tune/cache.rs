@@ -1,17 +1,19 @@
 //! The logit cache of `calibrate`: every model's logits on every image of a labeled folder,
 //! stored once (postcard) so a re-run with the same models and data is instant. The file is
 //! named after the folder and the models' names; inside it the models' checksums (sha256 of
-//! the ONNX file and the manifest) and the data's fingerprint (labels.csv, file sizes) decide
+//! the ONNX file and the manifest), the data's fingerprint (labels.csv, file sizes) and the
+//! payload the last model saw (`--encoding`, `--jpeg-quality`) decide
 //! whether it still holds: a cache made by other models or other data is rebuilt.
 
 use crate::model::Model;
+use crate::offload::payload::PayloadSpec;
 use crate::tune::eval::Record;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the stored layout or the way logits are computed changes.
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
 struct Key {
@@ -19,6 +21,8 @@ struct Key {
     /// (model name, sha256 of its ONNX file and manifest)
     models: Vec<(String, String)>,
     data: String,
+    /// The payload the last model saw (`PayloadSpec`'s text, e.g. `crop-jpeg q90`).
+    payload: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -86,12 +90,14 @@ pub fn load_or_build(
     data: &Path,
     files: &[PathBuf],
     models: &[&Model],
+    payload: PayloadSpec,
     build: impl FnOnce() -> (Vec<Record>, usize),
 ) -> std::io::Result<(Vec<Record>, usize, Provenance)> {
     let key = Key {
         version: CACHE_VERSION,
         models: models.iter().map(|m| Ok((m.name().to_owned(), model_checksum(m)?))).collect::<std::io::Result<_>>()?,
         data: data_fingerprint(data, files)?,
+        payload: payload.to_string(),
     };
     let path = file_for(cache_dir, data, models);
     let why = match std::fs::read(&path) {
@@ -101,6 +107,9 @@ pub fn load_or_build(
             Ok(s) if s.key.version != key.version => "the cache is from another version".to_owned(),
             Ok(s) if s.key.models != key.models => "the cache was made by other models (checksums differ)".to_owned(),
             Ok(s) if s.key.data != key.data => "the data changed since the cache was made".to_owned(),
+            Ok(s) if s.key.payload != key.payload => {
+                format!("the cache's host stage saw {} payloads, not {}", s.key.payload, key.payload)
+            }
             Ok(s) => return Ok((s.records, s.errors, Provenance::Cached(path))),
         },
     };

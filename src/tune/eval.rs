@@ -5,7 +5,9 @@
 use crate::core::cascade;
 use crate::core::policy::{argmax, softmax, StagePolicy};
 use crate::model::preprocess;
+use crate::model::runner::single_threaded;
 use crate::model::Model;
+use crate::offload::payload;
 use crate::run::spans::Spans;
 use crate::tune::dataset::Labeled;
 use serde::Serialize;
@@ -17,8 +19,15 @@ pub struct Record {
     pub input: String,
     pub label: usize,
     pub logits: Vec<Vec<f32>>,
-    /// Each model's milliseconds on this image (preprocess and inference).
-    pub ms: Vec<f64>,
+}
+
+/// The cascade's last stage as a live run feeds it: on the host, from the payload the link
+/// carries. `collect` gives model `stage` that payload's view of each image instead of its
+/// pixels (`--encoding original` or `crop-raw` see the same pixels; `crop-jpeg` does not).
+#[derive(Clone, Copy, Debug)]
+pub struct HostView {
+    pub stage: usize,
+    pub payload: crate::offload::payload::PayloadSpec,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -47,6 +56,9 @@ pub struct EvalReport {
     pub errors: usize,
     pub models: Vec<ModelScore>,
     pub cascade: CascadeScore,
+    /// What the cascade's last stage was scored on (the payload the link carries, e.g.
+    /// `crop-jpeg q90`); None for a cascade of one stage.
+    pub payload: Option<String>,
 }
 
 /// One line of `--predictions`: a model's (or the cascade's) answer on one image.
@@ -102,6 +114,7 @@ pub fn score(
             threshold: policies.first().and_then(|p| p.threshold),
             ensemble,
         },
+        payload: None,
     }
 }
 
@@ -114,6 +127,9 @@ pub fn cascade_on(r: &Record, policies: &[StagePolicy], ensemble: bool) -> casca
 /// The text `eval` prints: images, then each model's and the cascade's top-1 and cost.
 pub fn report_text(r: &EvalReport, data: &std::path::Path) -> String {
     let mut t = format!("{} images ({} failed) from {}\n", r.n, r.errors, data.display());
+    if let Some(p) = &r.payload {
+        t += &format!("  (the cascade's last model scored on the {p} payloads the link carries to the host)\n");
+    }
     for m in &r.models {
         t += &format!("  {:<28} top-1 {:>6.2}%  {:>6.0} M MACs\n", m.name, m.top1 * 100.0, m.macs as f64 / 1e6);
     }
@@ -162,7 +178,13 @@ pub fn predictions<'a>(
 
 /// Runs every model on every labeled image, `jobs` images at a time. Returns the records, in
 /// order, and an error naming the file for each image that could not be read or decoded.
-pub fn collect(models: &[&Model], items: &[Labeled], jobs: usize) -> (Vec<Record>, Vec<String>) {
+/// With `host`, that model sees each image as the host would receive it.
+pub fn collect(
+    models: &[&Model],
+    items: &[Labeled],
+    jobs: usize,
+    host: Option<HostView>,
+) -> (Vec<Record>, Vec<String>) {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let work = || {
@@ -170,7 +192,9 @@ pub fn collect(models: &[&Model], items: &[Labeled], jobs: usize) -> (Vec<Record
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(item) = items.get(i) else { return out };
-            out.push((i, record(models, item)));
+            // The workers spread the images over the cores: each runs its products alone.
+            let r = if jobs > 1 { single_threaded(|| record(models, item, host)) } else { record(models, item, host) };
+            out.push((i, r));
             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
             if d.is_multiple_of(50) || d == items.len() {
                 log::info!("evaluated {d}/{} images", items.len());
@@ -197,7 +221,7 @@ pub fn collect(models: &[&Model], items: &[Labeled], jobs: usize) -> (Vec<Record
     (records, failures)
 }
 
-fn record(models: &[&Model], item: &Labeled) -> Result<Record, String> {
+fn record(models: &[&Model], item: &Labeled, host: Option<HostView>) -> Result<Record, String> {
     let name = item.path.display().to_string();
     let bytes = std::fs::read(&item.path).map_err(|e| format!("{name}: cannot read: {e}"))?;
     let img = preprocess::decode(&bytes).map_err(|e| format!("{name}: {e}"))?;
@@ -205,11 +229,20 @@ fn record(models: &[&Model], item: &Labeled) -> Result<Record, String> {
     let logits = models
         .iter()
         .enumerate()
-        .map(|(i, m)| m.logits(&img, i, &mut spans).map_err(|e| format!("{name}: {}: {e}", m.name())))
+        .map(|(i, m)| {
+            let logits = match host.filter(|h| h.stage == i) {
+                Some(h) => {
+                    let crop = payload::host_view(h.payload, &bytes, &img, &m.manifest.input)
+                        .map_err(|e| format!("{name}: the payload for {} ({}): {e}", m.name(), h.payload))?;
+                    m.logits_of_crop(&crop, i, &mut spans)
+                }
+                None => m.logits(&img, i, &mut spans),
+            };
+            logits.map_err(|e| format!("{name}: {}: {e}", m.name()))
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    let ms = (0..models.len()).map(|i| spans.0.iter().filter(|s| s.stage == Some(i)).map(|s| s.ms).sum()).collect();
     let input = item.path.file_name().map_or(name.clone(), |f| f.to_string_lossy().into_owned());
-    Ok(Record { input, label: item.label, logits, ms })
+    Ok(Record { input, label: item.label, logits })
 }
 
 #[cfg(test)]
@@ -219,7 +252,7 @@ mod tests {
 
     fn rec(label: usize, a: [f32; 3], b: [f32; 3]) -> Record {
         let l = |p: [f32; 3]| p.iter().map(|x| x.ln()).collect();
-        Record { input: "x".into(), label, logits: vec![l(a), l(b)], ms: vec![] }
+        Record { input: "x".into(), label, logits: vec![l(a), l(b)] }
     }
 
     #[test]

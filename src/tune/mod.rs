@@ -11,20 +11,25 @@ pub mod eval;
 pub mod report;
 #[cfg(test)]
 mod tests;
+pub mod timing;
 
 use crate::board::Board;
 use crate::config::{CalibrationInfo, CascadeConfig};
 use crate::core::calibrate::{self, Curve, Merit, Point, Target};
-use crate::core::cost::{CostModel, Figure, HostStage, Link, LocalStage};
+use crate::core::cost::{Cost, CostModel, Figure, HostStage, Link, LocalStage};
 use crate::core::plot;
 use crate::core::policy::Metric;
-use crate::link::{self, Encoding, InferRequest, InferResponse, Message};
+use crate::energy::EnergyContext;
+use crate::link::{self, InferRequest, InferResponse, Message};
 use crate::model::runner::RunnerOptions;
 use crate::model::Model;
 use crate::model::ModelError;
+use crate::offload::payload::PayloadSpec;
+use crate::run::pipeline::Pipeline;
 use crate::tune::dataset::DatasetError;
 use crate::tune::eval::Record;
 use serde::Serialize;
+use timing::Timing;
 
 pub use report::{report, report_text, Report};
 use std::path::{Path, PathBuf};
@@ -85,9 +90,12 @@ pub struct CalibrateOptions {
     pub cache_dir: PathBuf,
     pub jobs: usize,
     pub link: LinkAssumptions,
-    pub jpeg_quality: u8,
-    /// The device's board profile: its power model and link energy price the device's side.
+    /// What the device sends the host: the host stage is scored and priced on it.
+    pub payload: PayloadSpec,
+    /// The device's board profile: its link energy and idle power price the link.
     pub board: Board,
+    /// Each span's energy while the stages are timed (as `classify` measures it).
+    pub energy: Option<EnergyContext>,
     /// How the models are loaded.
     pub runner: RunnerOptions,
 }
@@ -110,7 +118,15 @@ pub struct Calibration {
     pub curves_csv: String,
     pub curves_json: String,
     pub plot: String,
+    /// The deployed cascade: every stage but the last on the device, the last on the host
+    /// over the link, priced on the payload (`payload`).
     pub cost_model: CostModel,
+    /// The same stages all in this process, as `classify` and `bench` run them.
+    pub cost_model_in_process: CostModel,
+    /// How the stages' ms and mJ were measured.
+    pub timing: Timing,
+    /// What the host stage was scored and priced on, e.g. `crop-jpeg q90`.
+    pub payload: String,
 }
 
 #[derive(Serialize)]
@@ -127,6 +143,8 @@ pub struct Chosen {
     pub ensemble: bool,
     pub temperatures: Vec<f64>,
     pub point: Point,
+    /// The chosen point's cost per input with every stage in this process (`classify`).
+    pub in_process: Cost,
     /// 99% interval of the forward rate in a run as large as the calibration set.
     pub forwarded_interval: (f64, f64),
     /// 1 - cascade MACs / the last model's MACs.
@@ -194,23 +212,21 @@ impl Outputs {
     }
 }
 
-pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibration> {
+pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibration> {
     if config.stages.len() < 2 {
         invalid!("{}: a cascade of one stage has no threshold to calibrate", config.path.display());
     }
     // Before minutes of inference on a board: where the results go.
     let outputs = Outputs::choose(o.out.as_deref(), o.force)?;
-    let models = config.stages.iter().map(|s| Model::load(&s.model, &o.runner)).collect::<Result<Vec<_>, _>>()?;
-    let classes = models[0].classes.len();
-    if let Some(m) = models.iter().find(|m| m.classes.len() != classes) {
-        invalid!("{} has {} classes, {} has {classes}", m.name(), m.classes.len(), models[0].name());
-    }
+    let mut pipeline = Pipeline::local(config.clone(), &o.runner)?;
+    let classes = pipeline.models[0].classes.len();
     let items = dataset::read_labels(&o.data, classes)?;
     let files: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
-    let refs: Vec<&Model> = models.iter().collect();
-    let (records, errors, provenance) = cache::load_or_build(&o.cache_dir, &o.data, &files, &refs, || {
+    let refs: Vec<&Model> = pipeline.models.iter().collect();
+    let host = eval::HostView { stage: refs.len() - 1, payload: o.payload };
+    let (records, errors, provenance) = cache::load_or_build(&o.cache_dir, &o.data, &files, &refs, o.payload, || {
         log::info!("computing the logits of {} models on {} images", refs.len(), items.len());
-        let (records, failures) = eval::collect(&refs, &items, o.jobs);
+        let (records, failures) = eval::collect(&refs, &items, o.jobs, Some(host));
         failures.iter().for_each(|e| log::warn!("{e}"));
         (records, failures.len())
     })
@@ -226,6 +242,15 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
             o.data.display()
         );
     }
+    // Each stage's ms and mJ as classify measures them, on a sample of the images.
+    pipeline.energy = o.energy;
+    let timed: Vec<(String, Vec<u8>)> = timing::sample(files.len())
+        .into_iter()
+        .filter_map(|i| std::fs::read(&files[i]).ok().map(|b| (files[i].display().to_string(), b)))
+        .collect();
+    log::info!("timing every stage on {} images, one at a time", timed.len());
+    let timing = timing::measure(&mut pipeline, &timed, o.payload).map_err(TuneError::Invalid)?;
+    let models = &pipeline.models;
     let stages = models.len();
     let labels: Vec<usize> = records.iter().map(|r| r.label).collect();
     let temperatures: Vec<f64> = (0..stages)
@@ -234,7 +259,8 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
             calibrate::fit_temperature(&logits, &labels)
         })
         .collect();
-    let cost_model = cost_model(&models, &records, &o.data, &files, &o.link, o.jpeg_quality, &o.board)?;
+    let cost_model = cost_model(models, &records, &o.data, &files, &o.link, o.payload, &timing, &o.board)?;
+    let cost_model_in_process = CostModel { local: local_stages(models, &timing), remote: None };
     let ones = vec![1.0; stages];
     let mut curves: Vec<Curve> = Vec::new();
     for metric in Metric::ALL {
@@ -272,6 +298,7 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
         temperatures: curve.temperatures.clone(),
         forwarded_interval: calibrate::forward_interval(forwarded_k, n, n),
         compute_saved_vs_large: 1.0 - point.cost.macs / large,
+        in_process: cost_model_in_process.expected(&point.reach),
         device_energy_saved_vs_offload_all: offload_all.map(|c| 1.0 - point.cost.device_mj / c.device_mj),
         point,
     };
@@ -336,50 +363,59 @@ pub fn calibrate(config: CascadeConfig, o: &CalibrateOptions) -> Result<Calibrat
         curves_json: json_path.display().to_string(),
         plot: svg_path.display().to_string(),
         cost_model,
+        cost_model_in_process,
+        timing,
+        payload: o.payload.to_string(),
     })
 }
 
-/// Prices each stage: MACs from tract, milliseconds measured while computing the logits (on
-/// this machine), energy from those milliseconds and the board profile's active power, the link
-/// from the payloads the device would send (the host model's crop as JPEG, measured on the data),
-/// the link assumptions and the profile's UART energy per byte.
+/// Every stage run in this process, priced by the timing pass: MACs from tract, ms and mJ as
+/// `classify` measures them.
+fn local_stages(models: &[Model], timing: &Timing) -> Vec<LocalStage> {
+    models
+        .iter()
+        .zip(&timing.stages)
+        .map(|(m, t)| LocalStage { macs: m.runner.macs(), ms: t.ms.clone(), mj: t.mj.clone() })
+        .collect()
+}
+
+/// Prices the deployed cascade: the device's stages and its encoding of the payload from the
+/// timing pass; the host's time from the last stage's on this machine; the link from the
+/// payloads the device would send (measured on the data), the link assumptions and the board
+/// profile's UART energy per byte and idle power while the device waits.
+#[allow(clippy::too_many_arguments)]
 fn cost_model(
     models: &[Model],
     records: &[Record],
     data: &Path,
     files: &[PathBuf],
     link: &LinkAssumptions,
-    quality: u8,
+    payload: PayloadSpec,
+    timing: &Timing,
     board: &Board,
 ) -> Result<CostModel> {
-    let active = &board.power.active;
-    let n = records.len().max(1) as f64;
-    let mean_ms = |i: usize| records.iter().filter_map(|r| r.ms.get(i)).sum::<f64>() / n;
     let last = models.len() - 1;
-    let local = models[..last]
-        .iter()
-        .enumerate()
-        .map(|(i, m)| LocalStage {
-            macs: m.runner.macs(),
-            ms: Figure::measured(mean_ms(i), "monotonic clock, preprocess + inference, on this machine"),
-            mj: Figure::estimate(
-                mean_ms(i) * active.watts,
-                &format!("{} W active ({}, board profile {}) x measured ms", active.watts, active.source, board.name),
-            ),
-        })
-        .collect();
-    // The payload: the host model's crop as JPEG, on up to 100 of the images.
+    let mut local = local_stages(models, timing);
+    let host = local.pop().expect("two stages");
+    // The payload, on up to 100 of the images.
     let spec = &models[last].manifest.input;
     let mut bytes = Vec::new();
     for f in files.iter().take(100) {
         let raw = std::fs::read(f).map_err(io("cannot read", f))?;
         let Ok(img) = crate::model::preprocess::decode(&raw) else { continue };
-        let jpeg = crate::offload::payload::crop_jpeg(&img, spec.size, spec.crop_fraction, quality)
-            .map_err(TuneError::Invalid)?;
+        let body = crate::offload::payload::encode(
+            payload.encoding,
+            &raw,
+            &img,
+            spec.size,
+            spec.crop_fraction,
+            payload.jpeg_quality,
+        )
+        .map_err(TuneError::Invalid)?;
         let request = InferRequest {
             seq: bytes.len() as u64 + 1,
-            encoding: Encoding::CropJpeg,
-            payload: jpeg,
+            encoding: payload.encoding,
+            payload: body,
             device_probs: None,
             want_probs: false,
         };
@@ -394,30 +430,30 @@ fn cost_model(
         .map(|(i, r)| {
             let top =
                 crate::core::policy::top_k(&crate::core::policy::softmax(&r.logits[last], 1.0), crate::host::TOP_K);
+            let ms = host.ms.value as f32;
             let answer = InferResponse {
                 seq: i as u64 + 1,
                 top: top.into_iter().map(|(c, p)| (c as u32, p)).collect(),
                 probs: None,
-                host_ms: r.ms[last] as f32,
+                host_ms: ms,
                 host_decode_ms: 1.0,
-                host_infer_ms: r.ms[last] as f32,
+                host_infer_ms: ms,
                 host_mj: None,
             };
             link::encode(&Message::Answer(answer)).len() as f64
         })
         .collect();
     let down = replies.iter().sum::<f64>() / replies.len().max(1) as f64;
+    let host_ms = Figure { source: format!("{} (standing in for the host)", host.ms.source), ..host.ms };
     let remote = HostStage {
-        macs: models[last].runner.macs(),
-        host_ms: Figure::measured(mean_ms(last), "monotonic clock on this machine, standing in for the host"),
+        macs: host.macs,
+        host_ms,
+        encode_ms: timing.encode.ms.clone(),
+        encode_mj: timing.encode.mj.clone(),
         link: Link {
             bytes_up: Figure::measured(
                 up,
-                &format!(
-                    "request frames of crop-jpeg q{quality} payloads on {} images of {}",
-                    bytes.len(),
-                    data.display()
-                ),
+                &format!("request frames of {payload} payloads on {} images of {}", bytes.len(), data.display()),
             ),
             bytes_down: Figure::measured(
                 down,
@@ -533,13 +569,21 @@ pub fn summary_text(c: &Calibration) -> String {
     );
     if let Some(e) = c.chosen.device_energy_saved_vs_offload_all {
         t += &format!(
-            "  device energy {:.1} mJ per input (estimate), {:.1}% less than offloading every input; {:.1} ms per input; {:.0} link bytes per input\n",
+            "  deployed (last stage on the host, {} payloads): device energy {:.1} mJ per input ({}), {:.1}% less than offloading every input; {:.1} ms per input; {:.0} link bytes per input\n",
+            c.payload,
             p.cost.device_mj,
+            if c.cost_model.has_estimates() { "estimate" } else { "measured" },
             e * 100.0,
             p.cost.ms,
             p.cost.link_bytes
         );
     }
+    let here = &c.chosen.in_process;
+    let energy = c.timing.stages.first().map_or("", |s| s.mj.source.as_str());
+    t += &format!(
+        "  every stage in this process (as classify runs it): {:.1} ms and {:.1} mJ per input; timed on {} images after {} warm-up, {} thread(s); energy {energy}\n",
+        here.ms, here.device_mj, c.timing.inputs, c.timing.warmup, c.timing.threads
+    );
     match &c.merit {
         Some(m) => {
             t += &format!(

@@ -14,6 +14,7 @@ pub mod tract_gemm;
 
 pub use cpu::cpu_features;
 pub use dispatch::{ForcedKernels, KernelNameError, KernelOptions};
+pub use pool::single_threaded;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -15,6 +15,12 @@ pub fn pool_threads() -> usize {
     }
 }
 
+/// Runs `f` with every product on the calling thread, whatever `--threads` says: for callers
+/// that spread their inputs over the cores themselves (`eval`, `calibrate`'s logits).
+pub fn single_threaded<T>(f: impl FnOnce() -> T) -> T {
+    multithread_tract_scope(Executor::SingleThread, f)
+}
+
 /// Runs `f` on a thread of tract's pool when `--threads` made one: the ops that split their
 /// work between threads then run one part on this very thread and hand the other to a pool
 /// thread that is awake, rather than waking threads from outside the pool and waiting idle.

@@ -1,0 +1,130 @@
+//! Each stage's milliseconds and device millijoules per input on this machine, measured the
+//! way `classify` and `bench` measure a live input: one input at a time through
+//! `Pipeline::answer` (decode, then each stage's preprocess, inference and decision, with
+//! the runner's threads as the run will have them), each span's energy from the same
+//! `EnergyContext` (the board's sensor, a meter, or the labelled estimate). `calibrate`
+//! prices its cost model with these figures, so its predicted cost per input is the cost
+//! `classify` then measures, and its budgets (`--budget-ms`, `--budget-mj`) rest on them.
+
+use crate::core::cost::Figure;
+use crate::core::policy::Metric;
+use crate::offload::payload::{self, PayloadSpec};
+use crate::run::pipeline::Pipeline;
+use crate::run::spans::Spans;
+use serde::Serialize;
+
+/// Milliseconds and device millijoules per input of one piece of work.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Measured {
+    pub ms: Figure,
+    pub mj: Figure,
+}
+
+/// What `measure` found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Timing {
+    /// Each stage run here on every input: its preprocess, inference and decision; the first
+    /// also decodes the input (a live run decodes each input once, before the first stage).
+    pub stages: Vec<Measured>,
+    /// The device encoding the last stage's payload (`PayloadSpec`) for the link.
+    pub encode: Measured,
+    /// Inputs timed (after the warm-up).
+    pub inputs: usize,
+    pub warmup: usize,
+    pub threads: usize,
+}
+
+/// Inputs timed by `calibrate`: enough for a mean within a few percent on a quiet machine,
+/// few enough to take seconds on a board.
+pub const TIMED_INPUTS: usize = 20;
+/// Inputs run first and not counted (the first inference of a model is slower).
+pub const WARMUP: usize = 2;
+
+/// Up to `TIMED_INPUTS` of `n` items, evenly spread, in order.
+pub fn sample(n: usize) -> Vec<usize> {
+    let k = n.min(TIMED_INPUTS);
+    (0..k).map(|i| i * n / k.max(1)).collect()
+}
+
+/// Times every stage of `pipeline` on `inputs` (name, bytes), each through every stage (the
+/// policy is set to forward every input for the pass, then put back). Inputs that fail are
+/// skipped; none timed is an error.
+pub fn measure(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpec) -> Result<Timing, String> {
+    let stages = pipeline.models.len();
+    let saved = pipeline.policies.clone();
+    for policy in pipeline.policies.iter_mut().take(stages.saturating_sub(1)) {
+        policy.metric = Metric::MaxSoftmax;
+        policy.threshold = Some(f32::INFINITY);
+    }
+    let result = time_all(pipeline, inputs, p);
+    pipeline.policies = saved;
+    result
+}
+
+fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpec) -> Result<Timing, String> {
+    let stages = pipeline.models.len();
+    let last = stages.checked_sub(1).ok_or("no stage runs here to time")?;
+    let spec = pipeline.models[last].manifest.input.clone();
+    let warm = inputs.iter().take(WARMUP);
+    let mut ms = vec![0.0; stages + 1];
+    let mut mj = vec![0.0; stages + 1];
+    let mut sources = vec![String::new(); stages + 1];
+    let mut timed = 0usize;
+    for (k, (name, bytes)) in warm.chain(inputs).enumerate() {
+        let mut a = match pipeline.answer(name, bytes) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("timing the stages: {name}: {e}");
+                continue;
+            }
+        };
+        // What the device does to send the input to the last stage's host.
+        let img = crate::model::preprocess::decode(bytes).map_err(|e| format!("{name}: {e}"))?;
+        let mut encode = Spans::default();
+        encode.time("encode", Some(last), || {
+            payload::encode(p.encoding, bytes, &img, spec.size, spec.crop_fraction, p.jpeg_quality)
+        })?;
+        a.stages.0.extend(encode.0);
+        if let Some(energy) = &pipeline.energy {
+            energy.fill(&mut a.stages.0);
+        }
+        if k < WARMUP.min(inputs.len()) {
+            continue;
+        }
+        timed += 1;
+        for s in &a.stages.0 {
+            // Decoding belongs to the first stage; encoding the payload has a slot of its own.
+            let slot = if s.name == "encode" { stages } else { s.stage.unwrap_or(0).min(last) };
+            ms[slot] += s.ms;
+            if let Some(e) = &s.energy {
+                mj[slot] += e.mj;
+                sources[slot] = e.source.clone();
+            }
+        }
+    }
+    if timed == 0 {
+        return Err(format!("none of the {} inputs could be timed", inputs.len()));
+    }
+    let threads = crate::model::runner::threads();
+    let clock = format!(
+        "monotonic clock, one input at a time as classify runs it, mean of {timed} inputs after {} warm-up, {threads} thread(s), on this machine",
+        WARMUP.min(inputs.len())
+    );
+    let figure = |slot: usize| {
+        let n = timed as f64;
+        let source = &sources[slot];
+        let mj = match source.strip_prefix("estimate:") {
+            _ if source.is_empty() => Figure::estimate(0.0, "no energy context: not measured"),
+            Some(how) => Figure::estimate(mj[slot] / n, how.trim()),
+            None => Figure::measured(mj[slot] / n, source),
+        };
+        Measured { ms: Figure::measured(ms[slot] / n, &clock), mj }
+    };
+    Ok(Timing {
+        stages: (0..stages).map(figure).collect(),
+        encode: figure(stages),
+        inputs: timed,
+        warmup: WARMUP.min(inputs.len()),
+        threads,
+    })
+}
