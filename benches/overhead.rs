@@ -139,7 +139,7 @@ impl Run {
         let t0 = Instant::now();
         let s = session::drive(&mut self.pipeline, inputs.into_iter(), &mut sink).unwrap();
         let wall = t0.elapsed();
-        assert_eq!((s.answered, s.forwarded), (n, if self.setup == Setup::Forwarded { n } else { 0 }));
+        assert_eq!((s.answered, s.forwarded_count), (n, if self.setup == Setup::Forwarded { n } else { 0 }));
         let excluded_ms: f64 =
             ["decode", "preprocess", "infer"].iter().map(|k| s.mean_span_ms[*k]).sum::<f64>() * n as f64;
         (wall, Duration::from_secs_f64(excluded_ms / 1e3))

@@ -79,11 +79,11 @@ fn threshold_flag_moves_inputs_between_stages() {
     let summary =
         |o: &Output| -> serde_json::Value { serde_json::from_str(stdout(o).lines().last().unwrap()).unwrap() };
     let n = photo_labels().len() as u64;
-    assert_eq!(summary(&all_local)["forwarded"].as_u64(), Some(0));
-    assert_eq!(summary(&all_forwarded)["forwarded"].as_u64(), Some(n));
+    assert_eq!(summary(&all_local)["forwarded_count"].as_u64(), Some(0));
+    assert_eq!(summary(&all_forwarded)["forwarded_count"].as_u64(), Some(n));
     // Entropy: lower is surer, so threshold 1 keeps everything on the first stage.
     let entropy = edgecascade(&["classify", "--json", "--metric", "entropy", "--threshold", "1", "photos"]);
-    assert_eq!(summary(&entropy)["forwarded"].as_u64(), Some(0));
+    assert_eq!(summary(&entropy)["forwarded_count"].as_u64(), Some(0));
 }
 
 #[test]

@@ -69,29 +69,6 @@ fn eval_scores_the_host_stage_on_the_payload_the_link_carries() {
     }
 }
 
-/// 20 labeled images from the five photos: each as it is, mirrored, its centre and scaled down.
-fn twenty_images(dir: &Path) {
-    let labels = std::fs::read_to_string(common::root().join("photos/labels.csv")).unwrap();
-    let mut csv = String::from("file,label\n");
-    for line in labels.lines().skip(1) {
-        let (file, label) = line.split_once(',').unwrap();
-        let img = image::open(common::root().join("photos").join(file)).unwrap().to_rgb8();
-        let (w, h) = img.dimensions();
-        let variants = [
-            img.clone(),
-            image::imageops::flip_horizontal(&img),
-            image::imageops::crop_imm(&img, w / 10, h / 10, w * 8 / 10, h * 8 / 10).to_image(),
-            image::imageops::resize(&img, w * 7 / 10, h * 7 / 10, image::imageops::FilterType::Triangle),
-        ];
-        for (k, v) in variants.iter().enumerate() {
-            let name = format!("{}-{k}.jpg", file.split('.').next().unwrap());
-            v.save(dir.join(&name)).unwrap();
-            csv += &format!("{name},{label}\n");
-        }
-    }
-    std::fs::write(dir.join("labels.csv"), csv).unwrap();
-}
-
 /// Within 15%, on a machine shared with other tests: up to three tries, each a fresh timing
 /// pass (the logits come from the cache after the first) and a fresh classify run. Before this
 /// issue the two differed by a factor of two or more (calibrate timed every image on all cores
@@ -102,7 +79,7 @@ fn calibrate_predicts_the_cost_classify_measures() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    twenty_images(&data);
+    common::twenty_labeled_images(&data);
     let out = dir.path().join("c.toml");
     let mut seen = Vec::new();
     for attempt in 1..=3 {

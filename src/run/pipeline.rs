@@ -19,6 +19,10 @@ use serde::Serialize;
 pub struct Answer {
     pub input: String,
     pub class: usize,
+    /// The predicted class's name.
+    pub class_name: String,
+    /// The same name, under the key answers had first (not the true label: that is `label`
+    /// in `eval`'s predictions and in labels.csv).
     pub label: String,
     pub confidence: f32,
     pub metric: Metric,
@@ -155,6 +159,7 @@ impl Pipeline {
         Answer {
             input: input.to_owned(),
             class: o.class(),
+            class_name: classes.class_name(o.class()).to_owned(),
             label: classes.class_name(o.class()).to_owned(),
             confidence: o.verdict.score,
             metric: self.policies[o.stage].metric,

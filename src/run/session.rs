@@ -34,12 +34,18 @@ struct LogLine<'a> {
 /// Totals over a run, printed after the answers.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
+    /// Inputs answered: the denominator of every fraction here (`answered`, kept as it was).
+    pub n: usize,
     pub inputs: usize,
     pub answered: usize,
     pub failed: usize,
+    /// The fraction of the answers each stage gave, in stage order (as in `eval`).
+    pub answered_by: Vec<f64>,
     /// Answers per model that gave them.
-    pub answered_by: BTreeMap<String, usize>,
-    pub forwarded: usize,
+    pub answered_by_count: BTreeMap<String, usize>,
+    /// The fraction of the answered inputs that went past the first stage (as in `eval`).
+    pub forwarded: f64,
+    pub forwarded_count: usize,
     /// Answered by the host over the link.
     pub offloaded: usize,
     pub degraded: usize,
@@ -68,7 +74,9 @@ pub struct Summary {
 /// Runs every input through the pipeline, writing one line each (and one log line, before the
 /// source is told the input is done); returns the summary.
 pub fn drive(pipeline: &mut Pipeline, mut inputs: impl Source, sink: &mut Sink) -> std::io::Result<Summary> {
-    let mut s = Summary { answered_by: pipeline.names.iter().map(|n| (n.clone(), 0)).collect(), ..Default::default() };
+    let mut s =
+        Summary { answered_by_count: pipeline.names.iter().map(|n| (n.clone(), 0)).collect(), ..Default::default() };
+    let mut by_stage = vec![0usize; pipeline.names.len()];
     let (mut correct, mut scored) = (0usize, 0usize);
     let mut seq = 0u64;
     while let Some((name, bytes)) = inputs.next() {
@@ -97,6 +105,9 @@ pub fn drive(pipeline: &mut Pipeline, mut inputs: impl Source, sink: &mut Sink) 
                     log.append(serde_json::to_value(&line).map_err(std::io::Error::other)?)?;
                 }
                 count(&mut s, &a, pipeline.remote.is_some() && a.stage + 1 == pipeline.names.len());
+                if let Some(k) = by_stage.get_mut(a.stage) {
+                    *k += 1;
+                }
                 inputs.done(&name, true);
             }
             Err(e) => {
@@ -115,7 +126,10 @@ pub fn drive(pipeline: &mut Pipeline, mut inputs: impl Source, sink: &mut Sink) 
         }
         sink.out.flush()?;
     }
+    s.n = s.answered;
     let n = s.answered.max(1) as f64;
+    s.forwarded = s.forwarded_count as f64 / n;
+    s.answered_by = by_stage.iter().map(|&k| k as f64 / n).collect();
     s.mean_macs /= n;
     s.mean_ms /= n;
     s.mean_span_ms.values_mut().for_each(|v| *v /= n);
@@ -131,8 +145,8 @@ fn file_name(input: &str) -> &str {
 
 fn count(s: &mut Summary, a: &Answer, by_host: bool) {
     s.answered += 1;
-    *s.answered_by.entry(a.model.clone()).or_default() += 1;
-    s.forwarded += a.forwarded as usize;
+    *s.answered_by_count.entry(a.model.clone()).or_default() += 1;
+    s.forwarded_count += a.forwarded as usize;
     s.offloaded += by_host as usize;
     s.degraded += a.degraded as usize;
     if let Some(l) = &a.link {
@@ -157,7 +171,7 @@ pub fn answer_line(a: &Answer, remote: bool, correct: Option<bool>) -> String {
         (_, _, true) => format!("DEGRADED, answered by {} ({})", a.model, a.degraded_reason.as_deref().unwrap_or("")),
         (true, true, false) => format!("host: {}", a.model),
         (true, false, false) => format!("device: {}", a.model),
-        (false, _, false) => format!("stage {}: {}", a.stage + 1, a.model),
+        (false, _, false) => format!("stage {}: {}", a.stage, a.model),
     };
     let mark = match correct {
         Some(true) => " [right]",
@@ -182,7 +196,7 @@ pub fn answer_line(a: &Answer, remote: bool, correct: Option<bool>) -> String {
         "{:<28} {:>4} {:<26} {} {:.3}  {}  {:.1} ms{}{}{}",
         truncate(file_name(&a.input), 28),
         a.class,
-        truncate(&a.label, 26),
+        truncate(&a.class_name, 26),
         a.metric,
         a.confidence,
         place,
@@ -215,7 +229,7 @@ pub fn summary_json(s: &Summary) -> serde_json::Result<String> {
 
 /// The summary as text.
 pub fn summary_text(s: &Summary) -> String {
-    let by: Vec<String> = s.answered_by.iter().map(|(m, k)| format!("{k} by {m}")).collect();
+    let by: Vec<String> = s.answered_by_count.iter().map(|(m, k)| format!("{k} by {m}")).collect();
     let spans: Vec<String> = s.mean_span_ms.iter().map(|(n, ms)| format!("{n} {ms:.1}")).collect();
     let mut t = format!(
         "\n{} inputs: {} answered ({}), {} failed\nforwarded {}, offloaded to the host {}, degraded {}\n",
@@ -223,7 +237,7 @@ pub fn summary_text(s: &Summary) -> String {
         s.answered,
         by.join(", "),
         s.failed,
-        s.forwarded,
+        s.forwarded_count,
         s.offloaded,
         s.degraded
     );

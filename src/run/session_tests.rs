@@ -127,8 +127,9 @@ fn every_input_gets_one_line_out_and_one_log_line_and_failures_do_not_stop_the_o
     assert_eq!(done, want, "the source is told of every input once, in order");
 
     assert_eq!((summary.inputs, summary.answered, summary.failed), (5, 2, 3));
-    assert_eq!((summary.forwarded, summary.offloaded, summary.degraded), (1, 0, 0));
-    assert_eq!(summary.answered_by, BTreeMap::from([(SMALL.to_owned(), 1), (LARGE.to_owned(), 1)]));
+    assert_eq!((summary.forwarded_count, summary.offloaded, summary.degraded), (1, 0, 0));
+    assert_eq!((summary.n, summary.forwarded, summary.answered_by.as_slice()), (2, 0.5, [0.5, 0.5].as_slice()));
+    assert_eq!(summary.answered_by_count, BTreeMap::from([(SMALL.to_owned(), 1), (LARGE.to_owned(), 1)]));
     assert_eq!(summary.top1, Some(0.5));
     assert_eq!(summary.mean_macs, 1.5e6, "one model's MACs for the first answer, two for the second");
     for span in ["decode", "preprocess", "infer", "decide"] {

@@ -53,6 +53,8 @@ pub struct CascadeScore {
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
     pub n: usize,
+    /// Images that could not be read or decoded (`errors`, its first name, is the same).
+    pub failed: usize,
     pub errors: usize,
     pub models: Vec<ModelScore>,
     pub cascade: CascadeScore,
@@ -103,6 +105,7 @@ pub fn score(
     }
     EvalReport {
         n,
+        failed: errors,
         errors,
         models,
         cascade: CascadeScore {

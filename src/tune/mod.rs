@@ -105,9 +105,14 @@ pub struct CalibrateOptions {
 pub struct Calibration {
     pub data: String,
     pub n: usize,
+    /// Images that could not be read or decoded (`errors`, its first name, is the same).
+    pub failed: usize,
     pub errors: usize,
     pub cache: String,
     pub temperatures: Vec<f64>,
+    /// Each model alone (`name`, `top1`, `macs`), as `models` in `eval`.
+    pub models: Vec<Single>,
+    /// The same as `models`, under its first name.
     pub singles: Vec<Single>,
     pub target: String,
     /// False when no point met the target: the closest one is reported, and nothing is written.
@@ -129,7 +134,7 @@ pub struct Calibration {
     pub payload: String,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct Single {
     pub name: String,
     pub top1: f64,
@@ -350,7 +355,9 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
     Ok(Calibration {
         data: o.data.display().to_string(),
         n,
+        failed: errors,
         errors,
+        models: singles.clone(),
         cache,
         temperatures,
         singles,

@@ -15,8 +15,13 @@ pub struct Report {
     pub inputs: usize,
     pub answered: usize,
     pub failed: usize,
-    pub forwarded: usize,
+    /// Answered inputs: the denominator of the fractions.
+    pub n: usize,
+    /// The fraction of the answered inputs that went past the first stage.
+    pub forwarded: f64,
+    pub forwarded_count: usize,
     pub degraded: usize,
+    /// The same fraction as `forwarded`, under its first name.
     pub forwarded_rate: f64,
     /// From the config's [calibration], when it has one.
     pub predicted_rate: Option<f64>,
@@ -43,7 +48,9 @@ pub fn report(log: &Path, calibration: Option<&CalibrationInfo>) -> Result<Repor
         inputs: 0,
         answered: 0,
         failed: 0,
-        forwarded: 0,
+        n: 0,
+        forwarded: 0.0,
+        forwarded_count: 0,
         degraded: 0,
         forwarded_rate: 0.0,
         predicted_rate: None,
@@ -82,7 +89,7 @@ pub fn report(log: &Path, calibration: Option<&CalibrationInfo>) -> Result<Repor
             .ok_or_else(|| TuneError::Invalid(format!("{} line {}: no \"stage\"", log.display(), i + 1)))?;
         r.answered += 1;
         let forwarded = v["forwarded"].as_bool().unwrap_or(stage > 0);
-        r.forwarded += forwarded as usize;
+        r.forwarded_count += forwarded as usize;
         r.degraded += v["degraded"].as_bool().unwrap_or(false) as usize;
         // Stages that ran: up to the one that answered, or one further when degraded.
         let ran = stage as usize + 1 + v["degraded"].as_bool().unwrap_or(false) as usize;
@@ -108,7 +115,9 @@ pub fn report(log: &Path, calibration: Option<&CalibrationInfo>) -> Result<Repor
     let n = r.answered as f64;
     r.mean_span_ms.values_mut().for_each(|v| *v /= n);
     r.mean_span_mj.values_mut().for_each(|v| *v /= n);
-    r.forwarded_rate = r.forwarded as f64 / n;
+    r.forwarded_rate = r.forwarded_count as f64 / n;
+    r.forwarded = r.forwarded_rate;
+    r.n = r.answered;
     r.top1 = (scored > 0).then(|| correct as f64 / scored as f64);
     if let Some(c) = calibration {
         let p = c.forwarded as f64 / c.n.max(1) as f64;
@@ -146,7 +155,7 @@ pub fn report_text(r: &Report) -> String {
         r.inputs,
         r.answered,
         r.failed,
-        r.forwarded,
+        r.forwarded_count,
         r.forwarded_rate * 100.0,
         r.degraded
     );

@@ -38,7 +38,7 @@ fn calibration(n: usize, forwarded: usize) -> CalibrationInfo {
 fn report_counts_a_log_skipping_its_torn_line() {
     let (_dir, log) = write_log(LOG);
     let r = report(&log, None).unwrap();
-    assert_eq!((r.inputs, r.answered, r.failed, r.forwarded, r.degraded, r.torn), (4, 3, 1, 2, 1, 1));
+    assert_eq!((r.inputs, r.answered, r.failed, r.forwarded_count, r.degraded, r.torn), (4, 3, 1, 2, 1, 1));
     assert_eq!(r.runs, ["r1", "r2"]);
     assert!((r.forwarded_rate - 2.0 / 3.0).abs() < 1e-12);
     assert_eq!(r.top1, Some(0.5), "two answers labeled, one right");

@@ -90,3 +90,27 @@ impl Drop for HostProc {
         self.kill();
     }
 }
+
+/// 20 labeled images (JPEG, with labels.csv) made from the five photos: each as it is,
+/// mirrored, its centre and scaled down. Enough for `calibrate` (it needs 20).
+pub fn twenty_labeled_images(dir: &Path) {
+    let labels = std::fs::read_to_string(root().join("photos/labels.csv")).unwrap();
+    let mut csv = String::from("file,label\n");
+    for line in labels.lines().skip(1) {
+        let (file, label) = line.split_once(',').unwrap();
+        let img = image::open(root().join("photos").join(file)).unwrap().to_rgb8();
+        let (w, h) = img.dimensions();
+        let variants = [
+            img.clone(),
+            image::imageops::flip_horizontal(&img),
+            image::imageops::crop_imm(&img, w / 10, h / 10, w * 8 / 10, h * 8 / 10).to_image(),
+            image::imageops::resize(&img, w * 7 / 10, h * 7 / 10, image::imageops::FilterType::Triangle),
+        ];
+        for (k, v) in variants.iter().enumerate() {
+            let name = format!("{}-{k}.jpg", file.split('.').next().unwrap());
+            v.save(dir.join(&name)).unwrap();
+            csv += &format!("{name},{label}\n");
+        }
+    }
+    std::fs::write(dir.join("labels.csv"), csv).unwrap();
+}
