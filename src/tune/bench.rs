@@ -56,6 +56,8 @@ pub struct BenchInput {
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
     pub run: usize,
+    /// Inferences answered (`inferences` - `failed`).
+    pub n: usize,
     pub inferences: usize,
     pub failed: usize,
     pub seconds: f64,
@@ -63,6 +65,8 @@ pub struct RunReport {
     pub mj: f64,
     pub mj_per_inference: f64,
     pub mj_above_idle_per_inference: f64,
+    /// Where the energy figures came from (`source`, its first name, is the same).
+    pub energy_source: String,
     pub source: String,
     pub top1: Option<f64>,
     /// The machine's state just before and just after the run (outside its timed window).
@@ -95,7 +99,8 @@ pub struct Summary {
 /// One model's start: loading, its first inference, the warm-up after it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelStart {
-    pub model: String,
+    /// The model's name.
+    pub name: String,
     /// The cascade stage it serves (0 = the first).
     pub stage: usize,
     pub load_ms: f64,
@@ -147,6 +152,10 @@ pub struct BenchReport {
     pub threads: usize,
     /// Per model run here: its name and the kernels its int8 products run on.
     pub kernels: Vec<(String, String)>,
+    /// Inferences answered over every run.
+    pub n: usize,
+    /// Where the energy figures came from (`source`, its first name, is the same).
+    pub energy_source: String,
     pub source: String,
     pub baseline_w: f64,
     pub runs: Vec<RunReport>,
@@ -244,7 +253,7 @@ pub fn warm_up(models: &[Model], inputs: &[BenchInput], count: usize) -> Vec<Mod
     let mut out = Vec::new();
     for (stage, m) in models.iter().enumerate() {
         let mut s = ModelStart {
-            model: m.name().to_owned(),
+            name: m.name().to_owned(),
             stage,
             load_ms: m.load_ms,
             first_inference_ms: None,
@@ -266,7 +275,7 @@ pub fn warm_up(models: &[Model], inputs: &[BenchInput], count: usize) -> Vec<Mod
         }
         log::info!(
             "{}: loaded in {:.0} ms, first inference {:.1} ms, {} warm-up inferences in {:.1} ms",
-            s.model,
+            s.name,
             s.load_ms,
             s.first_inference_ms.unwrap_or(f64::NAN),
             s.warmup.count,
@@ -335,12 +344,14 @@ pub fn run(
         let per = |mj: f64| if n > 0 { mj / n as f64 } else { 0.0 };
         let r = RunReport {
             run: run_no,
+            n: n - failed,
             inferences: n,
             failed,
             seconds: (end - start).as_secs_f64(),
             mj: e.mj,
             mj_per_inference: per(e.mj),
             mj_above_idle_per_inference: per(e.mj_above_idle),
+            energy_source: e.source.clone(),
             source: e.source,
             top1: (run_scored > 0).then(|| run_correct as f64 / run_scored as f64),
             thermal: Thermal { before, after },
@@ -383,6 +394,8 @@ pub fn run(
             .iter()
             .filter_map(|m| Some((m.name().to_owned(), m.runner.kernels()?.to_owned())))
             .collect(),
+        n: runs.iter().map(|r| r.n).sum(),
+        energy_source: runs.last().map_or_else(|| energy.source(), |r| r.source.clone()),
         source: runs.last().map_or_else(|| energy.source(), |r| r.source.clone()),
         baseline_w: energy.baseline_w(),
         inferences: runs.iter().map(|r| r.inferences).sum(),
@@ -417,7 +430,7 @@ pub fn report_text(r: &BenchReport) -> String {
     for m in &r.models {
         t += &format!(
             "{} (stage {}): loaded in {:.0} ms; first inference {}; warm-up {} inferences in {:.1} ms{} (not counted)\n",
-            m.model,
+            m.name,
             m.stage + 1,
             m.load_ms,
             m.first_inference_ms.map_or("not run".to_owned(), |x| format!("{x:.1} ms")),
