@@ -119,7 +119,7 @@ fn warm_up_is_left_out_and_a_run_that_throttled_says_so() {
     assert_eq!(r.top1, Some(1.0));
     // Each model: its first inference and two more, none of them in the statistics.
     assert_eq!(r.models.len(), 2);
-    assert_eq!((r.models[0].model.as_str(), r.models[0].stage, r.models[0].load_ms), (SMALL, 0, 12.5));
+    assert_eq!((r.models[0].name.as_str(), r.models[0].stage, r.models[0].load_ms), (SMALL, 0, 12.5));
     assert!(r.models[0].first_inference_ms.is_some());
     assert_eq!(r.models[0].warmup.count, 2);
     // The large model answers only the unsure image: the sure one fails in it (twice of its
