@@ -82,7 +82,7 @@ fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpe
     let mut mj = vec![0.0; stages + 1];
     let mut sources = vec![String::new(); stages + 1];
     let mut timed = vec![0usize; stages];
-    for k in 0..stages {
+    for (k, timed_k) in timed.iter_mut().enumerate() {
         answer_at(pipeline, &saved, k);
         for (i, (name, bytes)) in inputs.iter().take(warmup).chain(inputs).enumerate() {
             let mut a = match pipeline.answer(name, bytes) {
@@ -107,7 +107,7 @@ fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpe
             if i < warmup {
                 continue;
             }
-            timed[k] += 1;
+            *timed_k += 1;
             for s in &a.stages.0 {
                 // Decoding belongs to the first stage; encoding the payload has a slot of its own.
                 let slot = if s.name == "encode" { stages } else { s.stage.unwrap_or(0).min(last) };
@@ -120,7 +120,7 @@ fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpe
                 }
             }
         }
-        if timed[k] == 0 {
+        if *timed_k == 0 {
             return Err(format!("none of the {} inputs could be timed", inputs.len()));
         }
     }
@@ -138,11 +138,5 @@ fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpe
         };
         Measured { ms: Figure::measured(ms[slot] / n, &clock), mj }
     };
-    Ok(Timing {
-        stages: (0..stages).map(figure).collect(),
-        encode: figure(stages),
-        inputs: timed[0],
-        warmup,
-        threads,
-    })
+    Ok(Timing { stages: (0..stages).map(figure).collect(), encode: figure(stages), inputs: timed[0], warmup, threads })
 }
