@@ -35,7 +35,7 @@ fn pipeline(sure: &image::RgbImage, unsure: &image::RgbImage) -> Pipeline {
     Pipeline { config, models, remote: None, policies, names, energy: None, accept_damaged: false }
 }
 
-/// The inputs of a run: answered at stage 1, answered at stage 2, not an image, unreadable,
+/// The inputs of a run: answered at stage 0, answered at stage 1, not an image, unreadable,
 /// and an image the model fails on.
 fn inputs() -> (Pipeline, Vec<Input>) {
     let (sure, unsure, odd) = (
@@ -149,9 +149,9 @@ fn text_lines_name_the_stage_and_the_error_and_a_second_run_goes_on_numbering() 
 
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "{out}");
-    assert!(lines[0].starts_with("sure.png") && lines[0].contains(&format!("stage 1: {SMALL}")), "{}", lines[0]);
+    assert!(lines[0].starts_with("sure.png") && lines[0].contains(&format!("stage 0: {SMALL}")), "{}", lines[0]);
     assert!(lines[0].ends_with("[right]"), "{}", lines[0]);
-    assert!(lines[1].contains(&format!("stage 2: {LARGE}")) && lines[1].ends_with("[wrong]"), "{}", lines[1]);
+    assert!(lines[1].contains(&format!("stage 1: {LARGE}")) && lines[1].ends_with("[wrong]"), "{}", lines[1]);
     assert!(lines[2].starts_with("photos/broken.jpg: error: "), "{}", lines[2]);
     assert!(lines[3].starts_with("photos/gone.png: error: cannot read"), "{}", lines[3]);
     assert!(lines[4].starts_with("photos/odd.png: error: "), "{}", lines[4]);
