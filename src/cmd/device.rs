@@ -79,7 +79,7 @@ pub struct AuditArgs {
     /// well, marked as audits, after their answers are written (off the latency path); the
     /// results log records the host's answer for each (`report` estimates the live
     /// disagreement rate from them).
-    #[arg(long, value_name = "R", value_parser = super::fraction)]
+    #[arg(long, value_name = "R", value_parser = super::fraction, allow_negative_numbers = true)]
     audit_rate: Option<f64>,
     /// The seed of the audit's random draw (default: from the clock, logged).
     #[arg(long, value_name = "N", requires = "audit_rate")]

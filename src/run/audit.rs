@@ -269,3 +269,7 @@ impl Auditor {
         s
     }
 }
+
+#[cfg(test)]
+#[path = "audit_tests.rs"]
+mod tests;

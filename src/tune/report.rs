@@ -70,16 +70,20 @@ pub struct AuditReport {
     /// weighted by 1/R).
     pub method: &'static str,
     /// The same figure over every answered input (forwarded ones take the host's answer and
-    /// never disagree): the scale of the calibrated E, which the verdict uses.
+    /// never disagree): the scale of a calibration's guarantee.
     pub all_inputs_rate: f64,
     pub all_inputs_interval: (f64, f64),
     /// E: `--max-disagreement`, else the config's [calibration] guarantee, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_disagreement: Option<f64>,
-    /// Against E, from the interval over all inputs: `within` (all of it at or below E),
-    /// `unclear` (it straddles E) or `exceeds` (all of it above E: a warning).
+    /// The device's answers against E (the stricter scale, the one `--adapt` holds):
+    /// `within` (the whole interval at or below E), `unclear` (it straddles E) or `exceeds`
+    /// (all of it above E: a warning).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<&'static str>,
+    /// The same over all answered inputs (the calibration guarantee's own scale).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_inputs_verdict: Option<&'static str>,
     /// The audits' link bytes, mean milliseconds per audit of each span, and their energy in
     /// all (when measured).
     pub bytes_sent: u64,
@@ -160,11 +164,8 @@ impl AuditLines {
             all_inputs_rate: all.rate,
             all_inputs_interval: (all.interval.lo, all.interval.hi),
             max_disagreement,
-            verdict: max_disagreement.map(|m| match all.verdict(m) {
-                Verdict::Within => "within",
-                Verdict::Unclear => "unclear",
-                Verdict::Exceeds => "exceeds",
-            }),
+            verdict: max_disagreement.map(|m| verdict_name(e.verdict(m))),
+            all_inputs_verdict: max_disagreement.map(|m| verdict_name(all.verdict(m))),
             bytes_sent: self.bytes.0,
             bytes_received: self.bytes.1,
             mean_span_ms: self.span_ms,
@@ -359,6 +360,14 @@ pub fn report_text(r: &Report) -> String {
     t
 }
 
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Within => "within",
+        Verdict::Unclear => "unclear",
+        Verdict::Exceeds => "exceeds",
+    }
+}
+
 /// The audit's lines of the report's text.
 fn audit_text(a: &AuditReport) -> String {
     let pct = |x: f64| format!("{:.1}%", x * 100.0);
@@ -377,16 +386,22 @@ fn audit_text(a: &AuditReport) -> String {
         pct(a.all_inputs_interval.0),
         pct(a.all_inputs_interval.1)
     );
-    t += &match (a.max_disagreement, a.verdict) {
-        (Some(e), Some("exceeds")) => format!(
-            "WARNING: the live disagreement exceeds the calibrated E = {}: the whole interval is above it; \
+    let judge = |scale: &str, verdict: Option<&str>, e: f64| match verdict {
+        Some("exceeds") => format!(
+            "WARNING: the live disagreement of {scale} exceeds E = {}: the whole interval is above it; \
              the inputs have drifted (recalibrate, or run with --adapt)\n",
             pct(e)
         ),
-        (Some(e), Some("within")) => format!("within the calibrated E = {}\n", pct(e)),
-        (Some(e), _) => format!("the interval straddles the calibrated E = {}: more audits would tell\n", pct(e)),
-        (None, _) => "no E to compare with (--max-disagreement E, or a [calibration] guarantee)\n".into(),
+        Some("within") => format!("{scale}: within E = {}\n", pct(e)),
+        _ => format!("{scale}: the interval straddles E = {}: more audits would tell\n", pct(e)),
     };
+    match a.max_disagreement {
+        Some(e) => {
+            t += &judge("the device's answers", a.verdict, e);
+            t += &judge("all answered inputs", a.all_inputs_verdict, e);
+        }
+        None => t += "no E to compare with (--max-disagreement E, or a [calibration] guarantee)\n",
+    }
     let spans: Vec<String> = a.mean_span_ms.iter().map(|(k, v)| format!("{k} {v:.1} ms")).collect();
     t += &format!(
         "audits: {} bytes sent, {} received (in the link totals); per audit: {}{}\n",
