@@ -230,7 +230,7 @@ impl Auditor {
                 );
                 self.summary.threshold = Some(change.to);
                 *self.summary.threshold_changes.get_or_insert(0) += 1;
-                if let Some(log) = log.as_deref_mut() {
+                if let Some(log) = log {
                     log.append(json!({
                         "seq": seq,
                         "input": input,
