@@ -135,7 +135,7 @@ impl Run {
                 .unwrap()
                 .0
         });
-        let mut sink = Sink { out: &mut out, json: false, log, labels: None };
+        let mut sink = Sink { out: &mut out, json: false, log, labels: None, audit: None };
         let t0 = Instant::now();
         let s = session::drive(&mut self.pipeline, inputs.into_iter(), &mut sink).unwrap();
         let wall = t0.elapsed();

@@ -27,6 +27,44 @@ struct RawConfig {
     stages: Vec<RawStage>,
     #[serde(default)]
     calibration: Option<CalibrationInfo>,
+    #[serde(default)]
+    adapt: Option<AdaptInfo>,
+}
+
+/// The `[adapt]` table: how `run --adapt` may move the first stage's threshold online from the
+/// audits (`run::audit`). Every field is optional (defaults there).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptInfo {
+    /// The disagreement rate with the host to hold the device's answers to (E), in (0, 1).
+    pub target: Option<f64>,
+    /// The threshold's bounds, in [0, 1], lo < hi. The end that forwards most must still leave
+    /// some inputs answered on the device, or no audit comes back to move it.
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
+    /// The step per audit (adaptive conformal inference's gamma), more than 0.
+    pub gamma: Option<f64>,
+    /// The threshold in use is rounded to multiples of this (0: not rounded), in [0, 1).
+    pub grid: Option<f64>,
+}
+
+impl AdaptInfo {
+    /// Every value in its range, or what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let within = |name: &str, v: Option<f64>, ok: fn(f64) -> bool, range: &str| match v {
+            Some(x) if !ok(x) => Err(format!("[adapt] {name} = {x} is not {range}")),
+            _ => Ok(()),
+        };
+        within("target", self.target, |x| x > 0.0 && x < 1.0, "in (0, 1)")?;
+        within("lo", self.lo, |x| (0.0..=1.0).contains(&x), "in [0, 1]")?;
+        within("hi", self.hi, |x| (0.0..=1.0).contains(&x), "in [0, 1]")?;
+        within("gamma", self.gamma, |x| x > 0.0 && x.is_finite(), "more than 0")?;
+        within("grid", self.grid, |x| (0.0..1.0).contains(&x), "in [0, 1)")?;
+        match (self.lo, self.hi) {
+            (Some(lo), Some(hi)) if lo >= hi => Err(format!("[adapt] lo = {lo} is not below hi = {hi}")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What `calibrate` measured at the chosen threshold, kept in the config it writes so that
@@ -76,6 +114,8 @@ pub struct CascadeConfig {
     pub ensemble: bool,
     pub stages: Vec<StageConfig>,
     pub calibration: Option<CalibrationInfo>,
+    /// The `[adapt]` table, when the config has one.
+    pub adapt: Option<AdaptInfo>,
 }
 
 /// Command-line overrides, applied to every stage but the last (which always answers).
@@ -120,7 +160,16 @@ impl CascadeConfig {
             check_threshold(&policy).map_err(|m| invalid(format!("stage {n}: {m}")))?;
             stages.push(StageConfig { model: dir.join(s.model), policy });
         }
-        Ok(CascadeConfig { path: path.to_owned(), ensemble: raw.ensemble, stages, calibration: raw.calibration })
+        if let Some(a) = &raw.adapt {
+            a.check().map_err(invalid)?;
+        }
+        Ok(CascadeConfig {
+            path: path.to_owned(),
+            ensemble: raw.ensemble,
+            stages,
+            calibration: raw.calibration,
+            adapt: raw.adapt,
+        })
     }
 
     /// Applies command-line overrides and validates the result.
@@ -162,6 +211,10 @@ impl CascadeConfig {
         if let Some(c) = &self.calibration {
             let table = toml::to_string(c).unwrap_or_default();
             out += &format!("\n[calibration]\n{table}");
+        }
+        if let Some(a) = &self.adapt {
+            let table = toml::to_string(a).unwrap_or_default();
+            out += &format!("\n[adapt]\n{table}");
         }
         out
     }
@@ -231,6 +284,9 @@ model = "models/b.toml"
         assert_eq!(back.stages, c.stages);
         assert_eq!(back.calibration, c.calibration);
         assert!(text.starts_with("# made by a test"));
+        c.adapt = Some(AdaptInfo { target: Some(0.05), lo: Some(0.5), hi: Some(0.95), gamma: None, grid: Some(0.01) });
+        let back = CascadeConfig::parse(&c.to_toml(dir.path(), ""), &dir.path().join("out.toml")).unwrap();
+        assert_eq!(back.adapt, c.adapt);
     }
 
     #[test]
@@ -259,6 +315,9 @@ model = "models/b.toml"
             ("[[stage]]\nmodel = \"a\"\nthreshold = 2.0\n[[stage]]\nmodel = \"b\"\n", "0..1"),
             ("[[stage]]\nmodel = \"a\"\nthreshhold = 0.5\n", "threshhold"),
             ("[[stage]]\nmodel = \"a\"\ntemperature = 0.0\n", "temperature"),
+            ("[adapt]\ntarget = 1.5\n[[stage]]\nmodel = \"a\"\n", "target = 1.5"),
+            ("[adapt]\nlo = 0.9\nhi = 0.5\n[[stage]]\nmodel = \"a\"\n", "lo = 0.9 is not below hi = 0.5"),
+            ("[adapt]\nbounds = 1\n[[stage]]\nmodel = \"a\"\n", "bounds"),
         ];
         for (text, want) in cases {
             let e = CascadeConfig::parse(text, Path::new("x/c.toml")).unwrap_err().to_string();

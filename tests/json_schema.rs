@@ -194,6 +194,40 @@ fn demo_and_its_results_log_and_report() {
     conforms(&["report"], &lines(&r)[0]);
 }
 
+/// `demo` with an audit of every device answer and the adaptive threshold: the summary's
+/// `audit`, the log's audit lines (and threshold changes, if any), report's `audit`.
+#[test]
+fn demo_with_an_audit_and_its_log_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("results.jsonl");
+    let o = bin()
+        .args(["demo", "--json", "--data", "photos", "--audit-rate", "1", "--audit-seed", "1"])
+        .args(["--adapt", "--adapt-target", "0.05", "--log"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    let out = lines(&o);
+    assert_eq!(conforms_stream(&out), (5, 0));
+    assert!(out.last().unwrap().get("audit").is_some());
+    let mut audits = 0;
+    for l in std::fs::read_to_string(&log).unwrap().lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        if v.get("audit").is_some() {
+            conforms(&["audit-line"], &v);
+            audits += 1;
+        } else if v.get("threshold_change").is_some() {
+            conforms(&["threshold-change-line"], &v);
+        } else {
+            conforms(&["answer", "log-line"], &v);
+        }
+    }
+    assert!(audits > 0);
+    let r = bin().args(["report", "--json", "--max-disagreement", "0.05"]).arg(&log).output().unwrap();
+    let r = &lines(&r)[0];
+    assert!(r.get("audit").is_some());
+    conforms(&["report"], r);
+}
+
 #[test]
 fn run_over_tcp() {
     let host = HostProc::start(&["--listen", "0"], &[]);

@@ -65,6 +65,16 @@ fn examples() -> Vec<(&'static str, Message)> {
             }),
         ),
         (
+            "infer-audit",
+            Message::Infer(InferRequest {
+                seq: link::AUDIT_FLAG | 130,
+                encoding: Encoding::CropJpeg,
+                payload: vec![0xFF, 0xD8, 0xFF, 0xD9],
+                device_probs: None,
+                want_probs: false,
+            }),
+        ),
+        (
             "answer",
             Message::Answer(InferResponse {
                 seq: 129,
@@ -74,6 +84,18 @@ fn examples() -> Vec<(&'static str, Message)> {
                 host_decode_ms: 2.0,
                 host_infer_ms: 10.5,
                 host_mj: Some(64.0),
+            }),
+        ),
+        (
+            "answer-audit",
+            Message::Answer(InferResponse {
+                seq: link::AUDIT_FLAG | 130,
+                top: vec![(967, 0.5)],
+                probs: None,
+                host_ms: 12.5,
+                host_decode_ms: 2.0,
+                host_infer_ms: 10.5,
+                host_mj: None,
             }),
         ),
         ("error", Message::Error(ErrorMsg::new(Some(129), ErrorCode::BadPayload, "not a JPEG"))),
@@ -164,4 +186,79 @@ fn a_client_written_from_the_document_holds_a_session_with_the_host() {
     assert_eq!(v["model"], "efficientnet-lite2-fp32");
     assert_eq!(v["top"][0][0], 967, "{v}");
     assert_eq!(v["bad_frame"], "BadFrame", "{v}");
+}
+
+/// The version-1 wire types as they were before audits, frozen here: what a host built before
+/// the audit mark decodes with. Its `Infer` has no field for the mark.
+mod v1 {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    pub enum Encoding {
+        Original,
+        CropJpeg,
+        CropRaw,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct InferRequest {
+        pub seq: u64,
+        pub encoding: Encoding,
+        pub payload: Vec<u8>,
+        pub device_probs: Option<Vec<f32>>,
+        pub want_probs: bool,
+    }
+
+    /// The first variants only: an `Infer` is index 2.
+    #[derive(Debug, Deserialize)]
+    pub enum Message {
+        Hello(serde::de::IgnoredAny),
+        Welcome(serde::de::IgnoredAny),
+        Infer(InferRequest),
+    }
+
+    /// The version-1 reader: COBS, CRC, version byte, and a message that uses every byte.
+    pub fn decode(frame: &[u8]) -> Result<Message, String> {
+        let mut buf = frame.to_vec();
+        let n = cobs::decode_in_place(&mut buf).map_err(|e| format!("COBS: {e:?}"))?;
+        let (body, crc) = buf[..n].split_at(n - 4);
+        if crc32fast::hash(body).to_le_bytes() != crc {
+            return Err("CRC".into());
+        }
+        if body[0] != 1 {
+            return Err(format!("version {}", body[0]));
+        }
+        let (msg, rest) = postcard::take_from_bytes::<Message>(&body[1..]).map_err(|e| e.to_string())?;
+        if !rest.is_empty() {
+            return Err(format!("{} bytes left after the message", rest.len()));
+        }
+        Ok(msg)
+    }
+}
+
+/// An audit marked in the top bit of `seq` reaches a host that predates the mark as an
+/// ordinary request: the version-1 reader decodes it, and the answer it would echo carries
+/// the whole `seq`, which the device matches. A trailing field would not have done: the
+/// version-1 reader refuses a message with bytes left over.
+#[test]
+fn an_old_host_decodes_an_audit_frame_as_an_ordinary_request() {
+    let audit = examples().into_iter().find(|(n, _)| *n == "infer-audit").unwrap().1;
+    let frame = link::encode(&audit);
+    let old = v1::decode(&frame[..frame.len() - 1]).unwrap();
+    let v1::Message::Infer(req) = old else { panic!("{old:?}") };
+    assert_eq!(req.seq, link::AUDIT_FLAG | 130);
+    assert!(matches!(req.encoding, v1::Encoding::CropJpeg) && req.payload == [0xFF, 0xD8, 0xFF, 0xD9]);
+    assert!(req.device_probs.is_none() && !req.want_probs);
+    let Message::Infer(new) = link::decode(&frame[..frame.len() - 1]).unwrap() else { panic!() };
+    assert!(new.is_audit() && new.number() == 130);
+    // The road not taken: one more byte after the Infer (a trailing field) is refused.
+    let mut raw = vec![1u8];
+    raw.extend(postcard::to_allocvec(&audit).unwrap());
+    raw.push(1);
+    raw.extend(crc32fast::hash(&raw).to_le_bytes());
+    let mut cobs_frame = vec![0u8; cobs::max_encoding_length(raw.len())];
+    let n = cobs::encode(&raw, &mut cobs_frame);
+    let e = v1::decode(&cobs_frame[..n]).unwrap_err();
+    assert!(e.contains("1 bytes left"), "{e}");
+    assert!(link::decode(&cobs_frame[..n]).is_err());
 }

@@ -33,7 +33,7 @@ pub fn run(a: ClassifyArgs) -> Result<Outcome> {
     pipeline.energy = Some(a.energy.start()?);
     pipeline.accept_damaged = a.accept_damaged;
     let mut out = std::io::stdout().lock();
-    let mut sink = Sink { out: &mut out, json: a.json, log: None, labels: None };
+    let mut sink = Sink { out: &mut out, json: a.json, log: None, labels: None, audit: None };
     let summary = session::drive(&mut pipeline, inputs::Files::new(files), &mut sink)?;
     finish(&mut sink, &summary)
 }

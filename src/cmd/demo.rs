@@ -28,10 +28,11 @@ pub struct DemoArgs {
 }
 
 pub fn run(a: DemoArgs) -> Result<Outcome> {
-    let DeviceArgs { cascade: args, link, energy, log, accept_damaged, json } = &a.device;
+    let DeviceArgs { cascade: args, link, energy, log, audit, accept_damaged, json } = &a.device;
     let data = a.data.as_deref();
     let json = *json;
     let config = args.resolve()?;
+    let auditor = audit.auditor(&config)?;
     let host_manifest = config.stages.last().expect("a config has a stage").model.clone();
     let (files, labels) = match data {
         Some(dir) => {
@@ -88,13 +89,20 @@ pub fn run(a: DemoArgs) -> Result<Outcome> {
                     }
                 )?;
             }
-            let mut sink = Sink { out: &mut out, json, log: log.open()?.map(|(l, _)| l), labels };
+            let log = log.open()?.map(|(l, _)| l);
+            let mut sink = Sink { out: &mut out, json, log, labels, audit: auditor };
             let summary = session::drive(&mut pipeline, inputs::Files::new(files), &mut sink)?;
             finish(&mut sink, &summary)
         })();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let stats = host_thread.join().map_err(|_| anyhow::anyhow!("the host thread panicked"))?;
-        log::info!("host: {} requests, {} answered, {} errors", stats.requests, stats.answered, stats.errors);
+        log::info!(
+            "host: {} requests ({} audits), {} answered, {} errors",
+            stats.requests,
+            stats.audits,
+            stats.answered,
+            stats.errors
+        );
         result
     })
 }

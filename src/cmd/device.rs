@@ -1,7 +1,7 @@
 //! What `run` and `demo` share, the device's side: the cascade, the link to the host, the
 //! board, the results log, and the pipeline whose last stage is the host.
 
-use super::{runner_opts, CascadeArgs, EnergyArgs};
+use super::{runner_opts, CascadeArgs, EnergyArgs, UsageError};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgecascade::config::CascadeConfig;
@@ -9,6 +9,7 @@ use edgecascade::link::{Encoding, LinkAddr, Shaping};
 use edgecascade::model::manifest::Manifest;
 use edgecascade::offload::oip::OipRemote;
 use edgecascade::offload::{ConnectError, Remote, RemoteConfig, RemoteStage};
+use edgecascade::run::audit::{AdaptPlan, Auditor};
 use edgecascade::run::pipeline::Pipeline;
 use edgecascade::run::results_log::{self, ResultsLog};
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub struct DeviceArgs {
     pub energy: EnergyArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
     /// Answer damaged images (a JPEG cut short, corrupt data) as far as they decode, marked
     /// `damaged`, instead of reporting them as errors.
     #[arg(long)]
@@ -66,6 +69,65 @@ impl LogArgs {
             );
         }
         Ok(Some((log, found)))
+    }
+}
+
+/// The live audit of the device's answers, and the threshold adapted from it.
+#[derive(Args)]
+pub struct AuditArgs {
+    /// Send this fraction of the inputs the device answered itself, in [0, 1], to the host as
+    /// well, marked as audits, after their answers are written (off the latency path); the
+    /// results log records the host's answer for each (`report` estimates the live
+    /// disagreement rate from them).
+    #[arg(long, value_name = "R", value_parser = super::fraction, allow_negative_numbers = true)]
+    audit_rate: Option<f64>,
+    /// The seed of the audit's random draw (default: from the clock, logged).
+    #[arg(long, value_name = "N", requires = "audit_rate")]
+    audit_seed: Option<u64>,
+    /// Move the first stage's threshold online from the audits (adaptive conformal inference)
+    /// to hold the device's disagreement with the host at the target, within the bounds of
+    /// the config's [adapt] table; every change is logged. Needs --audit-rate above 0.
+    #[arg(long, requires = "audit_rate")]
+    adapt: bool,
+    /// With --adapt: the disagreement rate to hold the device's answers to, in (0, 1)
+    /// (default: the config's [adapt] target).
+    #[arg(long, value_name = "E", requires = "adapt", value_parser = super::fraction_open)]
+    adapt_target: Option<f64>,
+    /// With --adapt: the threshold's step per audit, more than 0 (default: the config's
+    /// [adapt] gamma, else 0.05).
+    #[arg(long, value_name = "G", requires = "adapt", value_parser = super::positive)]
+    adapt_gamma: Option<f64>,
+}
+
+impl AuditArgs {
+    /// The auditor of this run, if auditing; a bad combination is a usage error.
+    pub fn auditor(&self, config: &CascadeConfig) -> Result<Option<Auditor>> {
+        let Some(rate) = self.audit_rate else { return Ok(None) };
+        if self.adapt && rate <= 0.0 {
+            bail!(UsageError("--adapt moves the threshold from the audits: it needs --audit-rate above 0".into()));
+        }
+        let seed = self.audit_seed.unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            now.as_nanos() as u64 ^ std::process::id() as u64
+        });
+        log::info!("audit: {rate} of the device's answers sent to the host as well (seed {seed})");
+        let auditor = Auditor::new(rate, seed);
+        if !self.adapt {
+            return Ok(Some(auditor));
+        }
+        let first = &config.stages[0].policy;
+        let start = first.threshold.unwrap_or(0.0) as f64;
+        let plan = AdaptPlan::resolve(start, first.metric, config.adapt.as_ref(), self.adapt_target, self.adapt_gamma)
+            .map_err(UsageError)?;
+        log::info!(
+            "adapt: threshold of stage 0 from {} within {}..{}, step {}, target disagreement {}",
+            plan.start,
+            plan.lo,
+            plan.hi,
+            plan.gamma,
+            plan.target
+        );
+        Ok(Some(auditor.adapting(plan)))
     }
 }
 

@@ -190,7 +190,13 @@ fn serve_serial(host: &Host, addr: &LinkAddr, path: &Path, name: &str, stop: &At
                 port.set_read_timeout(Some(Duration::from_millis(250)))?;
                 let start = std::time::Instant::now();
                 let stats = host.serve(port, &addr.to_string(), stop);
-                log::info!("{addr}: {} requests, {} answered, {} errors", stats.requests, stats.answered, stats.errors);
+                log::info!(
+                    "{addr}: {} requests ({} audits), {} answered, {} errors",
+                    stats.requests,
+                    stats.audits,
+                    stats.answered,
+                    stats.errors
+                );
                 // A port that fails at once again and again is reopened ever more slowly.
                 if stats.requests > 0 || start.elapsed() > Duration::from_secs(30) {
                     backoff.succeeded();

@@ -43,7 +43,7 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> Result<Outcome> {
-    let DeviceArgs { cascade: args, link, energy, log, accept_damaged, json } = &a.device;
+    let DeviceArgs { cascade: args, link, energy, log, audit, accept_damaged, json } = &a.device;
     let json = *json;
     let watch = a.watch.map(|dir| {
         let opts = inputs::WatchOptions {
@@ -79,12 +79,14 @@ pub fn run(a: RunArgs) -> Result<Outcome> {
         }
         None => Box::new(inputs::Files::new(dataset::collect_inputs(paths)?)),
     };
-    let remote = link.remote(a.addr, &args.resolve()?)?;
+    let config = args.resolve()?;
+    let auditor = audit.auditor(&config)?;
+    let remote = link.remote(a.addr, &config)?;
     let mut pipeline = device_pipeline(args, remote, link.start_degraded)?;
     pipeline.energy = Some(energy.start()?);
     pipeline.accept_damaged = *accept_damaged;
     let mut out = std::io::stdout().lock();
-    let mut sink = Sink { out: &mut out, json, log: log.map(|(l, _)| l), labels: None };
+    let mut sink = Sink { out: &mut out, json, log: log.map(|(l, _)| l), labels: None, audit: auditor };
     let summary = session::drive(&mut pipeline, inputs, &mut sink)?;
     finish(&mut sink, &summary)
 }

@@ -117,8 +117,32 @@ fn inferences_are_answered_with_the_models_classes_whole_or_cropped() {
         assert!(a.host_ms >= a.host_decode_ms && a.host_mj.is_none(), "{a:?}");
         assert_eq!(a.probs.as_ref().map(Vec::len), (seq == 2).then_some(1000));
     }
-    assert_eq!(stats, ConnStats { requests: 2, answered: 2, errors: 0 });
+    assert_eq!(stats, ConnStats { requests: 2, audits: 0, answered: 2, errors: 0 });
     assert_eq!(f.host.counts(), (2, 2));
+}
+
+/// An audit (the top bit of `seq` set) is served like any request, its whole `seq` echoed, and
+/// counted apart.
+#[test]
+fn an_audit_is_served_like_any_request_and_counted_apart() {
+    let f = fixture();
+    let audit_seq = crate::link::AUDIT_FLAG | 3;
+    let input = frames(&[
+        Message::Hello(Hello::new("board", HOST_ENCODINGS.to_vec())),
+        infer(3, Encoding::Original, f.photo.clone()),
+        infer(audit_seq, Encoding::Original, f.photo),
+    ]);
+    let (replies, stats) = session(&f.host, input);
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    let tops: Vec<(u64, u32)> = replies[1..]
+        .iter()
+        .map(|r| match r {
+            Message::Answer(a) => (a.seq, a.top[0].0),
+            other => panic!("expected an answer, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(tops, vec![(3, PHOTO_CLASS as u32), (audit_seq, PHOTO_CLASS as u32)]);
+    assert_eq!(stats, ConnStats { requests: 2, audits: 1, answered: 2, errors: 0 });
 }
 
 #[test]
@@ -138,7 +162,7 @@ fn a_bad_frame_is_answered_bad_frame_and_the_session_goes_on() {
     }
     assert_eq!(replies[2], Message::Pong { nonce: 2 });
     assert!(matches!(&replies[3], Message::Answer(a) if a.seq == 3 && a.top[0].0 == CROP_CLASS as u32), "{replies:?}");
-    assert_eq!(stats, ConnStats { requests: 1, answered: 1, errors: 2 });
+    assert_eq!(stats, ConnStats { requests: 1, audits: 0, answered: 1, errors: 2 });
 }
 
 #[test]
@@ -187,7 +211,7 @@ fn requests_shaped_wrong_for_the_model_are_refused_naming_why() {
         assert!(e.message.contains(says) && !e.message.is_empty(), "{e}");
     }
     assert!(matches!(&replies[6], Message::Answer(a) if a.seq == 6 && a.top[0].0 == PHOTO_CLASS as u32));
-    assert_eq!(stats, ConnStats { requests: 6, answered: 1, errors: 6 });
+    assert_eq!(stats, ConnStats { requests: 6, audits: 0, answered: 1, errors: 6 });
 }
 
 #[test]
@@ -230,7 +254,7 @@ fn with_a_token_nothing_is_served_before_it_and_a_wrong_one_ends_the_session() {
     assert!(matches!(replies[0], Message::Welcome(_)), "{replies:?}");
     assert!(matches!(&replies[1], Message::Answer(a) if a.top[0].0 == CROP_CLASS as u32), "{replies:?}");
     assert_eq!(replies[2], Message::Pong { nonce: 3 });
-    assert_eq!(stats, ConnStats { requests: 1, answered: 1, errors: 0 });
+    assert_eq!(stats, ConnStats { requests: 1, audits: 0, answered: 1, errors: 0 });
 }
 
 #[test]

@@ -58,7 +58,10 @@ pub struct Host {
 /// What one connection saw, for the log and for tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConnStats {
+    /// Requests, audits included.
     pub requests: u64,
+    /// Of `requests`: audits (inputs the device answered itself, sent to check its answer).
+    pub audits: u64,
     pub answered: u64,
     pub errors: u64,
 }
@@ -239,6 +242,7 @@ impl Host {
             }
             Message::Infer(req) => {
                 stats.requests += 1;
+                stats.audits += req.is_audit() as u64;
                 let seq = req.seq;
                 let _serving = self.metrics.in_flight(Protocol::Framed).hold();
                 let start = Instant::now();
@@ -335,7 +339,13 @@ pub fn serve_tcp(
                 return;
             }
             let stats = host.serve(sock, peer, &stop);
-            log::info!("{peer}: {} requests, {} answered, {} errors", stats.requests, stats.answered, stats.errors);
+            log::info!(
+                "{peer}: {} requests ({} audits), {} answered, {} errors",
+                stats.requests,
+                stats.audits,
+                stats.answered,
+                stats.errors
+            );
         },
     )
 }

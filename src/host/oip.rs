@@ -399,6 +399,9 @@ fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
         Err(e) => return Reply::error(400, e.to_string()),
     };
     drop(body);
+    if request.audit {
+        log::debug!("request {}: an audit (served like any request)", request.id.as_deref().unwrap_or("without an id"));
+    }
     let meta = model_metadata(host);
     let (want_in, want_out) = (&meta.inputs[0], &meta.outputs[0]);
     let [input] = request.inputs.as_slice() else {

@@ -13,8 +13,8 @@ pub mod transport;
 
 pub use codec::{decode, encode, write_msg, write_sync, FrameError, FrameReader, LinkError};
 pub use msg::{
-    Encoding, ErrorCode, ErrorMsg, Hello, HostInput, InferRequest, InferResponse, Message, Welcome, DEFAULT_MAX_FRAME,
-    PROTOCOL_VERSION,
+    Encoding, ErrorCode, ErrorMsg, Hello, HostInput, InferRequest, InferResponse, Message, Welcome, AUDIT_FLAG,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 pub use paced::{transfer_time, Paced, Shaping};
 pub use rng::Rng;

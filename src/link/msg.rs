@@ -9,6 +9,13 @@ use std::str::FromStr;
 
 /// The version byte at the start of every frame, and the `version` of Hello and Welcome.
 pub const PROTOCOL_VERSION: u8 = 1;
+/// The top bit of an [`InferRequest`]'s `seq` marks an audit: an input the device answered
+/// itself, sent to the host as well so the device can measure how often the two disagree.
+/// The host serves it like any request and echoes the whole `seq`, mark included. A host
+/// that predates the mark does exactly that (it only echoes `seq`), so the mark needs no new
+/// protocol version and no negotiation: an extra field would (the decoder refuses bytes left
+/// after a message), and a new version would cut off every older host.
+pub const AUDIT_FLAG: u64 = 1 << 63;
 /// The default largest frame either end accepts: 1 MiB of COBS-encoded bytes, terminator
 /// excluded.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
@@ -132,7 +139,8 @@ impl Welcome {
 /// One offloaded input.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InferRequest {
-    /// Chosen by the device; echoed in the answer or error.
+    /// Chosen by the device; echoed in the answer or error. Its top bit ([`AUDIT_FLAG`]) marks
+    /// an audit.
     pub seq: u64,
     pub encoding: Encoding,
     pub payload: Vec<u8>,
@@ -140,6 +148,18 @@ pub struct InferRequest {
     pub device_probs: Option<Vec<f32>>,
     /// Whether the answer should carry every class's probability.
     pub want_probs: bool,
+}
+
+impl InferRequest {
+    /// Whether the request is an audit ([`AUDIT_FLAG`] set in `seq`).
+    pub fn is_audit(&self) -> bool {
+        self.seq & AUDIT_FLAG != 0
+    }
+
+    /// The device's request number, without the audit mark.
+    pub fn number(&self) -> u64 {
+        self.seq & !AUDIT_FLAG
+    }
 }
 
 /// The host's answer to an [`InferRequest`].

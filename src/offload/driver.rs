@@ -54,6 +54,8 @@ pub struct HostTimes {
 /// the try's spans go, and the bytes it moved (counted by the transport's stream).
 pub struct Attempt<'a> {
     pub seq: u64,
+    /// The request is an audit: an input the device answered, sent to check its answer.
+    pub audit: bool,
     /// How long to wait for the answer once the request is sent.
     pub reply_timeout: Duration,
     pub spans: &'a mut Spans,
@@ -72,8 +74,9 @@ pub trait Transport: Send {
     /// Connects before a try if not connected; returns the encoding this connection takes
     /// (a payload made for another is made again).
     fn ready(&mut self) -> Result<&'static str, TryError>;
-    /// Encodes the input for request `seq` on the connection `ready` made.
-    fn encode(&self, seq: u64, bytes: &[u8], img: &RgbImage) -> Result<Self::Payload, String>;
+    /// Encodes the input for request `seq` (an audit when `audit`) on the connection `ready`
+    /// made.
+    fn encode(&self, seq: u64, audit: bool, bytes: &[u8], img: &RgbImage) -> Result<Self::Payload, String>;
     /// Sends the request and waits for its answer, timing its spans and counting its bytes.
     fn exchange(&mut self, payload: &Self::Payload, attempt: &mut Attempt<'_>) -> Result<Answer, TryError>;
     /// Forgets the connection and what it learned, after an input is given up.
@@ -125,6 +128,37 @@ impl<T: Transport> RemoteStage for Offload<T> {
         stage: usize,
         report: &mut LinkReport,
     ) -> Result<Vec<f32>, StageFailure> {
+        self.request(bytes, img, spans, stage, report, false)
+    }
+
+    fn audit(
+        &mut self,
+        bytes: &[u8],
+        img: &RgbImage,
+        spans: &mut Spans,
+        stage: usize,
+        report: &mut LinkReport,
+    ) -> Result<Vec<f32>, StageFailure> {
+        self.request(bytes, img, spans, stage, report, true)
+    }
+
+    fn is_paced(&self) -> bool {
+        self.paced
+    }
+}
+
+impl<T: Transport> Offload<T> {
+    /// One request's tries: an input forwarded, or (`audit`) one the device answered, sent
+    /// to check its answer. Both take the same tries, backoff and sequence numbers.
+    fn request(
+        &mut self,
+        bytes: &[u8],
+        img: &RgbImage,
+        spans: &mut Spans,
+        stage: usize,
+        report: &mut LinkReport,
+        audit: bool,
+    ) -> Result<Vec<f32>, StageFailure> {
         report.paced = self.paced;
         self.backoff.check()?;
         self.seq += 1;
@@ -139,13 +173,20 @@ impl<T: Transport> RemoteStage for Offload<T> {
                     Err(e) => break 'one_try Err(e),
                 };
                 if payload.as_ref().is_none_or(|(made_for, _)| *made_for != encoding) {
-                    let made = spans.time("encode", Some(stage), || self.link.encode(seq, bytes, img));
+                    let made = spans.time("encode", Some(stage), || self.link.encode(seq, audit, bytes, img));
                     payload = Some((encoding, made.map_err(StageFailure::Input)?));
                 }
                 let (encoding, data) = payload.as_ref().expect("encoded");
                 report.encoding = Some(encoding.to_string());
-                let mut attempt =
-                    Attempt { seq, reply_timeout: self.reply_timeout, spans: &mut *spans, stage, sent: 0, received: 0 };
+                let mut attempt = Attempt {
+                    seq,
+                    audit,
+                    reply_timeout: self.reply_timeout,
+                    spans: &mut *spans,
+                    stage,
+                    sent: 0,
+                    received: 0,
+                };
                 let outcome = self.link.exchange(data, &mut attempt);
                 report.bytes_sent += attempt.sent;
                 report.bytes_received += attempt.received;
@@ -178,10 +219,6 @@ impl<T: Transport> RemoteStage for Offload<T> {
             self.link.peer(),
             report.tries
         )))
-    }
-
-    fn is_paced(&self) -> bool {
-        self.paced
     }
 }
 
@@ -269,7 +306,7 @@ mod tests {
             step
         }
 
-        fn encode(&self, seq: u64, _bytes: &[u8], _img: &RgbImage) -> Result<Self::Payload, String> {
+        fn encode(&self, seq: u64, _audit: bool, _bytes: &[u8], _img: &RgbImage) -> Result<Self::Payload, String> {
             match self.bad_input {
                 Some(why) => Err(why.into()),
                 None => Ok((seq, self.encoding)),

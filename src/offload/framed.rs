@@ -5,7 +5,7 @@
 
 use crate::link::{
     connect, write_msg, write_sync, Encoding, ErrorCode, FrameReader, Hello, InferRequest, InferResponse, LinkError,
-    Message, Paced, Stream, Welcome, DEFAULT_MAX_FRAME,
+    Message, Paced, Stream, Welcome, AUDIT_FLAG, DEFAULT_MAX_FRAME,
 };
 use crate::offload::driver::{Answer, Attempt, HostTimes, Offload, Transport, TryError};
 use crate::offload::{payload, ConnectError, RemoteConfig, RemoteInfo};
@@ -113,17 +113,17 @@ impl FramedTransport {
     }
 
     /// Reads frames until the answer to `seq`, an error for it, or the reply deadline.
-    fn await_answer(conn: &mut Conn, attempt: &mut Attempt<'_>) -> Result<InferResponse, Wait> {
+    fn await_answer(conn: &mut Conn, wire_seq: u64, attempt: &mut Attempt<'_>) -> Result<InferResponse, Wait> {
         let deadline = Instant::now() + attempt.reply_timeout;
         loop {
             let before = conn.reader.consumed();
             let msg = conn.reader.read_msg();
             attempt.received += conn.reader.consumed() - before;
             match msg {
-                Ok(Message::Answer(a)) if a.seq == attempt.seq => return Ok(a),
+                Ok(Message::Answer(a)) if a.seq == wire_seq => return Ok(a),
                 // An answer to a request already answered or given up (a duplicate, a late reply).
                 Ok(Message::Answer(_)) => {}
-                Ok(Message::Error(e)) if e.seq == Some(attempt.seq) => return Err(Wait::Refused(e.code, e.message)),
+                Ok(Message::Error(e)) if e.seq == Some(wire_seq) => return Err(Wait::Refused(e.code, e.message)),
                 // An error without a sequence number: the host saw a damaged frame, most
                 // likely our request; send it again.
                 Ok(Message::Error(e)) if e.seq.is_none() => return Err(Wait::Retry(format!("host: {e}"))),
@@ -162,7 +162,7 @@ impl Transport for FramedTransport {
         self.ensure_connected().map(|c| c.encoding.name()).map_err(|e| TryError::Down(e.to_string()))
     }
 
-    fn encode(&self, _seq: u64, bytes: &[u8], img: &RgbImage) -> Result<Self::Payload, String> {
+    fn encode(&self, _seq: u64, _audit: bool, bytes: &[u8], img: &RgbImage) -> Result<Self::Payload, String> {
         let c = self.conn.as_ref().ok_or("not connected")?;
         Ok((c.encoding, payload::encode_payload(c.encoding, bytes, img, &c.welcome, self.cfg.jpeg_quality)?))
     }
@@ -173,8 +173,10 @@ impl Transport for FramedTransport {
     fn exchange(&mut self, payload: &Self::Payload, attempt: &mut Attempt<'_>) -> Result<Answer, TryError> {
         let conn = self.conn.as_mut().ok_or_else(|| TryError::Retry("not connected".into()))?;
         let (encoding, data) = payload;
+        // An audit carries its mark in the top bit of the sequence number, echoed back.
+        let wire_seq = if attempt.audit { attempt.seq | AUDIT_FLAG } else { attempt.seq };
         let req = InferRequest {
-            seq: attempt.seq,
+            seq: wire_seq,
             encoding: *encoding,
             payload: data.clone(),
             device_probs: None,
@@ -186,7 +188,7 @@ impl Transport for FramedTransport {
             Ok(n) => {
                 attempt.sent += n as u64;
                 let start = Instant::now();
-                let waited = Self::await_answer(conn, attempt);
+                let waited = Self::await_answer(conn, wire_seq, attempt);
                 attempt.spans.push_since("wait", stage, start);
                 waited
             }

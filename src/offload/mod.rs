@@ -104,6 +104,17 @@ pub trait RemoteStage: Send {
         stage: usize,
         report: &mut LinkReport,
     ) -> Result<Vec<f32>, StageFailure>;
+    /// Sends an input the device answered itself to the host as well, marked as an audit (a
+    /// flag the framed link carries in the request's sequence number, a parameter `audit` on
+    /// OIP), and returns the host's logits, as `infer` does.
+    fn audit(
+        &mut self,
+        bytes: &[u8],
+        img: &RgbImage,
+        spans: &mut Spans,
+        stage: usize,
+        report: &mut LinkReport,
+    ) -> Result<Vec<f32>, StageFailure>;
     /// True when the link is paced to rehearse a slower one (its times are then modelled).
     fn is_paced(&self) -> bool;
 }

@@ -18,7 +18,7 @@ use crate::offload::driver::{Answer, Attempt, Offload, Transport, TryError};
 use crate::offload::{ConnectError, RemoteConfig, RemoteInfo};
 use crate::oip::http::{find_header, Framing, HttpError, Wire};
 use crate::oip::{
-    decode_response, encode_request, ModelMetadata, ServerMetadata, Tensor, BINARY_EXTENSION, FP32, HEADER_LEN,
+    decode_response, encode_request_marked, ModelMetadata, ServerMetadata, Tensor, BINARY_EXTENSION, FP32, HEADER_LEN,
 };
 use image::RgbImage;
 use std::io;
@@ -351,10 +351,12 @@ impl Transport for OipTransport {
         }
     }
 
-    fn encode(&self, seq: u64, _bytes: &[u8], img: &RgbImage) -> Result<Self::Payload, String> {
+    /// An audit is a normal inference with the request parameter `audit: true` (servers that
+    /// do not know it ignore it).
+    fn encode(&self, seq: u64, audit: bool, _bytes: &[u8], img: &RgbImage) -> Result<Self::Payload, String> {
         let plan = self.plan.as_ref().ok_or("no plan")?;
         let tensor = self.tensor(img)?;
-        Ok(encode_request(&self.request_id(seq), &[tensor], Some(&plan.output), plan.binary))
+        Ok(encode_request_marked(&self.request_id(seq), &[tensor], Some(&plan.output), plan.binary, audit))
     }
 
     /// Spans: wait (sending included).

@@ -86,6 +86,9 @@ pub struct InferRequest {
     pub outputs: Vec<OutputWish>,
     /// The request-level `binary_data_output` parameter: every output as binary data.
     pub binary_output: bool,
+    /// The request-level `audit` parameter: an input the device answered itself, sent to
+    /// check its answer (served like any request, counted apart).
+    pub audit: bool,
 }
 
 /// An inference response, decoded.
@@ -173,7 +176,13 @@ pub fn decode_request(body: &[u8], header_len: Option<usize>) -> Result<InferReq
         .into_iter()
         .map(|o| OutputWish { binary: param_bool(&o.parameters, "binary_data"), name: o.name })
         .collect();
-    Ok(InferRequest { id: req.id, inputs, outputs, binary_output: param_bool(&req.parameters, "binary_data_output") })
+    Ok(InferRequest {
+        id: req.id,
+        inputs,
+        outputs,
+        binary_output: param_bool(&req.parameters, "binary_data_output"),
+        audit: param_bool(&req.parameters, "audit"),
+    })
 }
 
 /// Decodes a response body.
@@ -308,10 +317,28 @@ fn join(json: Vec<u8>, tail: Vec<u8>) -> (Vec<u8>, Option<usize>) {
 /// Encodes a request for one output; with `binary`, the input and the output travel as
 /// binary data. Returns the body and its `Inference-Header-Content-Length`, if any.
 pub fn encode_request(id: &str, inputs: &[Tensor], output: Option<&str>, binary: bool) -> (Vec<u8>, Option<usize>) {
+    encode_request_marked(id, inputs, output, binary, false)
+}
+
+/// [`encode_request`], marked as an audit when `audit` (the request parameter `audit: true`:
+/// an input the device answered itself, sent to check its answer; servers that do not know
+/// the parameter ignore it, as OIP v2 lets them).
+pub fn encode_request_marked(
+    id: &str,
+    inputs: &[Tensor],
+    output: Option<&str>,
+    binary: bool,
+    audit: bool,
+) -> (Vec<u8>, Option<usize>) {
     let mut tail = Vec::new();
     let inputs = encode_tensors(inputs, |_| binary, &mut tail);
     let mut req = Map::new();
     req.insert("id".into(), Value::from(id));
+    if audit {
+        let mut p = Map::new();
+        p.insert("audit".into(), Value::Bool(true));
+        req.insert("parameters".into(), Value::Object(p));
+    }
     req.insert("inputs".into(), serde_json::to_value(inputs).expect("tensors serialise"));
     if let Some(name) = output {
         let mut o = Map::new();

@@ -12,6 +12,7 @@ use crate::model::runner::RunnerOptions;
 use crate::model::{Model, ModelError};
 use crate::offload::{LinkReport, RemoteStage};
 use crate::run::spans::Spans;
+use image::RgbImage;
 use serde::Serialize;
 
 /// One input's answer, as printed and logged.
@@ -109,6 +110,11 @@ impl Pipeline {
 
     /// Runs the cascade on encoded image bytes. An error names what was wrong with the input.
     pub fn answer(&mut self, input: &str, bytes: &[u8]) -> Result<Answer, String> {
+        self.answer_keeping_image(input, bytes).map(|(a, _)| a)
+    }
+
+    /// [`Pipeline::answer`], also returning the decoded image (for an audit after the answer).
+    pub fn answer_keeping_image(&mut self, input: &str, bytes: &[u8]) -> Result<(Answer, RgbImage), String> {
         let mut spans = Spans::default();
         let (img, damaged) = spans
             .time("decode", None, || match preprocess::decode_damaged(bytes) {
@@ -144,7 +150,35 @@ impl Pipeline {
         let macs = self.models.iter().take(outcome.ran).map(|m| m.runner.macs()).sum();
         let mut answer = self.make_answer(input, &outcome, macs, spans, link);
         answer.damaged = damaged;
-        Ok(answer)
+        Ok((answer, img))
+    }
+
+    /// Sends an input the device answered to the host as well, marked as an audit: the host
+    /// model's class (its logits' argmax), with the audit's spans and link report. An error
+    /// when there is no host stage or the host could not answer.
+    pub fn audit(
+        &mut self,
+        bytes: &[u8],
+        img: &RgbImage,
+        spans: &mut Spans,
+        report: &mut LinkReport,
+    ) -> Result<usize, String> {
+        let stage = self.names.len() - 1;
+        let remote = self.remote.as_mut().ok_or("no host stage to audit with")?;
+        let logits = remote.audit(bytes, img, spans, stage, report).map_err(|e| e.to_string())?;
+        Ok(crate::core::policy::argmax(&logits))
+    }
+
+    /// The threshold of stage `stage` (None for the last, which always answers).
+    pub fn threshold(&self, stage: usize) -> Option<f32> {
+        self.policies.get(stage).and_then(|p| p.threshold)
+    }
+
+    /// Sets stage `stage`'s threshold (not the last's), from now on.
+    pub fn set_threshold(&mut self, stage: usize, threshold: f32) {
+        if stage + 1 < self.policies.len() {
+            self.policies[stage].threshold = Some(threshold);
+        }
     }
 
     fn make_answer(

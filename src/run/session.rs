@@ -4,6 +4,7 @@
 //! most the input in flight. Then the summary: counts, link bytes, mean span times and, on
 //! labeled inputs, accuracy.
 
+use crate::run::audit::{AuditSummary, Auditor};
 use crate::run::inputs::Source;
 use crate::run::pipeline::{Answer, Pipeline};
 use crate::run::results_log::ResultsLog;
@@ -19,6 +20,8 @@ pub struct Sink<'a> {
     pub log: Option<ResultsLog>,
     /// Labels by file name, to score answers (from a labels.csv).
     pub labels: Option<HashMap<String, usize>>,
+    /// The live audit of the device's answers by the host (`--audit-rate`), if any.
+    pub audit: Option<Auditor>,
 }
 
 /// One line of the results log.
@@ -29,6 +32,10 @@ struct LogLine<'a> {
     answer: &'a Answer,
     #[serde(skip_serializing_if = "Option::is_none")]
     correct: Option<bool>,
+    /// With an audit: the probability this input had of being audited (only on the answers
+    /// the device gave itself, the ones that can be).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_rate: Option<f64>,
 }
 
 /// Totals over a run, printed after the answers.
@@ -69,23 +76,31 @@ pub struct Summary {
     /// On labeled inputs: the fraction answered correctly.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top1: Option<f64>,
+    /// With `--audit-rate`: what the audits did (their bytes are in `link_bytes_*` too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSummary>,
 }
 
 /// Runs every input through the pipeline, writing one line each (and one log line, before the
-/// source is told the input is done); returns the summary.
+/// source is told the input is done); then, with an audit, the input's audit (after its lines:
+/// the answer never waits for it). Returns the summary.
 pub fn drive(pipeline: &mut Pipeline, mut inputs: impl Source, sink: &mut Sink) -> std::io::Result<Summary> {
     let mut s =
         Summary { answered_by_count: pipeline.names.iter().map(|n| (n.clone(), 0)).collect(), ..Default::default() };
     let mut by_stage = vec![0usize; pipeline.names.len()];
     let (mut correct, mut scored) = (0usize, 0usize);
     let mut seq = 0u64;
+    if let Some((stage, t)) = sink.audit.as_ref().and_then(Auditor::initial_threshold) {
+        pipeline.set_threshold(stage, t as f32);
+    }
     while let Some((name, bytes)) = inputs.next() {
         // Sequence numbers go on from the log's last line across runs.
         seq = sink.log.as_mut().map_or(seq + 1, |l| l.next_seq());
         s.inputs += 1;
-        let result = bytes.and_then(|b| pipeline.answer(&name, &b));
+        let result = bytes.and_then(|b| pipeline.answer_keeping_image(&name, &b).map(|(a, img)| (a, img, b)));
         match result {
-            Ok(mut a) => {
+            Ok((mut a, img, b)) => {
+                let audit_rate = sink.audit.as_ref().and_then(|au| au.eligible(&a, pipeline.names.len()));
                 if let Some(energy) = &pipeline.energy {
                     energy.fill(&mut a.stages.0);
                 }
@@ -101,7 +116,7 @@ pub fn drive(pipeline: &mut Pipeline, mut inputs: impl Source, sink: &mut Sink) 
                     writeln!(sink.out, "{}", answer_line(&a, pipeline.remote.is_some(), ok))?;
                 }
                 if let Some(log) = sink.log.as_mut() {
-                    let line = LogLine { seq, answer: &a, correct: ok };
+                    let line = LogLine { seq, answer: &a, correct: ok, audit_rate };
                     log.append(serde_json::to_value(&line).map_err(std::io::Error::other)?)?;
                 }
                 count(&mut s, &a, pipeline.remote.is_some() && a.stage + 1 == pipeline.names.len());
@@ -109,6 +124,10 @@ pub fn drive(pipeline: &mut Pipeline, mut inputs: impl Source, sink: &mut Sink) 
                     *k += 1;
                 }
                 inputs.done(&name, true);
+                if let (Some(auditor), Some(_)) = (sink.audit.as_mut(), audit_rate) {
+                    sink.out.flush()?;
+                    auditor.after_answer(pipeline, seq, &name, &b, &img, &a, sink.log.as_mut())?;
+                }
             }
             Err(e) => {
                 s.failed += 1;
@@ -136,6 +155,12 @@ pub fn drive(pipeline: &mut Pipeline, mut inputs: impl Source, sink: &mut Sink) 
     s.mean_span_mj.values_mut().for_each(|v| *v /= n);
     s.mean_mj = (!s.mean_span_mj.is_empty()).then(|| s.mean_span_mj.values().sum());
     s.top1 = (scored > 0).then(|| correct as f64 / scored as f64);
+    if let Some(auditor) = &sink.audit {
+        let a = auditor.summary();
+        s.link_bytes_sent += a.bytes_sent;
+        s.link_bytes_received += a.bytes_received;
+        s.audit = Some(a);
+    }
     Ok(s)
 }
 
@@ -261,6 +286,38 @@ pub fn summary_text(s: &Summary) -> String {
     if let (Some(mj), Some(src)) = (s.mean_mj, &s.energy_source) {
         let per: Vec<String> = s.mean_span_mj.iter().map(|(n, v)| format!("{n} {v:.1}")).collect();
         t += &format!("\nenergy per input: {mj:.1} mJ ({src}); mean mJ per span: {}", per.join(", "));
+    }
+    if let Some(a) = &s.audit {
+        t += &audit_text(a);
+    }
+    t
+}
+
+/// The audit's lines of the summary text.
+fn audit_text(a: &AuditSummary) -> String {
+    let spans: Vec<String> = a.mean_span_ms.iter().map(|(n, ms)| format!("{n} {ms:.1}")).collect();
+    let mut t = format!(
+        "\naudit (rate {}, seed {}): {} of {} device answers sent to the host, {} answered, {} failed; {} disagreed{}",
+        a.rate,
+        a.seed,
+        a.sent,
+        a.eligible,
+        a.audited,
+        a.failed,
+        a.disagreed,
+        a.disagreement.map_or(String::new(), |d| format!(" ({:.1}%)", d * 100.0))
+    );
+    if a.sent > 0 {
+        t += &format!(
+            "\naudit link: {} bytes sent, {} received (in the link totals above); mean ms per audit: {}{}",
+            a.bytes_sent,
+            a.bytes_received,
+            spans.join(", "),
+            a.mj.map_or(String::new(), |mj| format!("; audits' energy {mj:.1} mJ in all"))
+        );
+    }
+    if let (Some(th), Some(n)) = (a.threshold, a.threshold_changes) {
+        t += &format!("\nadaptive threshold: {th:.3} at the end, after {n} change(s) (in the log)");
     }
     t
 }

@@ -89,8 +89,13 @@ fn drive_logged(json: bool, log: &Path) -> (String, Summary, Vec<(String, bool)>
     let source = Checked { inputs: inputs.into_iter(), log: log.to_owned(), done: done.clone() };
     let mut out = Vec::new();
     let labels = HashMap::from([("sure.png".to_owned(), 5), ("unsure.png".to_owned(), 1)]);
-    let mut sink =
-        Sink { out: &mut out, json, log: Some(ResultsLog::open(log, "run-1", None).unwrap().0), labels: Some(labels) };
+    let mut sink = Sink {
+        out: &mut out,
+        json,
+        log: Some(ResultsLog::open(log, "run-1", None).unwrap().0),
+        labels: Some(labels),
+        audit: None,
+    };
     let summary = drive(&mut pipeline, source, &mut sink).unwrap();
     let done = done.borrow().clone();
     (String::from_utf8(out).unwrap(), summary, done)
@@ -165,7 +170,7 @@ fn text_lines_name_the_stage_and_the_error_and_a_second_run_goes_on_numbering() 
 fn without_a_log_or_labels_every_input_still_gets_its_line() {
     let (mut pipeline, inputs) = inputs();
     let mut out = Vec::new();
-    let mut sink = Sink { out: &mut out, json: true, log: None, labels: None };
+    let mut sink = Sink { out: &mut out, json: true, log: None, labels: None, audit: None };
     let summary = drive(&mut pipeline, inputs.into_iter(), &mut sink).unwrap();
     let out = String::from_utf8(out).unwrap();
     assert_eq!(out.lines().count(), 5, "{out}");

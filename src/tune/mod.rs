@@ -31,7 +31,7 @@ use crate::tune::eval::Record;
 use serde::Serialize;
 use timing::Timing;
 
-pub use report::{report, report_text, Report};
+pub use report::{report, report_against, report_text, AuditReport, Report};
 use std::path::{Path, PathBuf};
 
 /// Why `calibrate` or `report` could not run: a message naming the file or argument and what
