@@ -84,7 +84,7 @@ fn pipeline(setup: Setup, jpeg: &[u8]) -> Pipeline {
             let logits = golden[photo][&manifest.name].clone();
             let macs = if manifest.name.contains("lite0") { 387_000_000 } else { 860_000_000 };
             let runner = ScriptedRunner { answers: HashMap::from([(key, logits)]), macs };
-            Model { manifest, classes, runner: Box::new(runner) }
+            Model { manifest, classes, runner: Box::new(runner), load_ms: 0.0 }
         })
         .collect();
     let names = models.iter().map(|m| m.name().to_owned()).collect();

@@ -7,7 +7,12 @@
 //! ```sh
 //! cargo run --example load_test -- --devices 1,4,16,64 --protocol tcp,oip --batching off,on,always
 //! cargo run --example load_test -- --devices 64 --requests 20 --protocol tcp,oip --batching on   # the load test
+//! cargo run --example load_test -- --attach 127.0.0.1:7878,127.0.0.1:8000 --model M   # a host already running
 //! ```
+//!
+//! `--attach TCP,HTTP` drives a host already running (its framed TCP link and OIP endpoint, its
+//! `--model` the one given here) instead of starting hosts: scrape its `/metrics` before and
+//! after to see the counters move.
 
 use anyhow::{bail, Context, Result};
 use edgecascade::link::{Encoding, LinkAddr};
@@ -33,6 +38,8 @@ struct Opts {
     batch_wait_ms: f64,
     model: PathBuf,
     images: PathBuf,
+    /// A running host's framed TCP and OIP addresses, instead of starting hosts.
+    attach: Option<(String, String)>,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -46,6 +53,7 @@ fn parse_args() -> Result<Opts> {
         batch_wait_ms: 5.0,
         model: "models/efficientnet-lite2-fp32.toml".into(),
         images: "photos".into(),
+        attach: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -66,6 +74,10 @@ fn parse_args() -> Result<Opts> {
             "--batch-wait-ms" => o.batch_wait_ms = v.parse()?,
             "--model" => o.model = v.into(),
             "--images" => o.images = v.into(),
+            "--attach" => {
+                let (tcp, http) = v.split_once(',').context("--attach takes TCP_ADDR,HTTP_ADDR")?;
+                o.attach = Some((tcp.to_owned(), http.to_owned()));
+            }
             other => bail!("unknown argument {other}"),
         }
         i += 2;
@@ -73,9 +85,9 @@ fn parse_args() -> Result<Opts> {
     Ok(o)
 }
 
-/// The host process, killed on drop.
+/// The host process, killed on drop (none when attached to a running host).
 struct HostProc {
-    child: Child,
+    child: Option<Child>,
     tcp: String,
     http: String,
 }
@@ -112,12 +124,13 @@ impl HostProc {
                 bail!("the host did not start: {line:?}");
             }
         }
-        Ok(HostProc { child, tcp, http })
+        Ok(HostProc { child: Some(child), tcp, http })
     }
 
     /// Resident memory now and at its peak, in MB.
     fn memory(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let Some(child) = &self.child else { return (f64::NAN, f64::NAN) };
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
         let kb = |key: &str| {
             status
                 .lines()
@@ -132,8 +145,10 @@ impl HostProc {
 
 impl Drop for HostProc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -287,14 +302,17 @@ fn main() -> Result<()> {
     let mut problems = 0;
     // Both hosts run at once and each configuration runs against one then the other, back to
     // back: this machine's speed drifts within minutes, so compare rows next to each other.
-    let hosts: Vec<(&str, HostProc)> = o
-        .batching
-        .iter()
-        .map(|b| {
-            let batch = (b != "off").then_some((o.batch_max, o.batch_wait_ms, b == "always"));
-            Ok((b.as_str(), HostProc::start(&o.model, batch)?))
-        })
-        .collect::<Result<_>>()?;
+    let hosts: Vec<(&str, HostProc)> = match &o.attach {
+        Some((tcp, http)) => vec![("attached", HostProc { child: None, tcp: tcp.clone(), http: http.clone() })],
+        None => o
+            .batching
+            .iter()
+            .map(|b| {
+                let batch = (b != "off").then_some((o.batch_max, o.batch_wait_ms, b == "always"));
+                Ok((b.as_str(), HostProc::start(&o.model, batch)?))
+            })
+            .collect::<Result<_>>()?,
+    };
     for protocol in &o.protocols {
         for &devices in &o.devices {
             for (batching, host) in &hosts {

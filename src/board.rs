@@ -102,6 +102,9 @@ pub struct Board {
     pub sensor: SensorConfig,
     pub power: PowerModel,
     pub link_energy: LinkEnergy,
+    /// Where the CPU starts to throttle, when known (`bench` warns past it).
+    #[serde(default)]
+    pub thermal: Option<ThermalLimits>,
     /// Where the profile came from: `built-in` or a file.
     #[serde(skip)]
     pub origin: String,
@@ -239,6 +242,22 @@ pub struct LinkEnergy {
     pub wifi: PerByte,
 }
 
+/// The board's thermal behaviour.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ThermalLimits {
+    /// The SoC temperature from which the firmware or kernel throttles the CPU.
+    pub throttle: Celsius,
+}
+
+/// A temperature in degrees Celsius and where it came from.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Celsius {
+    pub celsius: f64,
+    pub source: String,
+}
+
 /// Source strings say where a figure came from.
 const SOURCE_PREFIXES: [&str; 3] = ["datasheet:", "measurement:", "estimate:"];
 
@@ -324,6 +343,12 @@ impl Board {
                 return bad(format!("link_energy.{what}.nj_per_byte must be zero or more, not {}", f.nj_per_byte));
             }
             check_source(&format!("link_energy.{what}"), &f.source).or_else(bad)?;
+        }
+        if let Some(t) = &self.thermal {
+            if !t.throttle.celsius.is_finite() || !(20.0..=150.0).contains(&t.throttle.celsius) {
+                return bad(format!("thermal.throttle.celsius must be 20 to 150, not {}", t.throttle.celsius));
+            }
+            check_source("thermal.throttle", &t.throttle.source).or_else(bad)?;
         }
         Ok(())
     }

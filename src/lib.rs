@@ -15,6 +15,8 @@
 //! - `tune`: measuring a cascade on labeled data: datasets, the logit cache, eval, the calibrate
 //!   and report drivers, the MLPerf-style bench;
 //! - `energy` and `board`: power sensors, attribution of energy to spans, board profiles;
+//! - `machine`: the machine's state around a benchmark (temperatures, CPU frequency, the
+//!   firmware's throttling flags, peak memory), read through `board::SysRoot`;
 //! - `config`: `cascade.toml`.
 
 pub mod board;
@@ -23,6 +25,7 @@ pub mod core;
 pub mod energy;
 pub mod host;
 pub mod link;
+pub mod machine;
 pub mod model;
 pub mod offload;
 pub mod oip;

@@ -246,6 +246,122 @@ fn bench_fails_when_the_accuracy_target_is_missed() {
 }
 
 #[test]
+fn bench_reports_warm_up_full_latency_memory_and_the_machine_and_warns_when_throttled() {
+    let tree = tempfile::tempdir().unwrap();
+    // A Pi 4 at 82.3 °C, capped at 1.5 GHz, the firmware reporting under-voltage and
+    // throttling now (and since boot).
+    pi4_thermal(tree.path(), 82_300, 1_500_000, "50005");
+    proc_status(tree.path(), 204_800);
+    let t = tree.path().to_str().unwrap();
+    let o = edgecascade(
+        &[
+            "bench",
+            "--board",
+            "rpi4",
+            "--sysfs-root",
+            t,
+            "--runs",
+            "1",
+            "--min-seconds",
+            "0",
+            "--min-inferences",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    // The keys other tools read are still there.
+    for key in ["bench", "board", "source", "runs", "median_mj_per_inference", "latency", "stages", "top1"] {
+        assert!(v.get(key).is_some(), "{key} missing: {v}");
+    }
+    assert!(v["latency"]["p95_ms"].as_f64().unwrap() >= v["latency"]["p50_ms"].as_f64().unwrap());
+    // Each model: its load, first (cold) inference and warm-up.
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2, "{v}");
+    for (i, m) in models.iter().enumerate() {
+        assert_eq!(m["stage"], i);
+        assert!(m["load_ms"].as_f64().unwrap() > 0.0, "{m}");
+        assert!(m["first_inference_ms"].as_f64().unwrap() > 0.0, "{m}");
+        assert_eq!(m["warmup"]["count"], 1, "{m}");
+        assert!(m["warmup"]["ms"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    // Latency in full, for the whole input and each span, and the warm-up left out.
+    let l = &v["latency_ms"];
+    let f = |x: &serde_json::Value, k: &str| x[k].as_f64().unwrap_or_else(|| panic!("{k} in {x}"));
+    assert!(f(l, "min") <= f(l, "p50") && f(l, "p50") <= f(l, "p90") && f(l, "p90") <= f(l, "p99"), "{l}");
+    assert!(f(l, "p99") <= f(l, "max") && f(l, "min") <= f(l, "mean") && f(l, "mean") <= f(l, "max"), "{l}");
+    assert!(f(l, "std") >= 0.0 && f(l, "min") > 0.0, "{l}");
+    assert!((f(l, "p50") - f(&v["latency"], "p50_ms")).abs() < 1e-9, "{v}");
+    let infer0 = v["stages"].as_array().unwrap().iter().find(|s| s["name"] == "infer" && s["stage"] == 0).unwrap();
+    assert_eq!(infer0["count"], 3, "the warm-up is not counted: {infer0}");
+    assert!(f(&infer0["latency_ms"], "max") >= f(infer0, "p95_ms"), "{infer0}");
+    // Peak memory read through the re-rooted /proc.
+    assert_eq!(v["peak_rss_mb"], 200.0);
+    assert_eq!(v["peak_rss_source"], "/proc/self/status VmHWM");
+    // The machine, before and after, as the fake tree says.
+    for when in ["before", "after"] {
+        let s = &v["thermal"][when];
+        assert_eq!(s["temperatures"][0]["type"], "cpu-thermal", "{s}");
+        assert_eq!(s["temperatures"][0]["celsius"], 82.3, "{s}");
+        assert_eq!(s["cpufreq"].as_array().unwrap().len(), 4, "{s}");
+        assert_eq!((f(&s["cpufreq"][0], "cur_mhz"), f(&s["cpufreq"][0], "max_mhz")), (1500.0, 1800.0));
+        assert_eq!(s["throttled"]["raw"], "0x50005", "{s}");
+        assert_eq!(s["throttled"]["now"], serde_json::json!(["under-voltage", "throttled"]));
+        assert_eq!(s["not_exposed"], serde_json::json!([]), "{s}");
+    }
+    assert_eq!(v["runs"][0]["thermal"]["after"]["throttled"]["raw"], "0x50005");
+    // Throttled: the firmware's bits now, and the board's 80 °C passed.
+    assert_eq!(v["throttled"], true);
+    assert_eq!(v["runs"][0]["throttled"], true);
+    let warnings: Vec<&str> = v["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("run 1: the firmware reports under-voltage, throttled now"), "{warnings:?}");
+    assert!(warnings[1].contains("throttling temperature 80 °C"), "{warnings:?}");
+    assert!(stderr(&o).contains("under-voltage, throttled now"), "a warning on stderr: {}", stderr(&o));
+}
+
+#[test]
+fn bench_text_says_what_the_machine_does_not_expose() {
+    let tree = tempfile::tempdir().unwrap();
+    let t = tree.path().to_str().unwrap();
+    let o = edgecascade(
+        &[
+            "bench",
+            "--board",
+            "generic",
+            "--sysfs-root",
+            t,
+            "--runs",
+            "1",
+            "--min-seconds",
+            "0",
+            "--min-inferences",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for needle in [
+        "(stage 1): loaded in ",
+        "warm-up 0 inferences",
+        "machine before run 1: thermal zones, cpufreq, get_throttled not exposed",
+        "machine after run 1: thermal zones, cpufreq, get_throttled not exposed",
+        "MiB resident (getrusage ru_maxrss)",
+        "p90 ms",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in\n{text}");
+    }
+    assert!(!text.contains("WARNING"), "{text}");
+}
+
+#[test]
 fn host_with_a_sensor_reports_its_energy_per_request() {
     let tree = tempfile::tempdir().unwrap();
     orin_nano(tree.path(), 5000, 1000);

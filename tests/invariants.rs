@@ -338,6 +338,16 @@ fn the_pure_core_does_no_io_and_reads_no_clock() {
 }
 
 #[test]
+fn the_machine_state_parsers_do_no_io_and_read_no_clock() {
+    let found = io_names("src/machine/state.rs", &read("src/machine/state.rs"));
+    assert!(
+        found.is_empty(),
+        "src/machine/state.rs (parsers, throttling comparison) does no I/O and reads no clock (ARCHITECTURE.md, Invariants), but:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
 fn the_link_uses_only_the_fuzz_targets_dependencies() {
     let allowed = dependencies("fuzz/Cargo.toml");
     let forbidden: BTreeSet<String> = dependencies("Cargo.toml").difference(&allowed).cloned().collect();

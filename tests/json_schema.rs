@@ -56,6 +56,7 @@ fn type_ok(ty: &str, v: &Value) -> bool {
         "bool" => v.is_boolean(),
         "array" => v.is_array(),
         "object" | "map" => v.is_object(),
+        t if t.starts_with("schema:") => v.is_object(),
         other => panic!("docs/json.md: unknown type {other}"),
     }
 }
@@ -117,6 +118,13 @@ fn check(s: &BTreeMap<String, Key>, path: &str, v: &Value, errors: &mut Vec<Stri
         if !key.optional {
             errors.push(format!("`{path}` is null but not documented as optional"));
         }
+        return;
+    }
+    // `schema:NAME`: the value is an object of the schema NAME (a shape several places share).
+    if let Some(name) = key.ty.strip_prefix("schema:") {
+        let mut inner = Vec::new();
+        walk(&schema(&[name]), "", v, &mut inner);
+        errors.extend(inner.into_iter().map(|e| format!("in `{path}` ({name}): {e}")));
         return;
     }
     if !type_ok(&key.ty, v) {
@@ -230,9 +238,17 @@ fn calibrate_and_report_against_it() {
 
 #[test]
 fn bench() {
-    let o =
-        bin().args(["bench", "--json", "--runs", "1", "--min-seconds", "0", "--min-inferences", "2"]).output().unwrap();
+    let args = ["bench", "--json", "--runs", "1", "--min-seconds", "0", "--min-inferences", "2", "--warmup", "1"];
+    let o = bin().args(args).output().unwrap();
     conforms(&["bench"], &lines(&o)[0]);
+    // On a Pi 4's thermal, clock and firmware files, throttling: every key of the machine's state.
+    let tree = tempfile::tempdir().unwrap();
+    common::energy::pi4_thermal(tree.path(), 82_300, 1_500_000, "50005");
+    common::energy::proc_status(tree.path(), 204_800);
+    let o = bin().args(args).args(["--board", "rpi4", "--sysfs-root"]).arg(tree.path()).output().unwrap();
+    let v = &lines(&o)[0];
+    conforms(&["bench"], v);
+    assert!(v["thermal"]["after"]["throttled"]["now"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
 }
 
 #[test]
@@ -268,7 +284,7 @@ fn one_word_for_one_thing() {
             let Some(ty) = vocabulary.get(leaf) else { continue };
             // The documented exceptions: in an answer, `forwarded` is whether that input was and
             // `label` the predicted name; calibrate's cost figures are `{value, source}`.
-            let figure = name == "calibrate" && ["ms", "mj"].contains(&leaf) && key.ty == "object";
+            let figure = name == "calibrate" && ["ms", "mj"].contains(&leaf) && key.ty == "schema:figure";
             let exception = matches!((name.as_str(), leaf), ("answer", "forwarded" | "label")) || figure;
             if !exception && ty != &key.ty {
                 errors.push(format!("{name}: `{path}` is {}, the vocabulary says {ty}", key.ty));

@@ -26,6 +26,10 @@ pub struct BenchArgs {
     /// Minimum inferences per run.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     min_inferences: u32,
+    /// Warm-up inferences of each model after its first (cold) one, before the runs; neither
+    /// counts in the statistics.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    warmup: u32,
     /// Top-1 accuracy (0 to 1) the cascade must reach on the data; below it the command fails.
     #[arg(long, value_name = "FRACTION", value_parser = super::fraction)]
     min_top1: Option<f64>,
@@ -42,6 +46,8 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         min_duration: Duration::try_from_secs_f64(a.min_seconds).unwrap_or(Duration::MAX),
         min_inferences: a.min_inferences as usize,
         min_top1: a.min_top1,
+        warmup: a.warmup as usize,
+        limits: edgecascade::machine::Limits::default(),
     };
     let mut pipeline = Pipeline::local(args.resolve()?, runner_opts())?;
     let dir = data.map_or_else(|| PathBuf::from("photos"), Path::to_owned);
@@ -53,7 +59,17 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         let bytes = std::fs::read(&item.path).with_context(|| format!("cannot read {}", item.path.display()))?;
         inputs.push(bench::BenchInput { name: item.path.display().to_string(), bytes, label: Some(item.label) });
     }
-    let ctx = energy_args.start()?;
+    let resolved = energy_args.resolve()?;
+    let board = &resolved.detection.board;
+    let options = &bench::BenchOptions {
+        limits: edgecascade::machine::Limits {
+            soft_limit_c: board.thermal.as_ref().map(|t| t.throttle.celsius),
+            ..options.limits
+        },
+        ..options.clone()
+    };
+    let ctx = energy_args.start_resolved(&resolved)?;
+    let mut probe = edgecascade::machine::SysProbe(resolved.root.clone());
     log::info!(
         "bench: {} runs of at least {:?} and {} inferences over {} images of {}",
         options.runs,
@@ -62,7 +78,7 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         inputs.len(),
         dir.display()
     );
-    let mut report = bench::run(&mut pipeline, &ctx, &inputs, options, &mut |r| {
+    let mut report = bench::run(&mut pipeline, &ctx, &mut probe, &inputs, options, &mut |r| {
         log::info!("bench run {}: {} inferences, {:.1} mJ per inference", r.run, r.inferences, r.mj_per_inference)
     });
     report.cpu = edgecascade::model::runner::cpu_features();

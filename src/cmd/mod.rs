@@ -278,7 +278,11 @@ impl EnergyArgs {
     /// Chooses the board, opens its sensor (or the estimate) and measures the idle baseline.
     /// With `--meter`, the meter instead of the board's sensor (an error when it cannot be read).
     pub fn start(&self) -> Result<EnergyContext> {
-        let r = self.resolve()?;
+        self.start_resolved(&self.resolve()?)
+    }
+
+    /// As `start`, on a board and root already resolved.
+    pub fn start_resolved(&self, r: &board::Resolved) -> Result<EnergyContext> {
         match &self.meter {
             Some(spec) => Ok(EnergyContext::start_meter(&r.detection.board, &r.root, spec)?),
             None => Ok(EnergyContext::start(&r.detection.board, &r.root)),

@@ -6,8 +6,10 @@
 //! send.
 //!
 //! The worker is generic over the function that runs a batch, so tests drive it without a
-//! model.
+//! model. It keeps the host's `Metrics` of what it does: the queue's depth, each input's wait
+//! in it, each batch's size and time.
 
+use super::metrics::{Metrics, Stage};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -69,6 +71,7 @@ impl BatchStats {
 
 struct Job {
     input: Vec<f32>,
+    queued: Instant,
     reply: SyncSender<Result<Vec<f32>, BatchError>>,
 }
 
@@ -78,6 +81,7 @@ pub struct Batcher {
     tx: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
     stats: Arc<Mutex<BatchStats>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Runs one batch: one output per input, or an error for the whole batch.
@@ -86,19 +90,24 @@ pub type RunBatch = dyn Fn(&[&[f32]]) -> Result<Vec<Vec<f32>>, String> + Send + 
 impl Batcher {
     /// Starts the worker threads over `run`.
     pub fn start(cfg: BatchConfig, run: Arc<RunBatch>) -> Batcher {
+        Batcher::start_counted(cfg, run, Arc::default())
+    }
+
+    /// Starts the worker threads over `run`, counting into `metrics`.
+    pub fn start_counted(cfg: BatchConfig, run: Arc<RunBatch>, metrics: Arc<Metrics>) -> Batcher {
         let (tx, rx) = mpsc::sync_channel::<Job>(cfg.max_queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let stats = Arc::new(Mutex::new(BatchStats::default()));
         let workers = (0..cfg.workers.max(1))
             .map(|i| {
-                let (rx, run, stats) = (rx.clone(), run.clone(), stats.clone());
+                let (rx, run, stats, metrics) = (rx.clone(), run.clone(), stats.clone(), metrics.clone());
                 std::thread::Builder::new()
                     .name(format!("batcher-{i}"))
-                    .spawn(move || work(cfg, &rx, &*run, &stats))
+                    .spawn(move || work(cfg, &rx, &*run, &stats, &metrics))
                     .expect("cannot start a batcher thread")
             })
             .collect();
-        Batcher { cfg, tx: Some(tx), workers, stats }
+        Batcher { cfg, tx: Some(tx), workers, stats, metrics }
     }
 
     pub fn config(&self) -> BatchConfig {
@@ -116,7 +125,13 @@ impl Batcher {
         let mut waits = Vec::with_capacity(inputs.len());
         for input in inputs {
             let (reply, rx) = mpsc::sync_channel(1);
-            match tx.try_send(Job { input, reply }) {
+            // Counted before it is sent, so that a worker taking it at once never counts below 0.
+            self.metrics.queue_depth.add(1);
+            let sent = tx.try_send(Job { input, reply, queued: Instant::now() });
+            if sent.is_err() {
+                self.metrics.queue_depth.add(-1);
+            }
+            match sent {
                 Ok(()) => waits.push(rx),
                 Err(TrySendError::Full(_)) => {
                     if let Ok(mut s) = self.stats.lock() {
@@ -148,15 +163,21 @@ impl Drop for Batcher {
 
 /// One worker: takes a batch from the queue (holding the queue only while it gathers), runs
 /// it, answers each request; until every sender is gone.
-fn work(cfg: BatchConfig, rx: &Mutex<Receiver<Job>>, run: &RunBatch, stats: &Mutex<BatchStats>) {
+fn work(cfg: BatchConfig, rx: &Mutex<Receiver<Job>>, run: &RunBatch, stats: &Mutex<BatchStats>, metrics: &Metrics) {
     loop {
         let jobs = {
             let Ok(rx) = rx.lock() else { return };
             let Ok(first) = rx.recv() else { return };
             gather(&cfg, &rx, first)
         };
+        let start = Instant::now();
+        metrics.queue_depth.add(-(jobs.len() as i64));
+        for j in &jobs {
+            metrics.stage(Stage::QueueWait, start.saturating_duration_since(j.queued));
+        }
         let inputs: Vec<&[f32]> = jobs.iter().map(|j| j.input.as_slice()).collect();
         let outcome = run(&inputs);
+        metrics.executed(jobs.len(), start.elapsed());
         if let Ok(mut s) = stats.lock() {
             s.batches += 1;
             s.requests += jobs.len() as u64;
@@ -249,6 +270,30 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_count_each_batch_each_inputs_wait_and_an_empty_queue_after() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let metrics = Arc::new(Metrics::default());
+        let b = Arc::new(Batcher::start_counted(
+            BatchConfig::new(4, Duration::from_millis(20)),
+            doubling(sizes.clone(), Duration::from_millis(5)),
+            metrics.clone(),
+        ));
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let b = b.clone();
+                std::thread::spawn(move || b.run(vec![i as f32]).unwrap())
+            })
+            .collect();
+        handles.into_iter().for_each(|h| drop(h.join().unwrap()));
+        let batches = sizes.lock().unwrap().len() as u64;
+        assert_eq!(metrics.counts(), (10, batches));
+        assert_eq!(metrics.queue_depth.get(), 0);
+        let text = metrics.render();
+        assert!(text.contains("edgecascade_stage_seconds_count{stage=\"queue_wait\"} 10\n"), "{text}");
+        assert!(text.contains(&format!("edgecascade_stage_seconds_count{{stage=\"infer\"}} {batches}\n")), "{text}");
+    }
+
+    #[test]
     fn several_workers_run_batches_at_once() {
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
@@ -307,7 +352,7 @@ mod tests {
         let mut replies = Vec::new();
         for v in 1..=2 {
             let (reply, rx) = mpsc::sync_channel(1);
-            b.tx.as_ref().unwrap().try_send(Job { input: vec![v as f32], reply }).unwrap();
+            b.tx.as_ref().unwrap().try_send(Job { input: vec![v as f32], reply, queued: Instant::now() }).unwrap();
             replies.push(rx);
         }
         // ... and the next is refused at once, not queued.

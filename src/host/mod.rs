@@ -4,16 +4,19 @@
 //! malformed gets an error reply while the host keeps serving. Over TCP each device gets its
 //! own thread, up to a bound. With a batcher, requests from every connection (and from the
 //! OIP endpoint, `oip::server`) run through the model together in batches. With a token, a
-//! connection must present it (`Auth`) before anything else.
+//! connection must present it (`Auth`) before anything else. What every path serves is
+//! counted in one `metrics::Metrics`, which the OIP endpoint renders at `/metrics`.
 
 pub mod batch;
 #[cfg(test)]
 mod framed_tests;
+pub mod metrics;
 pub mod oip;
 mod poll;
 
 use crate::core::policy::{mean_probs, softmax, top_k};
 use crate::host::batch::{BatchConfig, BatchError, Batcher};
+use crate::host::metrics::{ErrorKind, Metrics, Protocol, Stage};
 use crate::link::{
     write_msg, Encoding, ErrorCode, ErrorMsg, FrameError, FrameReader, HostInput, InferRequest, InferResponse,
     LinkError, Message, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
@@ -44,9 +47,8 @@ pub struct Host {
     pub batcher: Option<Batcher>,
     /// The pre-shared key devices must present, when set.
     pub token: Option<String>,
-    /// Inputs run and model executions (batches) when not batching; the batcher counts its own.
-    inferences: std::sync::atomic::AtomicU64,
-    executions: std::sync::atomic::AtomicU64,
+    /// What the host has served, from every connection and the batcher (`/metrics`).
+    pub metrics: Arc<Metrics>,
     /// The host's power sensor, when it has one: each answer then carries the energy the host
     /// drew during the request (whole-board energy, so requests served at the same time each
     /// count the overlap). An estimate is not sent: `host_mj` is for measured figures only.
@@ -70,8 +72,7 @@ impl Host {
             max_frame: DEFAULT_MAX_FRAME,
             batcher: None,
             token: None,
-            inferences: Default::default(),
-            executions: Default::default(),
+            metrics: Arc::default(),
             energy: None,
         }
     }
@@ -93,9 +94,10 @@ impl Host {
             Err(e) => log::warn!("cannot prepare batches of up to {}: {e}", cfg.max_batch),
         }
         let model = self.model.clone();
-        self.batcher = Some(Batcher::start(
+        self.batcher = Some(Batcher::start_counted(
             cfg,
             Arc::new(move |inputs: &[&[f32]]| model.runner.run_batch(inputs).map_err(|e| e.to_string())),
+            self.metrics.clone(),
         ));
         self
     }
@@ -127,23 +129,18 @@ impl Host {
                 BatchError::Closed | BatchError::Run(_) => (ErrorCode::Internal, e.to_string()),
             }),
             None => {
-                self.inferences.fetch_add(inputs.len() as u64, Ordering::Relaxed);
-                self.executions.fetch_add(1, Ordering::Relaxed);
                 let refs: Vec<&[f32]> = inputs.iter().map(|i| i.as_slice()).collect();
-                self.model.runner.run_batch(&refs).map_err(|e| (ErrorCode::Internal, e.to_string()))
+                let start = Instant::now();
+                let outs = self.model.runner.run_batch(&refs).map_err(|e| (ErrorCode::Internal, e.to_string()));
+                self.metrics.executed(refs.len(), start.elapsed());
+                outs
             }
         }
     }
 
     /// Inputs run so far and model executions they took (fewer when batched).
     pub fn counts(&self) -> (u64, u64) {
-        match &self.batcher {
-            Some(b) => {
-                let s = b.stats();
-                (s.requests, s.batches)
-            }
-            None => (self.inferences.load(Ordering::Relaxed), self.executions.load(Ordering::Relaxed)),
-        }
+        self.metrics.counts()
     }
 
     pub fn welcome(&self) -> Welcome {
@@ -162,6 +159,14 @@ impl Host {
     /// Serves one connection until the peer closes it, `stop` is set, or the stream fails.
     /// Bad frames and bad requests get error replies; the connection goes on.
     pub fn serve<S: Read + Write>(&self, stream: S, peer: &str, stop: &AtomicBool) -> ConnStats {
+        let _open = self.metrics.open(Protocol::Framed).hold();
+        let answered = |reply: &Message| {
+            let error = match reply {
+                Message::Error(e) => Some(ErrorKind::of_code(e.code)),
+                _ => None,
+            };
+            self.metrics.answered(Protocol::Framed, error);
+        };
         let mut reader = FrameReader::new(stream, self.max_frame as usize);
         let mut stats = ConnStats::default();
         let mut authed = self.token.is_none();
@@ -174,18 +179,18 @@ impl Host {
                     }
                     stats.errors += 1;
                     log::warn!("{peer}: refused: wrong token");
-                    let _ = write_msg(
-                        reader.get_mut(),
-                        &Message::Error(ErrorMsg::new(None, ErrorCode::Unauthorized, "wrong token")),
-                    );
+                    let reply = Message::Error(ErrorMsg::new(None, ErrorCode::Unauthorized, "wrong token"));
+                    answered(&reply);
+                    let _ = write_msg(reader.get_mut(), &reply);
                     break;
                 }
                 Ok(msg) if !authed => {
                     stats.errors += 1;
                     log::warn!("{peer}: refused: sent {} without the token this host needs", msg.kind());
                     let why = "this host needs a token: give the device the host's --token (or EDGECASCADE_TOKEN)";
-                    let _ =
-                        write_msg(reader.get_mut(), &Message::Error(ErrorMsg::new(None, ErrorCode::Unauthorized, why)));
+                    let reply = Message::Error(ErrorMsg::new(None, ErrorCode::Unauthorized, why));
+                    answered(&reply);
+                    let _ = write_msg(reader.get_mut(), &reply);
                     break;
                 }
                 Ok(msg) => self.handle(msg, peer, &mut stats),
@@ -210,6 +215,7 @@ impl Host {
                 }
             };
             if let Some(reply) = reply {
+                answered(&reply);
                 if let Err(e) = write_msg(reader.get_mut(), &reply) {
                     // The peer is gone (a PTY hung up, a socket reset).
                     log::info!("{peer}: link closed while replying ({e})");
@@ -234,7 +240,11 @@ impl Host {
             Message::Infer(req) => {
                 stats.requests += 1;
                 let seq = req.seq;
-                match self.infer(&req) {
+                let _serving = self.metrics.in_flight(Protocol::Framed).hold();
+                let start = Instant::now();
+                let outcome = self.infer(&req);
+                self.metrics.request_time(Protocol::Framed, start.elapsed());
+                match outcome {
                     Ok(r) => {
                         stats.answered += 1;
                         Message::Answer(r)
@@ -270,10 +280,16 @@ impl Host {
                 ));
             }
         }
-        let crop = crate::offload::payload::host_crop(req.encoding, &req.payload, spec)
-            .map_err(|e| (ErrorCode::BadPayload, e))?;
+        // Decoding the payload into the model's crop (for `original`, with the crop and resize)
+        // is timed apart from the normalisation after it.
+        let t = Instant::now();
+        let crop = crate::offload::payload::host_crop(req.encoding, &req.payload, spec);
+        let decoding = t.elapsed();
+        self.metrics.stage(Stage::Decode, decoding);
+        let crop = crop.map_err(|e| (ErrorCode::BadPayload, e))?;
         let input = preprocess::normalise(&crop, spec.mean, spec.std, spec.layout);
         let decoded = start.elapsed();
+        self.metrics.stage(Stage::Preprocess, decoded.saturating_sub(decoding));
         let out = self.execute(vec![input])?.pop().unwrap_or_default();
         let inferred = start.elapsed();
         let host_mj = self.energy.as_ref().and_then(|e| {
@@ -286,6 +302,7 @@ impl Host {
             None => probs.clone(),
         };
         let top = top_k(&top_of, TOP_K).into_iter().map(|(c, p)| (c as u32, p)).collect();
+        self.metrics.stage(Stage::Postprocess, start.elapsed().saturating_sub(inferred));
         Ok(InferResponse {
             seq: req.seq,
             top,

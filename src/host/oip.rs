@@ -4,6 +4,9 @@
 //! through the same `Host` as the framed link's (and its batcher, when on). Every bad request
 //! gets a 4xx with an OIP error body, and the endpoint keeps serving.
 //!
+//! `GET /metrics` gives the host's `Metrics` (of both links and the batcher) in Prometheus'
+//! text format; like everything but health it needs the token when the host has one.
+//!
 //! Connections wait in one poller thread (`poll`) until a request head has arrived whole; the
 //! request is then served on a worker thread (at most `max_conns` at once; past that a request
 //! waits a second for one, then gets 503) and the connection, kept alive, goes back to the
@@ -18,6 +21,7 @@
 //! (`[-1, 3, S, S]` for NCHW), already preprocessed as the manifest says; it gives one FP32
 //! tensor `[-1, classes]` of logits (or probabilities, as the manifest says).
 
+use super::metrics::{self, ErrorKind, Protocol, Stage};
 use super::poll::{self, After};
 use crate::host::Host;
 use crate::link::ErrorCode;
@@ -124,15 +128,21 @@ struct Endpoint<'a> {
 
 impl poll::Serve for Endpoint<'_> {
     fn request(&self, wire: &mut Wire, head: RequestHead, started: Instant, peer: SocketAddr) -> After {
+        let _serving = self.host.metrics.in_flight(Protocol::Oip).hold();
         serve_request(self.host, self.cfg, wire, head, started, &peer.to_string())
     }
 
     fn refusal(&self, status: u16, why: &str) -> Vec<u8> {
+        self.host.metrics.answered(Protocol::Oip, ErrorKind::of_status(status));
         let mut r = Reply::error(status, why);
         if status == 503 {
             r.extra.push(("Retry-After", "1".to_owned()));
         }
         r.encode(false, false)
+    }
+
+    fn connections(&self, open: usize) {
+        self.host.metrics.open(Protocol::Oip).set(open as i64);
     }
 }
 
@@ -159,7 +169,7 @@ fn serve_request(
     // closed, the body unread), so that nobody without it can make the host take 64 MiB.
     if !is_health(&split_path(&head.target).1) {
         if let Some(refusal) = unauthorized(host, presented) {
-            log_reply(peer, &head, &refusal);
+            note_reply(host, peer, &head, &refusal);
             let keep = head.keep_alive() && matches!(framing, Ok(Framing::Empty));
             if write_reply(wire, refusal, head.method == "HEAD", keep).is_err() {
                 return After::Close;
@@ -175,11 +185,11 @@ fn serve_request(
     });
     let body = match body {
         Ok(b) => b,
-        Err(e) => return refuse(wire, peer, &head, e),
+        Err(e) => return refuse(host, wire, peer, &head, e),
     };
     let keep_alive = head.keep_alive();
     let reply = route(host, cfg, &head, body);
-    log_reply(peer, &head, &reply);
+    note_reply(host, peer, &head, &reply);
     if let Err(e) = write_reply(wire, reply, head.method == "HEAD", keep_alive) {
         log::info!("oip {peer}: client gone before the reply ({e})");
         return After::Close;
@@ -193,7 +203,7 @@ fn serve_request(
 
 /// Answers a request whose body could not be read whole with its 4xx, if the client is still
 /// there to read it; the connection then closes (what is left of the request is unreadable).
-fn refuse(wire: &mut Wire, peer: &str, head: &RequestHead, e: HttpError) -> After {
+fn refuse(host: &Host, wire: &mut Wire, peer: &str, head: &RequestHead, e: HttpError) -> After {
     let what = format!("{} {}: ", head.method, head.target);
     let reply = match &e {
         HttpError::TooLarge(why) => Reply::error(413, why),
@@ -205,13 +215,16 @@ fn refuse(wire: &mut Wire, peer: &str, head: &RequestHead, e: HttpError) -> Afte
         }
     };
     log::warn!("oip {peer}: {what}{} {}", reply.status, String::from_utf8_lossy(&reply.body));
+    host.metrics.answered(Protocol::Oip, ErrorKind::of_status(reply.status));
     match write_reply(wire, reply, false, false) {
         Ok(()) => After::Drain,
         Err(_) => After::Close,
     }
 }
 
-fn log_reply(peer: &str, head: &RequestHead, reply: &Reply) {
+/// Counts a reply and logs it (errors as warnings).
+fn note_reply(host: &Host, peer: &str, head: &RequestHead, reply: &Reply) {
+    host.metrics.answered(Protocol::Oip, ErrorKind::of_status(reply.status));
     if reply.status >= 400 {
         let why = String::from_utf8_lossy(&reply.body);
         log::warn!("oip {peer}: {} {} -> {} {why}", head.method, head.target, reply.status);
@@ -225,12 +238,14 @@ struct Reply {
     status: u16,
     body: Vec<u8>,
     header_len: Option<usize>,
+    /// The body's type when it is not JSON or binary tensors.
+    content_type: Option<&'static str>,
     extra: Vec<(&'static str, String)>,
 }
 
 impl Reply {
     fn json(status: u16, body: Vec<u8>) -> Reply {
-        Reply { status, body, header_len: None, extra: Vec::new() }
+        Reply { status, body, header_len: None, content_type: None, extra: Vec::new() }
     }
     fn empty(status: u16) -> Reply {
         Reply::json(status, Vec::new())
@@ -241,7 +256,11 @@ impl Reply {
 
     /// The whole message: head and, unless `head_only` (a HEAD request), body.
     fn encode(self, head_only: bool, keep_alive: bool) -> Vec<u8> {
-        let content_type = if self.header_len.is_some() { "application/octet-stream" } else { "application/json" };
+        let content_type = match (self.content_type, self.header_len) {
+            (Some(t), _) => t,
+            (None, Some(_)) => "application/octet-stream",
+            (None, None) => "application/json",
+        };
         let mut head = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
             self.status,
@@ -306,6 +325,14 @@ fn route(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
     if is_health(&parts) {
         return if get { Reply::empty(200) } else { wrong_method("GET") };
     }
+    if parts == ["metrics"] {
+        if !get {
+            return wrong_method("GET");
+        }
+        let mut r = Reply::json(200, host.metrics.render().into_bytes());
+        r.content_type = Some(metrics::CONTENT_TYPE);
+        return r;
+    }
     // (A request without the host's token never gets here: `serve_request` answers it first.)
     let name = host.model.name();
     let (model, rest) = match parts.as_slice() {
@@ -345,7 +372,12 @@ fn route(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
             Reply::json(200, serde_json::to_vec(&stats).expect("JSON"))
         }
         [] | ["ready"] | ["stats"] => wrong_method("GET"),
-        ["infer"] if method == "POST" => infer(host, cfg, req, body),
+        ["infer"] if method == "POST" => {
+            let start = Instant::now();
+            let reply = infer(host, cfg, req, body);
+            host.metrics.request_time(Protocol::Oip, start.elapsed());
+            reply
+        }
         ["infer"] => wrong_method("POST"),
         _ => Reply::error(404, format!("no such endpoint: {path}")),
     }
@@ -359,7 +391,10 @@ fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => return Reply::error(400, format!("{} is not a number of bytes", crate::oip::HEADER_LEN)),
     };
-    let mut request = match decode_request(&body, header_len) {
+    let start = Instant::now();
+    let decoded = decode_request(&body, header_len);
+    host.metrics.stage(Stage::Decode, start.elapsed());
+    let mut request = match decoded {
         Ok(r) => r,
         Err(e) => return Reply::error(400, e.to_string()),
     };
@@ -426,8 +461,10 @@ fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
         return Reply::error(500, format!("the model gave {} values for a batch of {batch}", data.len()));
     }
     let out = Tensor::new(want_out.name.clone(), vec![batch as i64, classes as i64], data);
+    let start = Instant::now();
     let (body, header_len) = encode_response(&meta.name, VERSION, request.id.as_deref(), &[out], |_| binary_out);
-    Reply { status: 200, body, header_len, extra: Vec::new() }
+    host.metrics.stage(Stage::Encode, start.elapsed());
+    Reply { status: 200, body, header_len, content_type: None, extra: Vec::new() }
 }
 
 #[cfg(test)]

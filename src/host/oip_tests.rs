@@ -298,3 +298,40 @@ fn with_a_token_only_health_is_served_without_it() {
     assert_eq!(r[5].header("Connection"), Some("close"));
     assert_eq!(host.counts(), (0, 0));
 }
+
+#[test]
+fn metrics_are_prometheus_text_counting_the_requests_answered_before_them() {
+    let host = host();
+    let good = Tensor::new("input", vec![2, 3, 224, 224], [tensor_starting(0.25), tensor_starting(-0.5)].concat());
+    let failing = Tensor::new("input", vec![1, 3, 224, 224], tensor_starting(0.75));
+    let raw = [
+        infer(&[good], "logits", true),
+        infer(&[failing], "logits", false),
+        get("/nope"),
+        request("POST", "/metrics", &[], b"x"),
+        get("/metrics"),
+    ]
+    .concat();
+    let r = exchange(&host, &OipConfig::default(), raw);
+    assert_eq!(r.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 500, 404, 405, 200]);
+    assert_eq!(r[3].header("Allow"), Some("GET"));
+    let text = String::from_utf8(r[4].body.clone()).unwrap();
+    assert_eq!(r[4].header("Content-Type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    for line in [
+        "edgecascade_requests_total{protocol=\"oip\",outcome=\"ok\"} 1",
+        "edgecascade_requests_total{protocol=\"oip\",outcome=\"error\"} 3",
+        "edgecascade_errors_total{protocol=\"oip\",kind=\"model\"} 1",
+        "edgecascade_errors_total{protocol=\"oip\",kind=\"bad_request\"} 2",
+        "edgecascade_inferences_total 3",
+        "edgecascade_batch_size_bucket{le=\"1\"} 1",
+        "edgecascade_batch_size_bucket{le=\"2\"} 2",
+        "edgecascade_batch_size_count 2",
+        "edgecascade_stage_seconds_count{stage=\"decode\"} 2",
+        "edgecascade_stage_seconds_count{stage=\"infer\"} 2",
+        "edgecascade_stage_seconds_count{stage=\"encode\"} 1",
+        "edgecascade_request_seconds_count{protocol=\"oip\"} 2",
+        "edgecascade_requests_total{protocol=\"framed\",outcome=\"ok\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+    }
+}

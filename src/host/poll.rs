@@ -59,6 +59,9 @@ pub(super) trait Serve: Sync {
     fn request(&self, wire: &mut Wire, head: RequestHead, started: Instant, peer: SocketAddr) -> After;
     /// A whole error reply that closes the connection, for what the poller answers itself.
     fn refusal(&self, status: u16, why: &str) -> Vec<u8>;
+    /// The connections the endpoint holds now (waiting, closing, with a worker or waiting for
+    /// one), told at every turn of the poller.
+    fn connections(&self, _open: usize) {}
 }
 
 /// A connection the endpoint holds.
@@ -251,6 +254,7 @@ impl<S: Serve> Poller<'_, S> {
             let now = Instant::now();
             self.expire(now);
             self.report(now);
+            self.serve.connections(self.conns.len() + self.busy + self.queue.len());
             let queued = self.queue.front().map(|(_, until)| *until);
             let next = self.conns.iter().map(|c| self.deadline(c)).chain(queued).min();
             let wait = next.map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));

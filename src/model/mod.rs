@@ -26,6 +26,9 @@ pub struct Model {
     pub manifest: Manifest,
     pub classes: Vec<String>,
     pub runner: Box<dyn ModelRunner>,
+    /// How long `load` took (manifest, classes, the ONNX file read, rewritten, optimised and
+    /// its kernels chosen), in ms; 0 for a model made otherwise (the tests' scripted ones).
+    pub load_ms: f64,
 }
 
 impl Model {
@@ -40,6 +43,7 @@ impl Model {
     }
 
     fn load_as(path: &Path, batched: bool, opts: &RunnerOptions) -> Result<Model, ModelError> {
+        let start = std::time::Instant::now();
         let manifest = Manifest::load(path)?;
         let classes = manifest.load_classes()?;
         let shape = manifest.input.shape();
@@ -56,14 +60,15 @@ impl Model {
                 outputs: runner.outputs(),
             });
         }
+        let load_ms = start.elapsed().as_secs_f64() * 1e3;
         log::info!(
-            "loaded {} ({}, input {:?}, {:.0} M MACs)",
+            "loaded {} ({}, input {:?}, {:.0} M MACs) in {load_ms:.0} ms",
             manifest.name,
             manifest.onnx.display(),
             manifest.input.shape(),
             runner.macs() as f64 / 1e6
         );
-        Ok(Model { manifest, classes, runner: Box::new(runner) })
+        Ok(Model { manifest, classes, runner: Box::new(runner), load_ms })
     }
 
     pub fn name(&self) -> &str {

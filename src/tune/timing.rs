@@ -46,72 +46,90 @@ pub fn sample(n: usize) -> Vec<usize> {
     (0..k).map(|i| i * n / k.max(1)).collect()
 }
 
-/// Times every stage of `pipeline` on `inputs` (name, bytes), each through every stage (the
-/// policy is set to forward every input for the pass, then put back). Inputs that fail are
-/// skipped; none timed is an error.
+/// Times every stage of `pipeline` on `inputs` (name, bytes). Stage k is timed in a pass of
+/// its own in which every input goes as far as stage k and no further (the policy is set to
+/// forward up to it and exit there, then put back), so each stage is measured in the state a
+/// run leaves the machine in when that stage answers: the first stage mostly alone, warm, as
+/// in a run where most inputs exit early; a later one right after the stages before it.
+/// Inputs that fail are skipped; none timed is an error.
 pub fn measure(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpec) -> Result<Timing, String> {
-    let stages = pipeline.models.len();
     let saved = pipeline.policies.clone();
-    for policy in pipeline.policies.iter_mut().take(stages.saturating_sub(1)) {
-        policy.metric = Metric::MaxSoftmax;
-        policy.threshold = Some(f32::INFINITY);
-    }
     let result = time_all(pipeline, inputs, p);
     pipeline.policies = saved;
     result
+}
+
+/// Sets the policy so that every input goes through stages 0..=k and is answered by k.
+fn answer_at(pipeline: &mut Pipeline, saved: &[crate::core::policy::StagePolicy], k: usize) {
+    for (i, policy) in pipeline.policies.iter_mut().enumerate() {
+        *policy = saved[i].clone();
+        policy.metric = Metric::MaxSoftmax;
+        policy.threshold = match i.cmp(&k) {
+            std::cmp::Ordering::Less => Some(f32::INFINITY),
+            std::cmp::Ordering::Equal => Some(f32::NEG_INFINITY),
+            std::cmp::Ordering::Greater => saved[i].threshold,
+        };
+    }
 }
 
 fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpec) -> Result<Timing, String> {
     let stages = pipeline.models.len();
     let last = stages.checked_sub(1).ok_or("no stage runs here to time")?;
     let spec = pipeline.models[last].manifest.input.clone();
-    let warm = inputs.iter().take(WARMUP);
+    let saved = pipeline.policies.clone();
+    let warmup = WARMUP.min(inputs.len());
     let mut ms = vec![0.0; stages + 1];
     let mut mj = vec![0.0; stages + 1];
     let mut sources = vec![String::new(); stages + 1];
-    let mut timed = 0usize;
-    for (k, (name, bytes)) in warm.chain(inputs).enumerate() {
-        let mut a = match pipeline.answer(name, bytes) {
-            Ok(a) => a,
-            Err(e) => {
-                log::warn!("timing the stages: {name}: {e}");
+    let mut timed = vec![0usize; stages];
+    for (k, timed_k) in timed.iter_mut().enumerate() {
+        answer_at(pipeline, &saved, k);
+        for (i, (name, bytes)) in inputs.iter().take(warmup).chain(inputs).enumerate() {
+            let mut a = match pipeline.answer(name, bytes) {
+                Ok(a) => a,
+                Err(e) => {
+                    log::warn!("timing the stages: {name}: {e}");
+                    continue;
+                }
+            };
+            if k == last {
+                // What the device does to send the input to the last stage's host.
+                let img = crate::model::preprocess::decode(bytes).map_err(|e| format!("{name}: {e}"))?;
+                let mut encode = Spans::default();
+                encode.time("encode", Some(last), || {
+                    payload::encode(p.encoding, bytes, &img, spec.size, spec.crop_fraction, p.jpeg_quality)
+                })?;
+                a.stages.0.extend(encode.0);
+            }
+            if let Some(energy) = &pipeline.energy {
+                energy.fill(&mut a.stages.0);
+            }
+            if i < warmup {
                 continue;
             }
-        };
-        // What the device does to send the input to the last stage's host.
-        let img = crate::model::preprocess::decode(bytes).map_err(|e| format!("{name}: {e}"))?;
-        let mut encode = Spans::default();
-        encode.time("encode", Some(last), || {
-            payload::encode(p.encoding, bytes, &img, spec.size, spec.crop_fraction, p.jpeg_quality)
-        })?;
-        a.stages.0.extend(encode.0);
-        if let Some(energy) = &pipeline.energy {
-            energy.fill(&mut a.stages.0);
-        }
-        if k < WARMUP.min(inputs.len()) {
-            continue;
-        }
-        timed += 1;
-        for s in &a.stages.0 {
-            // Decoding belongs to the first stage; encoding the payload has a slot of its own.
-            let slot = if s.name == "encode" { stages } else { s.stage.unwrap_or(0).min(last) };
-            ms[slot] += s.ms;
-            if let Some(e) = &s.energy {
-                mj[slot] += e.mj;
-                sources[slot] = e.source.clone();
+            *timed_k += 1;
+            for s in &a.stages.0 {
+                // Decoding belongs to the first stage; encoding the payload has a slot of its own.
+                let slot = if s.name == "encode" { stages } else { s.stage.unwrap_or(0).min(last) };
+                if slot == k || slot == stages {
+                    ms[slot] += s.ms;
+                    if let Some(e) = &s.energy {
+                        mj[slot] += e.mj;
+                        sources[slot] = e.source.clone();
+                    }
+                }
             }
         }
-    }
-    if timed == 0 {
-        return Err(format!("none of the {} inputs could be timed", inputs.len()));
+        if *timed_k == 0 {
+            return Err(format!("none of the {} inputs could be timed", inputs.len()));
+        }
     }
     let threads = crate::model::runner::threads();
-    let clock = format!(
-        "monotonic clock, one input at a time as classify runs it, mean of {timed} inputs after {} warm-up, {threads} thread(s), on this machine",
-        WARMUP.min(inputs.len())
-    );
     let figure = |slot: usize| {
-        let n = timed as f64;
+        let n = timed[slot.min(last)] as f64;
+        let clock = format!(
+            "monotonic clock, one input at a time as classify runs it, mean of {n} inputs after {warmup} warm-up, {threads} thread(s), on this machine"
+        );
         let source = &sources[slot];
         let mj = match source.strip_prefix("estimate:") {
             _ if source.is_empty() => Figure::estimate(0.0, "no energy context: not measured"),
@@ -120,11 +138,5 @@ fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpe
         };
         Measured { ms: Figure::measured(ms[slot] / n, &clock), mj }
     };
-    Ok(Timing {
-        stages: (0..stages).map(figure).collect(),
-        encode: figure(stages),
-        inputs: timed,
-        warmup: WARMUP.min(inputs.len()),
-        threads,
-    })
+    Ok(Timing { stages: (0..stages).map(figure).collect(), encode: figure(stages), inputs: timed[0], warmup, threads })
 }

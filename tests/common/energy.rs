@@ -142,3 +142,34 @@ pub fn rpi4_with_ina226(root: &Path, mv: u32, ma: u32) -> PathBuf {
     write(root, "sys/class/hwmon/hwmon0/temp1_input", "48000\n");
     link
 }
+
+/// A Raspberry Pi 4's thermal and clock files as its kernel and firmware write them: the SoC's
+/// zone `cpu-thermal` at `millidegrees`, four CPUs at `khz` (max 1.8 GHz), a cooling device
+/// beside the zone, and the firmware driver's `get_throttled` (its `%x\n`, e.g. `50005`).
+pub fn pi4_thermal(root: &Path, millidegrees: u32, khz: u32, get_throttled: &str) {
+    write(root, "proc/device-tree/model", "Raspberry Pi 4 Model B Rev 1.4\0");
+    write(root, "sys/class/thermal/thermal_zone0/type", "cpu-thermal\n");
+    write(root, "sys/class/thermal/thermal_zone0/temp", &format!("{millidegrees}\n"));
+    write(root, "sys/class/thermal/thermal_zone0/policy", "step_wise\n");
+    write(root, "sys/class/thermal/cooling_device0/type", "cpufreq-cpu0\n");
+    for cpu in 0..4 {
+        let d = format!("sys/devices/system/cpu/cpu{cpu}/cpufreq");
+        write(root, &format!("{d}/scaling_cur_freq"), &format!("{khz}\n"));
+        write(root, &format!("{d}/cpuinfo_max_freq"), "1800000\n");
+        write(root, &format!("{d}/cpuinfo_min_freq"), "600000\n");
+        write(root, &format!("{d}/scaling_governor"), "ondemand\n");
+    }
+    write(root, "sys/devices/system/cpu/online", "0-3\n");
+    write(root, "sys/devices/platform/soc/soc:firmware/get_throttled", &format!("{get_throttled}\n"));
+}
+
+/// A fake `/proc/self/status` whose peak resident set (`VmHWM`) is `hwm_kb`.
+pub fn proc_status(root: &Path, hwm_kb: u64) {
+    let text = format!(
+        "Name:\tedgecascade\nUmask:\t0022\nState:\tR (running)\nVmPeak:\t{} kB\nVmSize:\t{} kB\nVmHWM:\t{hwm_kb} kB\nVmRSS:\t{} kB\nThreads:\t3\n",
+        hwm_kb * 3,
+        hwm_kb * 2,
+        hwm_kb / 2
+    );
+    write(root, "proc/self/status", &text);
+}
