@@ -69,7 +69,7 @@ impl AdaptInfo {
 
 /// What `calibrate` measured at the chosen threshold, kept in the config it writes so that
 /// `report` can compare a run's realised figures with the prediction.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalibrationInfo {
     /// The labeled folder calibrated on.
@@ -87,6 +87,23 @@ pub struct CalibrationInfo {
     pub stage_macs: Vec<f64>,
     /// The target as asked, e.g. "accuracy >= 0.8246".
     pub target: String,
+    /// What `top1` was measured against: `labels`, or `agreement` (the last stage's answers,
+    /// `calibrate --agreement`). Absent in configs written before it was recorded: labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The guaranteed mode (`--max-drop`): E, the accuracy drop (or, with `agreement`, the
+    /// disagreement rate with the last stage) certified not to be exceeded ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_drop: Option<f64>,
+    /// ... with probability at least 1 - delta over the calibration draw ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<f64>,
+    /// ... by this p-value of the chosen threshold (at most delta / curves tested).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// The guarantee in one sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guarantee: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,12 +295,22 @@ model = "models/b.toml"
             large_model_macs: 9.0,
             stage_macs: vec![4.0, 9.0],
             target: "accuracy >= 0.9".into(),
+            ..Default::default()
         });
         let text = c.to_toml(dir.path(), "made by a test");
         let back = CascadeConfig::parse(&text, &dir.path().join("out.toml")).unwrap();
         assert_eq!(back.stages, c.stages);
         assert_eq!(back.calibration, c.calibration);
         assert!(text.starts_with("# made by a test"));
+        assert!(!text.contains("max_drop"), "a config without a guarantee reads as before:\n{text}");
+        // With a guarantee: its fields round-trip.
+        let cal = c.calibration.as_mut().unwrap();
+        (cal.reference, cal.max_drop, cal.delta, cal.p_value) =
+            (Some("agreement".into()), Some(0.01), Some(0.1), Some(0.004));
+        cal.guarantee = Some("agrees with the last stage".into());
+        let text = c.to_toml(dir.path(), "made by a test");
+        let back = CascadeConfig::parse(&text, &dir.path().join("out.toml")).unwrap();
+        assert_eq!(back.calibration, c.calibration);
         c.adapt = Some(AdaptInfo { target: Some(0.05), lo: Some(0.5), hi: Some(0.95), gamma: None, grid: Some(0.01) });
         let back = CascadeConfig::parse(&c.to_toml(dir.path(), ""), &dir.path().join("out.toml")).unwrap();
         assert_eq!(back.adapt, c.adapt);

@@ -255,3 +255,142 @@ fn calibrate_checks_its_arguments_and_out_first_and_writes_only_beside_out() {
     let o = run(elsewhere.path(), &["eval", "--config", c.to_str().unwrap(), "--data", data_s, "--json"]);
     assert!(o.status.success(), "{:?}\n{}", text(&o), std::fs::read_to_string(&c).unwrap());
 }
+
+/// Issue 14, items 1-3: the guaranteed mode says what 20 images cannot certify and how many
+/// would; `--agreement` calibrates a folder without labels.csv against the last stage's
+/// answers; a log without the host's answers, labels that do not match the images and values
+/// of --max-drop or --delta outside (0, 1) are named. Before, none of these flags existed.
+#[test]
+fn guaranteed_mode_and_calibration_without_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("labeled");
+    std::fs::create_dir(&data).unwrap();
+    common::twenty_labeled_images(&data);
+    let cache = dir.path().join("cache");
+    let (data_s, cache_s) = (data.to_str().unwrap(), cache.to_str().unwrap());
+    let base = ["calibrate", "--config", &cfg(), "--data", data_s, "--cache", cache_s];
+
+    // Bad values exit 2 naming the flag and the value, before any inference.
+    for (flag, value) in [("--max-drop", "0"), ("--max-drop", "1"), ("--max-drop", "1.5"), ("--delta", "1")] {
+        let extra: &[&str] = if flag == "--delta" { &["--max-drop", "0.05"] } else { &[] };
+        let o = run(dir.path(), &[&base[..], extra, &[flag, value]].concat());
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {:?}", text(&o));
+        assert!(text(&o).1.contains(flag) && text(&o).1.contains(value), "{}", text(&o).1);
+    }
+    let o = run(dir.path(), &[&base[..], &["--delta", "0.1"]].concat());
+    assert_eq!(o.status.code(), Some(2), "--delta without --max-drop: {:?}", text(&o));
+    assert!(!cache.exists(), "no inference ran for a bad command line");
+
+    // 20 images cannot certify a 5-point drop at delta 0.1 over 6 curves: (1 - 0.05)^20 = 0.36
+    // is above 0.1 / 6. It says so, with the images a loss-free first exit would need
+    // (ceil(ln(0.1 / 6) / ln 0.95) = 80 at the observed rate 0), writes no config, exits 1.
+    let o =
+        run(dir.path(), &[&base[..], &["--max-drop", "0.05", "--delta", "0.1", "--json", "--out", "g.toml"]].concat());
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let g = &v["guarantee"];
+    assert_eq!((g["certified"].as_bool(), g["mode"].as_str()), (Some(false), Some("labels")), "{g}");
+    assert_eq!((g["curves"].as_u64(), g["correction"].as_str()), (Some(6), Some("bonferroni")));
+    let needed = g["inputs_needed"].as_u64().unwrap();
+    assert!(needed > 20, "{g}");
+    assert!(text(&o).1.contains(&format!("about {needed} images would be needed")), "{}", text(&o).1);
+    assert!(!dir.path().join("g.toml").exists());
+    let o = run(dir.path(), &[&base[..], &["--max-drop", "0.05", "--out", "g.toml"]].concat());
+    assert!(
+        text(&o).0.contains("NOTHING CERTIFIED") && text(&o).0.contains(&format!("about {needed} calibration images"))
+    );
+
+    // The chosen point's intervals, with a target.
+    let o = run(dir.path(), &[&base[..], &["--target-accuracy", "0.5", "--json", "--out", "t.toml"]].concat());
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let c = &v["chosen"];
+    let within = |x: &serde_json::Value, ci: &serde_json::Value| {
+        let (x, lo, hi) = (x.as_f64().unwrap(), ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        lo <= x && x <= hi
+    };
+    assert!(within(&c["point"]["top1"], &c["top1_ci"]) && within(&c["point"]["forwarded"], &c["forwarded_ci"]), "{c}");
+    assert!(within(&c["vs_last"]["difference"], &c["vs_last"]["ci"]), "{c}");
+    assert!(c["target_check"]["top1_lower"].as_f64().unwrap() <= c["point"]["top1"].as_f64().unwrap());
+    assert!(within(&v["models"][0]["top1"], &v["models"][0]["top1_ci"]));
+
+    // Without labels: the same images with no labels.csv.
+    let bare = dir.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    for e in std::fs::read_dir(&data).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jpg") {
+            std::fs::copy(&p, bare.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let bare_s = bare.to_str().unwrap();
+    let unlabeled = ["calibrate", "--config", &cfg(), "--data", bare_s, "--cache", cache_s];
+    let o = run(dir.path(), &unlabeled);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("labels.csv"), "{}", text(&o).1);
+    let o = run(
+        dir.path(),
+        &[&unlabeled[..], &["--agreement", "--max-forward", "0.5", "--json", "--out", "a.toml"]].concat(),
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!((v["n"].as_u64(), v["agreement"].as_bool()), (Some(20), Some(true)));
+    assert_eq!(v["models"][1]["top1"].as_f64(), Some(1.0), "the last stage agrees with itself");
+    let written = std::fs::read_to_string(dir.path().join("a.toml")).unwrap();
+    assert!(written.contains("reference = \"agreement\""), "{written}");
+    let o = run(dir.path(), &[&unlabeled[..], &["--agreement", "--max-drop", "0.05", "--out", "ag.toml"]].concat());
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).0.contains("guarantee (agreement"), "{}", text(&o).0);
+
+    // A results log whose device-answered lines carry no host answer cannot serve.
+    let line = |i: usize, stage: usize| {
+        format!(
+            "{{\"seq\":{i},\"input\":\"{}/0-{i}.jpg\",\"class\":1,\"stage\":{stage},\"forwarded\":{},\"degraded\":false}}\n",
+            bare_s,
+            stage > 0
+        )
+    };
+    std::fs::write(dir.path().join("run.jsonl"), format!("{}{}", line(1, 0), line(2, 1))).unwrap();
+    let o = run(
+        dir.path(),
+        &["calibrate", "--config", &cfg(), "--agreement", "--from-log", "run.jsonl", "--cache", cache_s],
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(err.contains("run.jsonl") && err.contains("no host answer for 1 of its 2"), "{err}");
+    let o = run(dir.path(), &["calibrate", "--config", &cfg(), "--from-log", "run.jsonl"]);
+    assert_eq!(o.status.code(), Some(2), "--from-log without --agreement: {:?}", text(&o));
+
+    // Labels that do not match the images: an image labels.csv does not list.
+    let first = std::fs::read_dir(&bare).unwrap().next().unwrap().unwrap().path();
+    std::fs::copy(&first, data.join("extra.jpg")).unwrap();
+    let o = run(dir.path(), &base);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("do not match") && text(&o).1.contains("extra.jpg"), "{}", text(&o).1);
+}
+
+/// Issue 14, item 1: eval gives every rate a 95% interval around it, and the cascade's
+/// difference with its last stage a paired one.
+#[test]
+fn eval_json_has_an_interval_around_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    common::twenty_labeled_images(dir.path());
+    let o = run(dir.path(), &["eval", "--config", &cfg(), "--data", dir.path().to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let within = |x: &serde_json::Value, ci: &serde_json::Value| {
+        let (x, lo, hi) = (x.as_f64().unwrap(), ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        0.0 <= hi - lo && lo <= x && x <= hi && hi - lo < 1.0
+    };
+    for m in v["models"].as_array().unwrap() {
+        assert!(within(&m["top1"], &m["top1_ci"]), "{m}");
+    }
+    let c = &v["cascade"];
+    assert!(within(&c["top1"], &c["top1_ci"]) && within(&c["forwarded"], &c["forwarded_ci"]), "{c}");
+    let d = &c["vs_last"];
+    assert!(within(&d["difference"], &d["ci"]), "{d}");
+    let (top1, last) = (c["top1"].as_f64().unwrap(), v["models"][1]["top1"].as_f64().unwrap());
+    assert!((d["difference"].as_f64().unwrap() - (top1 - last)).abs() < 1e-9, "{d}");
+    let o = run(dir.path(), &["eval", "--config", &cfg(), "--data", dir.path().to_str().unwrap()]);
+    assert!(text(&o).0.contains("(95% CI ") && text(&o).0.contains("cascade vs"), "{}", text(&o).0);
+}

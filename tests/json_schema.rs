@@ -331,7 +331,7 @@ fn one_word_for_one_thing() {
 #[test]
 fn the_checker_finds_undocumented_missing_and_mistyped_keys() {
     let ok = serde_json::json!({"n": 3, "failed": 0, "errors": 0, "models": [], "cascade": {
-        "top1": 0.5, "forwarded": 0.2, "macs_per_input": 1.0, "answered_by": [0.8, 0.2], "metric": "margin",
+        "top1": 0.5, "top1_ci": [0.1, 0.9], "forwarded": 0.2, "forwarded_ci": [0.0, 0.7], "macs_per_input": 1.0, "answered_by": [0.8, 0.2], "metric": "margin",
         "threshold": 0.5, "ensemble": false}, "payload": null});
     conforms(&["eval"], &ok);
     let mut s = Vec::new();

@@ -300,6 +300,16 @@ pub fn fraction_open(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A number in (0, 1), both ends excluded (a risk level or a probability of failure).
+pub fn fraction_strict(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in (0, 1): it must be above 0 and below 1 (e.g. 0.05)"))
+    }
+}
+
 /// A number in [0, 1].
 pub fn fraction(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;

@@ -55,6 +55,13 @@ pub struct Point {
     /// Fraction of inputs that ran each stage.
     pub reach: Vec<f64>,
     pub cost: Cost,
+    /// Inputs the cascade answered right (`top1` times n).
+    pub correct: usize,
+    /// Inputs the cascade answered right and the last stage alone wrong.
+    pub gains: usize,
+    /// Inputs the cascade answered wrong and the last stage alone right (the loss that
+    /// `core::certify` bounds).
+    pub losses: usize,
 }
 
 /// A sweep for one way of deciding.
@@ -115,17 +122,23 @@ pub fn sweep(
     let candidates: Vec<f32> =
         if thresholds.is_empty() { candidate_thresholds(&d, metric) } else { thresholds.to_vec() };
     let n = records.len().max(1) as f64;
+    // The last stage alone, at temperature 1 (a temperature does not move the argmax).
+    let last_right: Vec<bool> =
+        records.iter().map(|r| crate::core::policy::argmax(&r.logits[stages - 1]) == r.label).collect();
     let points = candidates
         .into_iter()
         .map(|t| {
             let mut reach = vec![0usize; stages];
-            let mut correct = 0usize;
-            for ((scores, classes), r) in d.scores.iter().zip(&d.classes).zip(records) {
+            let (mut correct, mut gains, mut losses) = (0usize, 0usize, 0usize);
+            for (((scores, classes), r), &last_right) in d.scores.iter().zip(&d.classes).zip(records).zip(&last_right) {
                 let exit = (0..stages - 1).find(|&i| metric.clears(scores[i], t)).unwrap_or(stages - 1);
                 for slot in reach.iter_mut().take(exit + 1) {
                     *slot += 1;
                 }
-                correct += (classes[exit] == r.label) as usize;
+                let right = classes[exit] == r.label;
+                correct += right as usize;
+                gains += (right && !last_right) as usize;
+                losses += (!right && last_right) as usize;
             }
             let reach: Vec<f64> = reach.into_iter().map(|k| k as f64 / n).collect();
             Point {
@@ -134,6 +147,9 @@ pub fn sweep(
                 forwarded: reach.get(1).copied().unwrap_or(0.0),
                 cost: model.expected(&reach),
                 reach,
+                correct,
+                gains,
+                losses,
             }
         })
         .collect();
@@ -314,6 +330,11 @@ mod tests {
         assert_eq!((at(0.0).top1, at(0.0).forwarded), (0.5, 0.0));
         assert_eq!((at(0.7).top1, at(0.7).forwarded), (1.0, 0.5));
         assert!((at(0.7).cost.macs - 600.0).abs() < 1e-9);
+        // Against the big model alone (right on 3 of 4): the early exit at 0.7 gains one input
+        // and loses none; exiting everything gains the same one and loses two.
+        assert_eq!((at(0.7).correct, at(0.7).gains, at(0.7).losses), (4, 1, 0));
+        assert_eq!((at(0.0).correct, at(0.0).gains, at(0.0).losses), (2, 1, 2));
+        assert_eq!((at(1.001).gains, at(1.001).losses), (0, 0));
         assert_eq!((at(1.001).top1, at(1.001).forwarded), (0.75, 1.0));
         // Every threshold gives the same result as the live decision path.
         let policies = |t| {
@@ -332,7 +353,16 @@ mod tests {
     }
 
     fn pt(top1: f64, macs: f64, forwarded: f64) -> Point {
-        Point { threshold: 0.0, top1, forwarded, reach: vec![], cost: Cost { macs, ..Default::default() } }
+        Point {
+            threshold: 0.0,
+            top1,
+            forwarded,
+            reach: vec![],
+            cost: Cost { macs, ..Default::default() },
+            correct: 0,
+            gains: 0,
+            losses: 0,
+        }
     }
 
     #[test]

@@ -52,10 +52,15 @@ pub fn model_checksum(m: &Model) -> std::io::Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-/// The data's fingerprint: labels.csv and each listed file's size.
-fn data_fingerprint(dir: &Path, files: &[PathBuf]) -> std::io::Result<String> {
+/// The data's fingerprint: labels.csv (or, for unlabeled data, a mark saying so) and each
+/// listed file's size.
+fn data_fingerprint(dir: &Path, files: &[PathBuf], labeled: bool) -> std::io::Result<String> {
     let mut h = Sha256::new();
-    h.update(std::fs::read(dir.join("labels.csv"))?);
+    if labeled {
+        h.update(std::fs::read(dir.join("labels.csv"))?);
+    } else {
+        h.update(b"unlabeled: every image of the folder");
+    }
     for f in files {
         h.update(f.to_string_lossy().as_bytes());
         h.update(std::fs::metadata(f)?.len().to_le_bytes());
@@ -82,13 +87,15 @@ pub enum Provenance {
     Built { path: PathBuf, why: String },
 }
 
-/// The records of `models` on the labeled `items` of `data`, from the cache when it holds, else
-/// computed by `build` and stored. Returns the records, the count of images that failed, and
-/// where they came from. A cache that cannot be written is only a warning.
+/// The records of `models` on the `items` of `data` (labeled by its labels.csv, or not:
+/// `labeled` false, the records' labels are then placeholders), from the cache when it holds,
+/// else computed by `build` and stored. Returns the records, the count of images that failed,
+/// and where they came from. A cache that cannot be written is only a warning.
 pub fn load_or_build(
     cache_dir: &Path,
     data: &Path,
     files: &[PathBuf],
+    labeled: bool,
     models: &[&Model],
     payload: PayloadSpec,
     build: impl FnOnce() -> (Vec<Record>, usize),
@@ -96,7 +103,7 @@ pub fn load_or_build(
     let key = Key {
         version: CACHE_VERSION,
         models: models.iter().map(|m| Ok((m.name().to_owned(), model_checksum(m)?))).collect::<std::io::Result<_>>()?,
-        data: data_fingerprint(data, files)?,
+        data: data_fingerprint(data, files, labeled)?,
         payload: payload.to_string(),
     };
     let path = file_for(cache_dir, data, models);

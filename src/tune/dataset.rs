@@ -76,6 +76,39 @@ pub fn read_labels(dir: &Path, classes: usize) -> Result<Vec<Labeled>, DatasetEr
     parse_labels(&text, dir, &path, classes)
 }
 
+/// Every image in `dir` without labels (`calibrate --agreement`): labels.csv, if there is one,
+/// is not read; each image gets label 0 until the caller sets the reference answer.
+pub fn unlabeled(dir: &Path) -> Result<Vec<Labeled>, DatasetError> {
+    if !dir.is_dir() {
+        return Err(DatasetError::Missing { path: dir.to_owned() });
+    }
+    let found = list_images(dir)?;
+    if found.is_empty() {
+        return Err(DatasetError::NoImages { path: dir.to_owned() });
+    }
+    Ok(found.into_iter().map(|path| Labeled { path, label: 0 }).collect())
+}
+
+/// A calibration folder's labels must match its images: every image in `dir` listed in
+/// labels.csv (a listed file that is missing is already an error of `read_labels`).
+pub fn check_every_image_listed(dir: &Path, items: &[Labeled]) -> Result<(), DatasetError> {
+    let listed: std::collections::HashSet<&Path> = items.iter().map(|i| i.path.as_path()).collect();
+    let extra: Vec<PathBuf> = list_images(dir)?.into_iter().filter(|p| !listed.contains(p.as_path())).collect();
+    match extra.first() {
+        None => Ok(()),
+        Some(first) => Err(DatasetError::Labels {
+            path: dir.join("labels.csv"),
+            line: 1,
+            msg: format!(
+                "the labels do not match the images: {} image(s) in {} are not listed, e.g. {}; list them, move them out, or calibrate without labels (--agreement)",
+                extra.len(),
+                dir.display(),
+                first.file_name().map_or(String::new(), |f| f.to_string_lossy().into_owned())
+            ),
+        }),
+    }
+}
+
 fn parse_labels(text: &str, dir: &Path, path: &Path, classes: usize) -> Result<Vec<Labeled>, DatasetError> {
     let err = |line: usize, msg: String| DatasetError::Labels { path: path.to_owned(), line, msg };
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
@@ -146,6 +179,24 @@ mod tests {
             assert!(matches!(e, DatasetError::Labels { line: l, .. } if l == line), "{text:?}: {msg}");
             assert!(msg.contains(want) && msg.contains("labels.csv"), "{text:?}: {msg}");
         }
+    }
+
+    #[test]
+    fn an_image_missing_from_the_labels_is_named_and_unlabeled_folders_list_every_image() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["a.jpg", "b.jpg", "c.png"] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join("labels.csv"), "file,label\na.jpg,1\nb.jpg,2\n").unwrap();
+        let items = read_labels(dir.path(), 10).unwrap();
+        let e = check_every_image_listed(dir.path(), &items).unwrap_err().to_string();
+        assert!(e.contains("do not match") && e.contains("c.png") && e.contains("labels.csv"), "{e}");
+        std::fs::write(dir.path().join("labels.csv"), "file,label\na.jpg,1\nb.jpg,2\nc.png,3\n").unwrap();
+        check_every_image_listed(dir.path(), &read_labels(dir.path(), 10).unwrap()).unwrap();
+        let all = unlabeled(dir.path()).unwrap();
+        assert_eq!(all.len(), 3);
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(unlabeled(empty.path()), Err(DatasetError::NoImages { .. })));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! mean MACs per input, decided by the same driver as live runs. `score` is pure.
 
 use crate::core::cascade;
+use crate::core::guarantee::{clopper_pearson, paired_difference};
 use crate::core::policy::{argmax, softmax, StagePolicy};
 use crate::model::preprocess;
 use crate::model::runner::single_threaded;
@@ -34,14 +35,69 @@ pub struct HostView {
 pub struct ModelScore {
     pub name: String,
     pub top1: f64,
+    /// 95% Clopper-Pearson interval of `top1`, `[lo, hi]`.
+    pub top1_ci: [f64; 2],
     pub macs: u64,
+}
+
+/// The confidence of every interval `eval` and `calibrate` print.
+pub const CONFIDENCE: f64 = 0.95;
+
+/// The 95% Clopper-Pearson interval of k of n, `[lo, hi]`.
+pub fn rate_ci(k: usize, n: usize) -> [f64; 2] {
+    let i = clopper_pearson(k as u64, n as u64, CONFIDENCE);
+    [i.lo, i.hi]
+}
+
+/// The cascade against its last stage alone on the same inputs (a paired comparison).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VsLast {
+    /// The cascade's top-1 minus the last stage's: (gains - losses) / n.
+    pub difference: f64,
+    /// Its 95% interval, `[lo, hi]` (Tango's paired score interval).
+    pub ci: [f64; 2],
+    /// Inputs the cascade got right and the last stage alone wrong.
+    pub gains: usize,
+    /// Inputs the cascade got wrong and the last stage alone right.
+    pub losses: usize,
+}
+
+impl VsLast {
+    pub fn new(gains: usize, losses: usize, n: usize) -> VsLast {
+        let i = paired_difference(gains as u64, losses as u64, n as u64, CONFIDENCE);
+        let difference = if n == 0 { 0.0 } else { (gains as f64 - losses as f64) / n as f64 };
+        VsLast { difference, ci: [i.lo, i.hi], gains, losses }
+    }
+
+    /// E.g. `-0.4 points (95% CI -1.6 to +0.8; 3 gained, 6 lost)`.
+    pub fn text(&self) -> String {
+        format!(
+            "{:+.1} points (95% CI {:+.1} to {:+.1}; {} gained, {} lost)",
+            self.difference * 100.0,
+            self.ci[0] * 100.0,
+            self.ci[1] * 100.0,
+            self.gains,
+            self.losses
+        )
+    }
+}
+
+/// A rate and its interval as text: `84.3% (95% CI 81.3-86.9)`.
+pub fn pct_ci(value: f64, ci: [f64; 2]) -> String {
+    format!("{:.1}% (95% CI {:.1}-{:.1})", value * 100.0, ci[0] * 100.0, ci[1] * 100.0)
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CascadeScore {
     pub top1: f64,
+    /// 95% Clopper-Pearson interval of `top1`.
+    pub top1_ci: [f64; 2],
     /// Fraction of inputs that went past the first stage.
     pub forwarded: f64,
+    /// 95% Clopper-Pearson interval of `forwarded`.
+    pub forwarded_ci: [f64; 2],
+    /// The cascade against its last stage alone (None for a cascade of one stage).
+    pub vs_last: Option<VsLast>,
     pub macs_per_input: f64,
     /// Fraction of inputs answered by each stage.
     pub answered_by: Vec<f64>,
@@ -88,17 +144,21 @@ pub fn score(
     let models = names
         .iter()
         .enumerate()
-        .map(|(m, name)| ModelScore {
-            name: name.clone(),
-            top1: frac(records.iter().filter(|r| argmax(&r.logits[m]) == r.label).count()),
-            macs: macs[m],
+        .map(|(m, name)| {
+            let k = records.iter().filter(|r| argmax(&r.logits[m]) == r.label).count();
+            ModelScore { name: name.clone(), top1: frac(k), top1_ci: rate_ci(k, n), macs: macs[m] }
         })
         .collect();
     let (mut correct, mut forwarded, mut total_macs) = (0usize, 0usize, 0u64);
+    let (mut gains, mut losses) = (0usize, 0usize);
+    let last = policies.len().saturating_sub(1);
     let mut answered_by = vec![0usize; policies.len()];
     for r in records {
         let o = cascade_on(r, policies, ensemble);
-        correct += (o.class() == r.label) as usize;
+        let (right, last_right) = (o.class() == r.label, argmax(&r.logits[last]) == r.label);
+        correct += right as usize;
+        gains += (right && !last_right) as usize;
+        losses += (!right && last_right) as usize;
         forwarded += (o.ran > 1) as usize;
         answered_by[o.stage] += 1;
         total_macs += macs[..o.ran].iter().sum::<u64>();
@@ -110,7 +170,10 @@ pub fn score(
         models,
         cascade: CascadeScore {
             top1: frac(correct),
+            top1_ci: rate_ci(correct, n),
             forwarded: frac(forwarded),
+            forwarded_ci: rate_ci(forwarded, n),
+            vs_last: (policies.len() > 1).then(|| VsLast::new(gains, losses, n)),
             macs_per_input: if n == 0 { 0.0 } else { total_macs as f64 / n as f64 },
             answered_by: answered_by.into_iter().map(frac).collect(),
             metric: policies.first().map_or(String::new(), |p| p.metric.to_string()),
@@ -134,19 +197,22 @@ pub fn report_text(r: &EvalReport, data: &std::path::Path) -> String {
         t += &format!("  (the cascade's last model scored on the {p} payloads the link carries to the host)\n");
     }
     for m in &r.models {
-        t += &format!("  {:<28} top-1 {:>6.2}%  {:>6.0} M MACs\n", m.name, m.top1 * 100.0, m.macs as f64 / 1e6);
+        t += &format!("  {:<28} top-1 {:<26} {:>6.0} M MACs\n", m.name, pct_ci(m.top1, m.top1_ci), m.macs as f64 / 1e6);
     }
     let c = &r.cascade;
     t += &format!(
-        "  {:<28} top-1 {:>6.2}%  {:>6.0} M MACs per input; forwarded {:.1}% ({}{}{})",
+        "  {:<28} top-1 {:<26} {:>6.0} M MACs per input; forwarded {} ({}{}{})",
         "cascade",
-        c.top1 * 100.0,
+        pct_ci(c.top1, c.top1_ci),
         c.macs_per_input / 1e6,
-        c.forwarded * 100.0,
+        pct_ci(c.forwarded, c.forwarded_ci),
         c.metric,
         c.threshold.map_or(String::new(), |t| format!(" at {t}")),
         if c.ensemble { ", ensembled" } else { "" }
     );
+    if let (Some(v), Some(last)) = (&c.vs_last, r.models.get(c.answered_by.len().saturating_sub(1))) {
+        t += &format!("\n  cascade vs {} alone: {}", last.name, v.text());
+    }
     t
 }
 
@@ -278,6 +344,16 @@ mod tests {
         assert!((r.cascade.forwarded - 2.0 / 3.0).abs() < 1e-9);
         assert!((r.cascade.macs_per_input - (100.0 + 1100.0 * 2.0) / 3.0).abs() < 1e-9);
         assert_eq!(r.cascade.answered_by.len(), 2);
+        // Every figure has its interval around it; the cascade gained one input on big.
+        for (v, ci) in [(r.models[0].top1, r.models[0].top1_ci), (r.cascade.top1, r.cascade.top1_ci)] {
+            assert!(ci[0] <= v && v <= ci[1], "{v} {ci:?}");
+        }
+        assert_eq!(r.cascade.top1_ci, rate_ci(3, 3));
+        assert!(r.cascade.forwarded_ci[0] <= 2.0 / 3.0 && 2.0 / 3.0 <= r.cascade.forwarded_ci[1]);
+        let v = r.cascade.vs_last.clone().unwrap();
+        assert_eq!((v.gains, v.losses), (1, 0));
+        assert!((v.difference - 1.0 / 3.0).abs() < 1e-9 && v.ci[0] <= v.difference && v.difference <= v.ci[1]);
+        assert!(report_text(&r, std::path::Path::new("d")).contains("(95% CI "));
         let p = predictions(&records, &names, &policies, false);
         assert_eq!(p.len(), 9);
         assert_eq!((p[2].model, p[2].top1), ("cascade", 0));

@@ -8,7 +8,9 @@ pub mod bench;
 pub mod cache;
 pub mod dataset;
 pub mod eval;
+pub mod guaranteed;
 pub mod report;
+mod summary;
 #[cfg(test)]
 mod tests;
 pub mod timing;
@@ -27,12 +29,14 @@ use crate::model::ModelError;
 use crate::offload::payload::PayloadSpec;
 use crate::run::pipeline::Pipeline;
 use crate::tune::dataset::DatasetError;
-use crate::tune::eval::Record;
+use crate::tune::eval::{Record, VsLast};
+use guaranteed::{Guarantee, GuaranteeOptions, Reference, TargetCheck};
 use serde::Serialize;
 use timing::Timing;
 
 pub use report::{report, report_against, report_text, AuditReport, Report};
 use std::path::{Path, PathBuf};
+pub use summary::summary_text;
 
 /// Why `calibrate` or `report` could not run: a message naming the file or argument and what
 /// is wrong with it.
@@ -98,6 +102,12 @@ pub struct CalibrateOptions {
     pub energy: Option<EnergyContext>,
     /// How the models are loaded.
     pub runner: RunnerOptions,
+    /// `--max-drop E --delta D`: the guaranteed mode (instead of `target`).
+    pub guarantee: Option<GuaranteeOptions>,
+    /// `--agreement`: no labels; the last stage's answers are the reference.
+    pub agreement: bool,
+    /// `--from-log`: a results log whose host answers are the reference (with `agreement`).
+    pub from_log: Option<PathBuf>,
 }
 
 /// The chosen point and everything printed about it.
@@ -115,6 +125,11 @@ pub struct Calibration {
     /// The same as `models`, under its first name.
     pub singles: Vec<Single>,
     pub target: String,
+    /// True when the reference is the last stage's answer (`--agreement`), not labels: every
+    /// `top1` is then the agreement with the last stage.
+    pub agreement: bool,
+    /// The guaranteed mode's outcome (`--max-drop`).
+    pub guarantee: Option<Guarantee>,
     /// False when no point met the target: the closest one is reported, and nothing is written.
     pub met: bool,
     pub chosen: Chosen,
@@ -138,6 +153,8 @@ pub struct Calibration {
 pub struct Single {
     pub name: String,
     pub top1: f64,
+    /// 95% Clopper-Pearson interval of `top1`.
+    pub top1_ci: [f64; 2],
     pub macs: f64,
 }
 
@@ -152,6 +169,14 @@ pub struct Chosen {
     pub in_process: Cost,
     /// 99% interval of the forward rate in a run as large as the calibration set.
     pub forwarded_interval: (f64, f64),
+    /// 95% Clopper-Pearson interval of the point's top-1 on the calibration images.
+    pub top1_ci: [f64; 2],
+    /// 95% Clopper-Pearson interval of the fraction forwarded on them.
+    pub forwarded_ci: [f64; 2],
+    /// The point against the last stage alone, paired (Tango's 95% interval).
+    pub vs_last: VsLast,
+    /// With an accuracy target: how sure the choice is.
+    pub target_check: Option<TargetCheck>,
     /// 1 - cascade MACs / the last model's MACs.
     pub compute_saved_vs_large: f64,
     /// 1 - cascade device energy / device energy when every input is offloaded.
@@ -225,26 +250,38 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
     let outputs = Outputs::choose(o.out.as_deref(), o.force)?;
     let mut pipeline = Pipeline::local(config.clone(), &o.runner)?;
     let classes = pipeline.models[0].classes.len();
-    let items = dataset::read_labels(&o.data, classes)?;
+    let last = config.stages.len() - 1;
+    let (items, reference) = guaranteed::inputs(&o.data, o.agreement, o.from_log.as_deref(), classes, last)?;
     let files: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
     let refs: Vec<&Model> = pipeline.models.iter().collect();
     let host = eval::HostView { stage: refs.len() - 1, payload: o.payload };
-    let (records, errors, provenance) = cache::load_or_build(&o.cache_dir, &o.data, &files, &refs, o.payload, || {
+    let build = || {
         log::info!("computing the logits of {} models on {} images", refs.len(), items.len());
         let (records, failures) = eval::collect(&refs, &items, o.jobs, Some(host));
         failures.iter().for_each(|e| log::warn!("{e}"));
         (records, failures.len())
-    })
-    .map_err(io("logit cache in", &o.cache_dir))?;
-    let cache = match &provenance {
-        cache::Provenance::Cached(p) => format!("read from {}", p.display()),
-        cache::Provenance::Built { path, why } => format!("computed ({why}), stored in {}", path.display()),
     };
+    let (mut records, errors, cache) = if let Reference::Log(log) = &reference {
+        let (records, errors) = build();
+        (records, errors, format!("computed on the inputs of the results log {} (not cached)", log.display()))
+    } else {
+        let labeled = reference == Reference::Labels;
+        let (records, errors, provenance) =
+            cache::load_or_build(&o.cache_dir, &o.data, &files, labeled, &refs, o.payload, build)
+                .map_err(io("logit cache in", &o.cache_dir))?;
+        let cache = match &provenance {
+            cache::Provenance::Cached(p) => format!("read from {}", p.display()),
+            cache::Provenance::Built { path, why } => format!("computed ({why}), stored in {}", path.display()),
+        };
+        (records, errors, cache)
+    };
+    guaranteed::set_reference(&mut records, &reference, last)?;
     let n = records.len();
     if n < 20 {
         invalid!(
-            "{}: {n} usable labeled images are too few to fit a temperature or choose a threshold (at least 20)",
-            o.data.display()
+            "{}: {n} usable {} are too few to fit a temperature or choose a threshold (at least 20)",
+            o.data.display(),
+            if reference.agreement() { "images" } else { "labeled images" }
         );
     }
     // Each stage's ms and mJ as classify measures them, on a sample of the images.
@@ -258,8 +295,13 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
     let models = &pipeline.models;
     let stages = models.len();
     let labels: Vec<usize> = records.iter().map(|r| r.label).collect();
+    // Without labels the last stage's answers are the labels: fitting its temperature to its
+    // own answers would only drive it to the bound, so it stays 1.
     let temperatures: Vec<f64> = (0..stages)
         .map(|i| {
+            if reference.agreement() && i == stages - 1 {
+                return 1.0;
+            }
             let logits: Vec<&[f32]> = records.iter().map(|r| r.logits[i].as_slice()).collect();
             calibrate::fit_temperature(&logits, &labels)
         })
@@ -268,32 +310,50 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
     let cost_model_in_process = CostModel { local: local_stages(models, &timing), remote: None };
     let ones = vec![1.0; stages];
     let mut curves: Vec<Curve> = Vec::new();
-    for metric in Metric::ALL {
-        for ensemble in [false, true] {
-            for temps in [&ones, &temperatures] {
-                curves.push(calibrate::sweep(&records, metric, ensemble, temps, &cost_model, &[]));
+    if o.guarantee.is_some() {
+        curves = guaranteed::curves(&records, stages, &cost_model);
+    } else {
+        for metric in Metric::ALL {
+            for ensemble in [false, true] {
+                for temps in [&ones, &temperatures] {
+                    curves.push(calibrate::sweep(&records, metric, ensemble, temps, &cost_model, &[]));
+                }
             }
         }
     }
     let singles: Vec<Single> = models
         .iter()
         .enumerate()
-        .map(|(i, m)| Single {
-            name: m.name().to_owned(),
-            top1: records.iter().filter(|r| crate::core::policy::argmax(&r.logits[i]) == r.label).count() as f64
-                / n as f64,
-            macs: m.runner.macs() as f64,
+        .map(|(i, m)| {
+            let k = records.iter().filter(|r| crate::core::policy::argmax(&r.logits[i]) == r.label).count();
+            Single {
+                name: m.name().to_owned(),
+                top1: k as f64 / n as f64,
+                top1_ci: eval::rate_ci(k, n),
+                macs: m.runner.macs() as f64,
+            }
         })
         .collect();
     let best_single = singles.iter().map(|s| s.top1).fold(0.0, f64::max);
     let target = o.target.unwrap_or(Target::Accuracy(best_single));
-    let (met, (ci, pi)) = match calibrate::choose(&curves, target) {
-        Ok(c) => (true, c),
-        Err(c) => (false, c),
+    let (met, (ci, pi), guarantee) = match o.guarantee {
+        Some(g) => {
+            let (guarantee, chosen) = guaranteed::certify(&curves, n, g, &reference);
+            (guarantee.certified, chosen, Some(guarantee))
+        }
+        None => match calibrate::choose(&curves, target) {
+            Ok(c) => (true, c, None),
+            Err(c) => (false, c, None),
+        },
     };
     let curve = &curves[ci];
     let point = curve.points[pi].clone();
     let forwarded_k = (point.forwarded * n as f64).round() as usize;
+    let (top1_ci, forwarded_ci, vs_last) = guaranteed::intervals(&point, n);
+    let target_check = match (&guarantee, target) {
+        (None, Target::Accuracy(a)) => Some(guaranteed::target_check(a, &point, n)),
+        _ => None,
+    };
     let large = singles.last().expect("two stages").macs;
     let offload_all = cost_model.offload_everything();
     let chosen = Chosen {
@@ -302,6 +362,10 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
         ensemble: curve.ensemble,
         temperatures: curve.temperatures.clone(),
         forwarded_interval: calibrate::forward_interval(forwarded_k, n, n),
+        top1_ci,
+        forwarded_ci,
+        vs_last,
+        target_check,
         compute_saved_vs_large: 1.0 - point.cost.macs / large,
         in_process: cost_model_in_process.expected(&point.reach),
         device_energy_saved_vs_offload_all: offload_all.map(|c| 1.0 - point.cost.device_mj / c.device_mj),
@@ -309,12 +373,19 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
     };
     let single_triples: Vec<(String, f64, f64)> = singles.iter().map(|s| (s.name.clone(), s.top1, s.macs)).collect();
     let merit = calibrate::merit(&curves, &single_triples);
-    let target_text = match target {
-        Target::Accuracy(a) => format!("accuracy >= {a:.4}"),
-        Target::Macs(m) => format!("MACs per input <= {m:.0}"),
-        Target::Mj(e) => format!("device mJ per input <= {e}"),
-        Target::Ms(t) => format!("ms per input <= {t}"),
-        Target::MaxForward(f) => format!("forwarded <= {f}"),
+    let target_text = match (&guarantee, target) {
+        (Some(g), _) if g.mode == "agreement" => {
+            format!("agreement with the last stage >= {} with probability >= {}", 1.0 - g.max_drop, 1.0 - g.delta)
+        }
+        (Some(g), _) => {
+            format!("accuracy drop vs the last stage <= {} with probability >= {}", g.max_drop, 1.0 - g.delta)
+        }
+        (None, Target::Accuracy(a)) if reference.agreement() => format!("agreement with the last stage >= {a:.4}"),
+        (None, Target::Accuracy(a)) => format!("accuracy >= {a:.4}"),
+        (None, Target::Macs(m)) => format!("MACs per input <= {m:.0}"),
+        (None, Target::Mj(e)) => format!("device mJ per input <= {e}"),
+        (None, Target::Ms(t)) => format!("ms per input <= {t}"),
+        (None, Target::MaxForward(f)) => format!("forwarded <= {f}"),
     };
 
     // Outputs: the config (only when the target was met), the curves and the plot.
@@ -343,6 +414,11 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
             large_model_macs: large,
             stage_macs: singles.iter().map(|s| s.macs).collect(),
             target: target_text.clone(),
+            reference: Some(if reference.agreement() { "agreement" } else { "labels" }.into()),
+            max_drop: guarantee.as_ref().map(|g| g.max_drop),
+            delta: guarantee.as_ref().map(|g| g.delta),
+            p_value: guarantee.as_ref().and_then(|g| g.p_value),
+            guarantee: guarantee.as_ref().map(|g| g.statement.clone()),
         });
         let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let header = format!(
@@ -362,6 +438,8 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
         temperatures,
         singles,
         target: target_text,
+        agreement: reference.agreement(),
+        guarantee,
         met,
         chosen,
         merit,
@@ -544,71 +622,4 @@ fn plot_svg(curves: &[Curve], singles: &[Single], chosen: &Chosen, data: &Path) 
         &markers,
         Some(&m),
     )
-}
-
-/// The calibration summary as text.
-pub fn summary_text(c: &Calibration) -> String {
-    let mut t = format!("calibrated on {} ({} images, {} failed); logits {}\n", c.data, c.n, c.errors, c.cache);
-    let temps: Vec<String> = c.singles.iter().zip(&c.temperatures).map(|(s, t)| format!("{} {t:.3}", s.name)).collect();
-    t += &format!("fitted temperatures: {}\n", temps.join(", "));
-    for s in &c.singles {
-        t += &format!("  {:<28} top-1 {:.2}%  {:.0} M MACs\n", s.name, s.top1 * 100.0, s.macs / 1e6);
-    }
-    let p = &c.chosen.point;
-    let (lo, hi) = c.chosen.forwarded_interval;
-    t += &format!(
-        "{} {}: {} threshold {:.4}\n  top-1 {:.2}%, forwarded {:.1}% (99% interval for a run of {} inputs: {:.1}%..{:.1}%)\n",
-        if c.met { "target met" } else { "TARGET NOT MET, closest point" },
-        c.target,
-        c.chosen.curve,
-        p.threshold,
-        p.top1 * 100.0,
-        p.forwarded * 100.0,
-        c.n,
-        lo * 100.0,
-        hi * 100.0
-    );
-    t += &format!(
-        "  {:.0} M MACs per input: {:.1}% less compute than {} alone\n",
-        p.cost.macs / 1e6,
-        c.chosen.compute_saved_vs_large * 100.0,
-        c.singles.last().map_or("", |s| s.name.as_str())
-    );
-    if let Some(e) = c.chosen.device_energy_saved_vs_offload_all {
-        t += &format!(
-            "  deployed (last stage on the host, {} payloads): device energy {:.1} mJ per input ({}), {:.1}% less than offloading every input; {:.1} ms per input; {:.0} link bytes per input\n",
-            c.payload,
-            p.cost.device_mj,
-            if c.cost_model.has_estimates() { "estimate" } else { "measured" },
-            e * 100.0,
-            p.cost.ms,
-            p.cost.link_bytes
-        );
-    }
-    let here = &c.chosen.in_process;
-    let energy = c.timing.stages.first().map_or("", |s| s.mj.source.as_str());
-    t += &format!(
-        "  every stage in this process (as classify runs it): {:.1} ms and {:.1} mJ per input; timed on {} images after {} warm-up, {} thread(s); energy {energy}\n",
-        here.ms, here.device_mj, c.timing.inputs, c.timing.warmup, c.timing.threads
-    );
-    match &c.merit {
-        Some(m) => {
-            t += &format!(
-                "  figure of merit: at the accuracy of {} ({:.2}%), the cascade needs {:.0} M MACs against {:.0} M: {:.2}x {}\n",
-                m.model,
-                m.model_top1 * 100.0,
-                m.cascade_macs / 1e6,
-                m.model_macs / 1e6,
-                m.reduction,
-                if m.reduction > 1.0 + 1e-9 { "less compute" } else { "no compute saved at that accuracy" }
-            )
-        }
-        None => t += "  figure of merit: the cascade matches no single model's accuracy\n",
-    }
-    if let Some(o) = &c.out {
-        t += &format!("wrote {o}; curves {} and {}; plot {}", c.curves_csv, c.curves_json, c.plot);
-    } else {
-        t += &format!("no config written; curves {} and {}; plot {}", c.curves_csv, c.curves_json, c.plot);
-    }
-    t
 }

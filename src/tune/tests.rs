@@ -31,6 +31,7 @@ fn calibration(n: usize, forwarded: usize) -> CalibrationInfo {
         large_model_macs: 1000.0,
         stage_macs: vec![100.0, 1000.0],
         target: "accuracy >= 0.8".into(),
+        ..Default::default()
     }
 }
 
