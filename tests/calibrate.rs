@@ -360,6 +360,44 @@ fn guaranteed_mode_and_calibration_without_labels() {
     assert!(err.contains("run.jsonl") && err.contains("no host answer for 1 of its 2"), "{err}");
     let o = run(dir.path(), &["calibrate", "--config", &cfg(), "--from-log", "run.jsonl"]);
     assert_eq!(o.status.code(), Some(2), "--from-log without --agreement: {:?}", text(&o));
+    // A log of a run that audited every input the device answered has the host's answer for
+    // every input (offloaded: the answer; answered on the device: its audit line) and serves.
+    let o = run(
+        dir.path(),
+        &[
+            "demo",
+            "--config",
+            &cfg(),
+            "--data",
+            data_s,
+            "--audit-rate",
+            "1",
+            "--audit-seed",
+            "1",
+            "--log",
+            "audited.jsonl",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = run(
+        dir.path(),
+        &[
+            "calibrate",
+            "--config",
+            &cfg(),
+            "--agreement",
+            "--from-log",
+            "audited.jsonl",
+            "--cache",
+            cache_s,
+            "--out",
+            "from-log.toml",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(v["n"].as_u64(), Some(20), "every input of the log, audit lines not counted: {v}");
 
     // Labels that do not match the images: an image labels.csv does not list.
     let first = std::fs::read_dir(&bare).unwrap().next().unwrap().unwrap().path();

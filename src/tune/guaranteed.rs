@@ -63,8 +63,9 @@ pub fn inputs(
 }
 
 /// The inputs of a results log of `run` or `demo` with the host's answer to each. A line of an
-/// input the host answered (stage `last`, not degraded) carries it as `class`; a line of an
-/// input the device answered carries it only as `host_class` (the host's answer to an audit).
+/// input the host answered (stage `last`, not degraded) carries it as `class`; an input the
+/// device answered has it only when it was audited (`run --audit-rate`): in the audit line of
+/// the same `seq` (`audit.class`), or as `host_class`.
 /// Every answered input needs one: the inputs the device answered are the ones whose
 /// agreement the threshold decides, and the offloaded ones alone are a biased subsample of the
 /// hard ones. A log without them is an error naming how many lack it. The device's logits are
@@ -72,13 +73,23 @@ pub fn inputs(
 fn host_answers(log: &Path, classes: usize, last: usize) -> Result<Vec<Labeled>> {
     let text = std::fs::read_to_string(log).map_err(super::io("cannot read the results log", log))?;
     let (mut items, mut missing, mut first_missing) = (Vec::new(), 0usize, None);
+    let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() || crate::run::results_log::is_torn(line) {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| TuneError::Invalid(format!("{} line {}: not JSON: {e}", log.display(), i + 1)))?;
-        if v.get("summary").is_some() || v.get("error").is_some() {
+        lines.push((i, v));
+    }
+    // The host's answers to audits (`run --audit-rate`): lines of their own, by the answer's seq.
+    let audited: std::collections::HashMap<u64, u64> = lines
+        .iter()
+        .filter_map(|(_, v)| Some((v.get("seq")?.as_u64()?, v.get("audit")?.get("class")?.as_u64()?)))
+        .collect();
+    for (i, v) in lines {
+        let not_an_answer = ["summary", "error", "audit", "threshold_change"];
+        if not_an_answer.iter().any(|k| v.get(k).is_some()) {
             continue;
         }
         let Some(input) = v.get("input").and_then(|x| x.as_str()) else {
@@ -92,7 +103,7 @@ fn host_answers(log: &Path, classes: usize, last: usize) -> Result<Vec<Labeled>>
         let host = if num("stage") == Some(last as u64) && v.get("degraded").and_then(|x| x.as_bool()) == Some(false) {
             num("class")
         } else {
-            num("host_class")
+            num("seq").and_then(|seq| audited.get(&seq).copied()).or_else(|| num("host_class"))
         };
         match host {
             Some(c) if (c as usize) < classes => items.push(Labeled { path: PathBuf::from(input), label: c as usize }),
@@ -111,7 +122,7 @@ fn host_answers(log: &Path, classes: usize, last: usize) -> Result<Vec<Labeled>>
     }
     if missing > 0 {
         return Err(TuneError::Invalid(format!(
-            "{}: --agreement needs the host's answer for every input, and this log has no host answer for {missing} of its {} answered inputs (e.g. {}): a results log records the host's answer only for the inputs it offloaded (or audited, as host_class). Calibrate on the images themselves (--agreement --data DIR), or on a log of a run that sent every input to the host",
+            "{}: --agreement needs the host's answer for every input, and this log has no host answer for {missing} of its {} answered inputs (e.g. {}): a results log records the host's answer only for the inputs it offloaded (or audited: `run --audit-rate`). Calibrate on the images themselves (--agreement --data DIR), or on a log of a run that sent every input to the host",
             log.display(),
             missing + items.len(),
             first_missing.unwrap_or_default()
