@@ -85,8 +85,8 @@ fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpe
     for (k, timed_k) in timed.iter_mut().enumerate() {
         answer_at(pipeline, &saved, k);
         for (i, (name, bytes)) in inputs.iter().take(warmup).chain(inputs).enumerate() {
-            let mut a = match pipeline.answer(name, bytes) {
-                Ok(a) => a,
+            let (mut a, img) = match pipeline.answer_keeping_image(name, bytes) {
+                Ok(answered) => answered,
                 Err(e) => {
                     log::warn!("timing the stages: {name}: {e}");
                     continue;
@@ -94,7 +94,6 @@ fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpe
             };
             if k == last {
                 // What the device does to send the input to the last stage's host.
-                let img = crate::model::preprocess::decode(bytes).map_err(|e| format!("{name}: {e}"))?;
                 let mut encode = Spans::default();
                 encode.time("encode", Some(last), || {
                     payload::encode(p.encoding, bytes, &img, spec.size, spec.crop_fraction, p.jpeg_quality)
