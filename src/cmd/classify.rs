@@ -3,6 +3,7 @@
 use super::{finish, runner_opts, CascadeArgs, EnergyArgs, Outcome};
 use anyhow::Result;
 use clap::Args;
+use edgecascade::model::manifest::Kind;
 use edgecascade::run::inputs;
 use edgecascade::run::pipeline::Pipeline;
 use edgecascade::run::session::{self, Sink};
@@ -15,9 +16,16 @@ pub struct ClassifyArgs {
     cascade: CascadeArgs,
     #[command(flatten)]
     energy: EnergyArgs,
-    /// Image files, or folders of images.
-    #[arg(required = true)]
+    /// Image files, or folders of images (for a text cascade: files each holding one text).
+    #[arg(required_unless_present_any = ["text", "lines"], conflicts_with_all = ["text", "lines"])]
     paths: Vec<PathBuf>,
+    /// A text to classify, with a text cascade (`--config cascades/sst2.toml`); repeat for more.
+    #[arg(long, value_name = "TEXT", conflicts_with = "lines")]
+    text: Vec<String>,
+    /// A file of texts, one input a line (`-`: standard input), with a text cascade. Each line
+    /// gets one answer, named FILE:LINE; an empty or invalid (not UTF-8) line an error.
+    #[arg(long, value_name = "FILE")]
+    lines: Option<PathBuf>,
     /// Answer damaged images (a JPEG cut short, corrupt data) as far as they decode, marked
     /// `damaged`, instead of reporting them as errors.
     #[arg(long)]
@@ -28,12 +36,27 @@ pub struct ClassifyArgs {
 }
 
 pub fn run(a: ClassifyArgs) -> Result<Outcome> {
-    let files = dataset::collect_inputs(&a.paths)?;
+    let source: Box<dyn inputs::Source> = if let Some(path) = &a.lines {
+        super::text_lines(path)?
+    } else if !a.text.is_empty() {
+        let texts: Vec<inputs::Input> =
+            a.text.iter().enumerate().map(|(i, t)| (format!("text:{}", i + 1), Ok(t.clone().into_bytes()))).collect();
+        Box::new(texts.into_iter())
+    } else {
+        Box::new(inputs::Files::new(dataset::collect_inputs(&a.paths)?))
+    };
     let mut pipeline = Pipeline::local(a.cascade.resolve()?, runner_opts())?;
+    if (a.lines.is_some() || !a.text.is_empty()) && pipeline.kind() != Kind::Text {
+        return Err(super::UsageError(format!(
+            "--text and --lines need a text cascade; {} takes images (try --config cascades/sst2.toml)",
+            pipeline.config.path.display()
+        ))
+        .into());
+    }
     pipeline.energy = Some(a.energy.start()?);
     pipeline.accept_damaged = a.accept_damaged;
     let mut out = std::io::stdout().lock();
     let mut sink = Sink { out: &mut out, json: a.json, log: None, labels: None, audit: None };
-    let summary = session::drive(&mut pipeline, inputs::Files::new(files), &mut sink)?;
+    let summary = session::drive(&mut pipeline, source, &mut sink)?;
     finish(&mut sink, &summary)
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgecascade::config::CascadeConfig;
 use edgecascade::link::{Encoding, LinkAddr, Shaping};
-use edgecascade::model::manifest::Manifest;
+use edgecascade::model::manifest::{Kind, Manifest};
 use edgecascade::offload::oip::OipRemote;
 use edgecascade::offload::{ConnectError, Remote, RemoteConfig, RemoteStage};
 use edgecascade::run::audit::{AdaptPlan, Auditor};
@@ -156,13 +156,18 @@ pub struct LinkArgs {
 }
 
 impl LinkArgs {
-    pub fn remote_config(&self, addr: LinkAddr, ensemble: bool) -> RemoteConfig {
+    /// The remote stage's settings for a cascade whose models take `kind` (a text cascade's
+    /// inputs travel as text, whatever `--encoding` says).
+    pub fn remote_config(&self, addr: LinkAddr, ensemble: bool, kind: Kind) -> RemoteConfig {
         let mut c = RemoteConfig::new(addr);
         let p = self.payload.spec();
         let mut encodings = vec![p.encoding];
         encodings.extend(
             [Encoding::CropJpeg, Encoding::Original, Encoding::CropRaw].into_iter().filter(|e| *e != p.encoding),
         );
+        if kind == Kind::Text {
+            encodings = vec![Encoding::Text];
+        }
         c.encodings = encodings;
         c.jpeg_quality = p.jpeg_quality;
         c.shaping = self.shape.clone();
@@ -176,20 +181,24 @@ impl LinkArgs {
     /// The remote last stage for `addr`: the framed link, or an OIP v2 server, which takes
     /// tensors made as the config's last stage's manifest says.
     pub fn remote(&self, addr: LinkAddr, config: &CascadeConfig) -> Result<Box<dyn RemoteStage>> {
-        let mut c = self.remote_config(addr, config.ensemble);
+        let mut c = self.remote_config(addr, config.ensemble, config_kind(config));
         Ok(match &c.addr {
             LinkAddr::Oip { .. } => {
                 let last = &config.stages.last().expect("a config has a stage").model;
-                c.tensor_spec = Some(
-                    Manifest::load(last)
-                        .with_context(|| format!("the OIP link needs the host model's manifest {}", last.display()))?
-                        .input,
-                );
+                let m = Manifest::load(last)
+                    .with_context(|| format!("the OIP link needs the host model's manifest {}", last.display()))?;
+                c.tensor_spec = m.image().ok().cloned();
                 Box::new(OipRemote::new(c).map_err(anyhow::Error::msg)?)
             }
             _ => Box::new(Remote::new(c)),
         })
     }
+}
+
+/// What a config's models take, as its first stage's manifest says (image when it cannot be
+/// read: loading the models then names the problem).
+pub fn config_kind(config: &CascadeConfig) -> Kind {
+    config.stages.first().and_then(|s| Manifest::load(&s.model).ok()).map_or(Kind::Image, |m| m.kind())
 }
 
 /// The device pipeline over `remote`: every stage but the last loaded here. A link that does

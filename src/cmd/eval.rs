@@ -13,8 +13,10 @@ use std::path::PathBuf;
 pub struct EvalArgs {
     #[command(flatten)]
     cascade: CascadeArgs,
-    /// Folder with images and a labels.csv (header `file,label`, label = class index).
-    #[arg(long, value_name = "DIR")]
+    /// Folder with images and a labels.csv (header `file,label`, label = class index), or
+    /// for a text cascade a TSV file of labeled sentences (GLUE's `label<TAB>sentence`, or
+    /// `sentence<TAB>label`, by the header).
+    #[arg(long, value_name = "DIR|FILE.tsv")]
     data: PathBuf,
     /// Also evaluate these model manifests alone, for comparison.
     #[arg(long = "compare", value_name = "MANIFEST")]
@@ -38,19 +40,22 @@ pub fn run(a: EvalArgs) -> Result<usize> {
     let cascade = Pipeline::local(args.resolve()?, runner_opts())?;
     let extra = a.compare.iter().map(|p| Model::load(p, runner_opts())).collect::<Result<Vec<_>, _>>()?;
     let models: Vec<&Model> = cascade.models.iter().chain(extra.iter()).collect();
-    let items = dataset::read_labels(data, models[0].classes.len())?;
+    let items = dataset::read_data(data, models[0])?;
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    log::info!("evaluating {} models on {} images of {}", models.len(), items.len(), data.display());
+    log::info!("evaluating {} models on {} inputs of {}", models.len(), items.len(), data.display());
     // The last stage of a cascade runs on the host: it sees the payload the link carries.
-    let host = (cascade.models.len() > 1)
-        .then(|| eval::HostView { stage: cascade.models.len() - 1, payload: a.payload.spec() });
+    let host = (cascade.models.len() > 1).then(|| eval::HostView {
+        stage: cascade.models.len() - 1,
+        payload: a.payload.spec().for_kind(cascade.kind()),
+    });
     let (records, failures) = eval::collect(&models, &items, jobs, host);
     for e in &failures {
         eprintln!("error: {e}");
     }
     let failed = failures.len();
     let names: Vec<String> = models.iter().map(|m| m.name().to_owned()).collect();
-    let macs: Vec<u64> = models.iter().map(|m| m.runner.macs()).collect();
+    let fixed: Vec<u64> = models.iter().map(|m| m.runner.macs()).collect();
+    let macs = eval::mean_macs(&records, &fixed);
     let mut report = eval::score(&records, failed, &names, &macs, &cascade.policies, cascade.config.ensemble);
     report.payload = host.map(|h| h.payload.to_string());
     if let Some(path) = a.predictions.as_deref() {

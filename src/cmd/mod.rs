@@ -16,7 +16,7 @@ pub mod host;
 pub mod report;
 pub mod run;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Args};
 use edgecascade::board;
@@ -221,6 +221,16 @@ impl PayloadArgs {
     pub fn spec(&self) -> PayloadSpec {
         PayloadSpec { encoding: self.encoding, jpeg_quality: self.jpeg_quality }
     }
+}
+
+/// The inputs of `--lines PATH`: one text a line, from the file or (`-`) standard input.
+pub fn text_lines(path: &std::path::Path) -> anyhow::Result<Box<dyn edgecascade::run::inputs::Source>> {
+    use edgecascade::run::inputs::Lines;
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(Lines::new(std::io::BufReader::new(std::io::stdin()), "stdin")));
+    }
+    let f = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Box::new(Lines::new(std::io::BufReader::new(f), path.display().to_string())))
 }
 
 /// `--encoding`'s values, listed in the help and in clap's error for any other (the spellings

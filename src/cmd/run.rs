@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Args)]
-#[command(group(ArgGroup::new("inputs").required(true).args(["paths", "watch"])))]
+#[command(group(ArgGroup::new("inputs").required(true).args(["paths", "watch", "lines"])))]
 pub struct RunArgs {
     #[command(flatten)]
     device: DeviceArgs,
@@ -28,6 +28,10 @@ pub struct RunArgs {
     /// Classify each new image written into this folder.
     #[arg(long, value_name = "DIR", conflicts_with = "paths")]
     watch: Option<PathBuf>,
+    /// A text cascade's inputs: one text a line of FILE (`-`: standard input), each named
+    /// FILE:LINE.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["paths", "watch"])]
+    lines: Option<PathBuf>,
     // The options of --watch conflict with paths rather than require --watch: one of the two is
     // required (the group "inputs"), and clap lets a conflict excuse a missing requirement.
     /// With --watch: stop after this many inputs (at least 1).
@@ -59,6 +63,7 @@ pub fn run(a: RunArgs) -> Result<Outcome> {
     }
     let log = log.open()?;
     let inputs: Box<dyn inputs::Source> = match watch {
+        None if a.lines.is_some() => super::text_lines(a.lines.as_deref().expect("checked"))?,
         Some((dir, opts)) => {
             let mut w = inputs::Watch::new(dir, opts)?;
             // A run stopped between logging an input and filing it away: it is answered.

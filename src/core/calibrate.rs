@@ -301,7 +301,7 @@ mod tests {
 
     fn rec(label: usize, a: [f32; 2], b: [f32; 2]) -> Record {
         let l = |p: [f32; 2]| p.iter().map(|x| x.ln()).collect();
-        Record { input: "x".into(), label, logits: vec![l(a), l(b)] }
+        Record { input: "x".into(), label, logits: vec![l(a), l(b)], macs: vec![] }
     }
 
     #[test]

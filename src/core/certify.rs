@@ -203,7 +203,7 @@ mod tests {
                     let small = if small_right { [c, 1.0 - c] } else { [1.0 - c, c] };
                     let big = if big_right { [0.9, 0.1] } else { [0.1, 0.9] };
                     let l = |p: [f64; 2]| p.iter().map(|x| x.ln() as f32).collect();
-                    Record { input: "x".into(), label, logits: vec![l(small), l(big)] }
+                    Record { input: "x".into(), label, logits: vec![l(small), l(big)], macs: vec![] }
                 })
                 .collect();
             let curves = vec![sweep(&records, Metric::Margin, false, &[1.0, 1.0], &model, &grid)];

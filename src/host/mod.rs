@@ -21,6 +21,7 @@ use crate::link::{
     write_msg, Encoding, ErrorCode, ErrorMsg, FrameError, FrameReader, HostInput, InferRequest, InferResponse,
     LinkError, Message, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
+use crate::model::manifest::Takes;
 use crate::model::preprocess;
 use crate::model::Model;
 use std::io::{Read, Write};
@@ -141,20 +142,41 @@ impl Host {
         }
     }
 
+    /// Tokenizes and runs one text (never batched: inputs differ in length), counted as an
+    /// execution of one; returns when tokenizing ended (since `start`) and the raw output.
+    pub fn run_text(&self, text: &str, start: Instant) -> Result<(Duration, Vec<f32>), (ErrorCode, String)> {
+        let tok =
+            self.model.tokenizer.as_ref().ok_or((ErrorCode::Internal, "the text model has no tokenizer".into()))?;
+        let tokens = tok.encode(text).map_err(|e| (ErrorCode::BadPayload, e.to_string()))?;
+        let decoded = start.elapsed();
+        self.metrics.stage(Stage::Preprocess, decoded);
+        let t = Instant::now();
+        let out = self.model.runner.run_tokens(&tokens.ids).map_err(|e| (ErrorCode::Internal, e.to_string()));
+        self.metrics.executed(1, t.elapsed());
+        Ok((decoded, out?))
+    }
+
     /// Inputs run so far and model executions they took (fewer when batched).
     pub fn counts(&self) -> (u64, u64) {
         self.metrics.counts()
     }
 
+    /// The handshake's answer: the model, its input, the encodings it takes (a text model's
+    /// only `text`, with no image input: size 0).
     pub fn welcome(&self) -> Welcome {
-        let i = &self.model.manifest.input;
+        let (input, accepts) = match &self.model.manifest.takes {
+            Takes::Image(i) => {
+                (HostInput { size: i.size, channels: 3, crop_fraction: i.crop_fraction }, HOST_ENCODINGS.to_vec())
+            }
+            Takes::Text(_) => (HostInput { size: 0, channels: 0, crop_fraction: 1.0 }, vec![Encoding::Text]),
+        };
         Welcome {
             version: PROTOCOL_VERSION,
             host_id: self.host_id.clone(),
             model: self.model.name().to_owned(),
-            input: HostInput { size: i.size, channels: 3, crop_fraction: i.crop_fraction },
+            input,
             classes: self.model.classes.len() as u32,
-            accepts: HOST_ENCODINGS.to_vec(),
+            accepts,
             max_frame: self.max_frame,
         }
     }
@@ -274,7 +296,6 @@ impl Host {
     /// Validates and runs one request.
     pub fn infer(&self, req: &InferRequest) -> Result<InferResponse, (ErrorCode, String)> {
         let start = Instant::now();
-        let spec = &self.model.manifest.input;
         let classes = self.model.classes.len();
         if let Some(p) = &req.device_probs {
             if p.len() != classes {
@@ -284,17 +305,32 @@ impl Host {
                 ));
             }
         }
-        // Decoding the payload into the model's crop (for `original`, with the crop and resize)
-        // is timed apart from the normalisation after it.
-        let t = Instant::now();
-        let crop = crate::offload::payload::host_crop(req.encoding, &req.payload, spec);
-        let decoding = t.elapsed();
-        self.metrics.stage(Stage::Decode, decoding);
-        let crop = crop.map_err(|e| (ErrorCode::BadPayload, e))?;
-        let input = preprocess::normalise(&crop, spec.mean, spec.std, spec.layout);
-        let decoded = start.elapsed();
-        self.metrics.stage(Stage::Preprocess, decoded.saturating_sub(decoding));
-        let out = self.execute(vec![input])?.pop().unwrap_or_default();
+        let (decoded, out) = match &self.model.manifest.takes {
+            Takes::Image(spec) => {
+                // Decoding the payload into the model's crop (for `original`, with the crop and
+                // resize) is timed apart from the normalisation after it.
+                let t = Instant::now();
+                let crop = crate::offload::payload::host_crop(req.encoding, &req.payload, spec);
+                let decoding = t.elapsed();
+                self.metrics.stage(Stage::Decode, decoding);
+                let crop = crop.map_err(|e| (ErrorCode::BadPayload, e))?;
+                let input = preprocess::normalise(&crop, spec.mean, spec.std, spec.layout);
+                let decoded = start.elapsed();
+                self.metrics.stage(Stage::Preprocess, decoded.saturating_sub(decoding));
+                (decoded, self.execute(vec![input])?.pop().unwrap_or_default())
+            }
+            Takes::Text(_) => {
+                if req.encoding != Encoding::Text {
+                    return Err((
+                        ErrorCode::BadPayload,
+                        format!("the host model takes text; this payload is {}", req.encoding),
+                    ));
+                }
+                let text =
+                    crate::model::text::text_of(&req.payload).map_err(|e| (ErrorCode::BadPayload, e.to_string()))?;
+                self.run_text(text, start)?
+            }
+        };
         let inferred = start.elapsed();
         let host_mj = self.energy.as_ref().and_then(|e| {
             let used = e.attribute(start, Instant::now());

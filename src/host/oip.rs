@@ -25,7 +25,7 @@ use super::metrics::{self, ErrorKind, Protocol, Stage};
 use super::poll::{self, After};
 use crate::host::Host;
 use crate::link::ErrorCode;
-use crate::model::manifest::OutputKind;
+use crate::model::manifest::{OutputKind, Takes};
 use crate::oip::http::{reason, Framing, HttpError, RequestHead, Wire};
 use crate::oip::{
     decode_request, encode_response, error_body, ModelMetadata, ServerMetadata, Tensor, TensorMeta, FP32,
@@ -88,7 +88,10 @@ pub fn bind(addr: &str) -> Result<TcpListener, String> {
 /// The name of the model's input and output tensors.
 pub fn tensor_names(host: &Host) -> (String, String) {
     let m = &host.model.manifest;
-    let input = m.input.name.clone().unwrap_or_else(|| "input".into());
+    let input = match &m.takes {
+        Takes::Image(i) => i.name.clone().unwrap_or_else(|| "input".into()),
+        Takes::Text(_) => "text".into(),
+    };
     let output = match m.output.kind {
         OutputKind::Logits => "logits",
         OutputKind::Probabilities => "probabilities",
@@ -99,7 +102,10 @@ pub fn tensor_names(host: &Host) -> (String, String) {
 /// The model's metadata: its input and output with a free batch axis.
 pub fn model_metadata(host: &Host) -> ModelMetadata {
     let (input, output) = tensor_names(host);
-    let mut shape: Vec<i64> = host.model.manifest.input.shape().iter().map(|&d| d as i64).collect();
+    let mut shape: Vec<i64> = match &host.model.manifest.takes {
+        Takes::Image(i) => i.shape().iter().map(|&d| d as i64).collect(),
+        Takes::Text(_) => vec![1],
+    };
     shape[0] = -1;
     ModelMetadata {
         name: host.model.name().to_owned(),

@@ -31,10 +31,14 @@ pub enum Encoding {
     CropJpeg,
     /// The same crop as raw 8-bit RGB, row-major, size*size*3 bytes.
     CropRaw,
+    /// A text input as UTF-8 (for a text model; the host tokenizes it as its manifest says).
+    /// Appended in protocol version 2's lifetime: a host that lists it in `Welcome::accepts`
+    /// takes it; one that does not (older, or serving an image model) is never sent it.
+    Text,
 }
 
 impl Encoding {
-    /// Every encoding, in the order a device prefers them by default (smallest on the wire
+    /// Every image encoding, in the order a device prefers them by default (smallest on the wire
     /// first for a slow link is CropJpeg; Original keeps the host's own preprocessing).
     pub const ALL: [Encoding; 3] = [Encoding::CropJpeg, Encoding::Original, Encoding::CropRaw];
 
@@ -44,6 +48,7 @@ impl Encoding {
             Encoding::Original => "original",
             Encoding::CropJpeg => "crop-jpeg",
             Encoding::CropRaw => "crop-raw",
+            Encoding::Text => "text",
         }
     }
 
@@ -67,7 +72,8 @@ impl FromStr for Encoding {
             "original" => Ok(Encoding::Original),
             "crop-jpeg" | "cropjpeg" => Ok(Encoding::CropJpeg),
             "crop-raw" | "cropraw" => Ok(Encoding::CropRaw),
-            _ => Err(format!("unknown encoding '{s}' (expected original, crop-jpeg or crop-raw)")),
+            "text" => Ok(Encoding::Text),
+            _ => Err(format!("unknown encoding '{s}' (expected original, crop-jpeg, crop-raw or text)")),
         }
     }
 }

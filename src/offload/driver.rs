@@ -12,7 +12,6 @@ use crate::core::cascade::StageFailure;
 use crate::link::LinkAddr;
 use crate::offload::{ConnectError, LinkReport, RemoteConfig, RemoteInfo, RemoteStage};
 use crate::run::spans::Spans;
-use image::RgbImage;
 use std::time::{Duration, Instant};
 
 /// How a try failed, as the transport classifies it; the driver decides what comes next.
@@ -76,7 +75,13 @@ pub trait Transport: Send {
     fn ready(&mut self) -> Result<&'static str, TryError>;
     /// Encodes the input for request `seq` (an audit when `audit`) on the connection `ready`
     /// made.
-    fn encode(&self, seq: u64, audit: bool, bytes: &[u8], img: &RgbImage) -> Result<Self::Payload, String>;
+    fn encode(
+        &self,
+        seq: u64,
+        audit: bool,
+        bytes: &[u8],
+        input: &crate::model::Decoded,
+    ) -> Result<Self::Payload, String>;
     /// Sends the request and waits for its answer, timing its spans and counting its bytes.
     fn exchange(&mut self, payload: &Self::Payload, attempt: &mut Attempt<'_>) -> Result<Answer, TryError>;
     /// Forgets the connection and what it learned, after an input is given up.
@@ -123,23 +128,23 @@ impl<T: Transport> RemoteStage for Offload<T> {
     fn infer(
         &mut self,
         bytes: &[u8],
-        img: &RgbImage,
+        input: &crate::model::Decoded,
         spans: &mut Spans,
         stage: usize,
         report: &mut LinkReport,
     ) -> Result<Vec<f32>, StageFailure> {
-        self.request(bytes, img, spans, stage, report, false)
+        self.request(bytes, input, spans, stage, report, false)
     }
 
     fn audit(
         &mut self,
         bytes: &[u8],
-        img: &RgbImage,
+        input: &crate::model::Decoded,
         spans: &mut Spans,
         stage: usize,
         report: &mut LinkReport,
     ) -> Result<Vec<f32>, StageFailure> {
-        self.request(bytes, img, spans, stage, report, true)
+        self.request(bytes, input, spans, stage, report, true)
     }
 
     fn is_paced(&self) -> bool {
@@ -153,7 +158,7 @@ impl<T: Transport> Offload<T> {
     fn request(
         &mut self,
         bytes: &[u8],
-        img: &RgbImage,
+        input: &crate::model::Decoded,
         spans: &mut Spans,
         stage: usize,
         report: &mut LinkReport,
@@ -173,7 +178,7 @@ impl<T: Transport> Offload<T> {
                     Err(e) => break 'one_try Err(e),
                 };
                 if payload.as_ref().is_none_or(|(made_for, _)| *made_for != encoding) {
-                    let made = spans.time("encode", Some(stage), || self.link.encode(seq, audit, bytes, img));
+                    let made = spans.time("encode", Some(stage), || self.link.encode(seq, audit, bytes, input));
                     payload = Some((encoding, made.map_err(StageFailure::Input)?));
                 }
                 let (encoding, data) = payload.as_ref().expect("encoded");
@@ -306,7 +311,13 @@ mod tests {
             step
         }
 
-        fn encode(&self, seq: u64, _audit: bool, _bytes: &[u8], _img: &RgbImage) -> Result<Self::Payload, String> {
+        fn encode(
+            &self,
+            seq: u64,
+            _audit: bool,
+            _bytes: &[u8],
+            _input: &crate::model::Decoded,
+        ) -> Result<Self::Payload, String> {
             match self.bad_input {
                 Some(why) => Err(why.into()),
                 None => Ok((seq, self.encoding)),
@@ -353,7 +364,7 @@ mod tests {
     /// Offloads one input; its result, report and spans.
     fn infer(o: &mut Offload<Scripted>) -> (Result<Vec<f32>, StageFailure>, LinkReport, Spans) {
         let (mut spans, mut report) = (Spans::default(), LinkReport::default());
-        let r = o.infer(b"jpeg", &RgbImage::new(4, 4), &mut spans, 1, &mut report);
+        let r = o.infer(b"jpeg", &crate::model::Decoded::Image(image::RgbImage::new(4, 4)), &mut spans, 1, &mut report);
         (r, report, spans)
     }
 

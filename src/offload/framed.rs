@@ -7,9 +7,9 @@ use crate::link::{
     connect, write_msg, write_sync, Encoding, ErrorCode, FrameReader, Hello, InferRequest, InferResponse, LinkError,
     Message, Paced, Stream, Welcome, AUDIT_FLAG, DEFAULT_MAX_FRAME,
 };
+use crate::model::Decoded;
 use crate::offload::driver::{Answer, Attempt, HostTimes, Offload, Transport, TryError};
 use crate::offload::{payload, ConnectError, RemoteConfig, RemoteInfo};
-use image::RgbImage;
 use std::time::{Duration, Instant};
 
 /// The remote last stage over the framed link.
@@ -76,10 +76,21 @@ impl FramedTransport {
             match reader.read_msg() {
                 Ok(Message::Welcome(w)) => {
                     let encoding = w.choose_encoding(&self.cfg.encodings).ok_or_else(|| {
-                        Refused(format!(
-                            "the host accepts none of the encodings {:?} (it takes {:?})",
-                            self.cfg.encodings, w.accepts
-                        ))
+                        let (sends_text, takes_text) =
+                            (self.cfg.encodings.contains(&Encoding::Text), w.accepts.contains(&Encoding::Text));
+                        Refused(match (sends_text, takes_text) {
+                            (true, false) => format!(
+                                "the host's model '{}' does not take text (it takes {:?}; an image model, or an older host): a text cascade needs a host serving a text model",
+                                w.model, w.accepts
+                            ),
+                            (false, true) => {
+                                format!("the host's model '{}' takes text; this device's cascade takes images", w.model)
+                            }
+                            _ => format!(
+                                "the host accepts none of the encodings {:?} (it takes {:?})",
+                                self.cfg.encodings, w.accepts
+                            ),
+                        })
                     })?;
                     reader.set_max_frame(w.agreed_max_frame(&hello) as usize);
                     log::info!(
@@ -162,9 +173,9 @@ impl Transport for FramedTransport {
         self.ensure_connected().map(|c| c.encoding.name()).map_err(|e| TryError::Down(e.to_string()))
     }
 
-    fn encode(&self, _seq: u64, _audit: bool, bytes: &[u8], img: &RgbImage) -> Result<Self::Payload, String> {
+    fn encode(&self, _seq: u64, _audit: bool, bytes: &[u8], input: &Decoded) -> Result<Self::Payload, String> {
         let c = self.conn.as_ref().ok_or("not connected")?;
-        Ok((c.encoding, payload::encode_payload(c.encoding, bytes, img, &c.welcome, self.cfg.jpeg_quality)?))
+        Ok((c.encoding, payload::encode_payload(c.encoding, bytes, input, &c.welcome, self.cfg.jpeg_quality)?))
     }
 
     /// Spans: send, wait. A send that fails (the host not taking bytes within the write
@@ -377,7 +388,7 @@ mod tests {
 
         let mut class_of = |expected_bytes: u64| {
             let (mut spans, mut report) = (Spans::default(), LinkReport::default());
-            let logits = remote.infer(b"jpeg", &RgbImage::new(8, 8), &mut spans, 1, &mut report);
+            let logits = remote.infer(b"jpeg", &Decoded::Image(image::RgbImage::new(8, 8)), &mut spans, 1, &mut report);
             assert_eq!((report.tries, report.bytes_received), (1, expected_bytes), "{report:?}");
             logits.map(|l| argmax(&l))
         };
@@ -403,7 +414,7 @@ mod tests {
         let opened = host.clone();
         let mut remote = Remote::with_opener(cfg, move || Ok(Box::new(opened.clone()) as Box<dyn Stream>));
         let (mut spans, mut report) = (Spans::default(), LinkReport::default());
-        let r = remote.infer(b"jpeg", &RgbImage::new(8, 8), &mut spans, 1, &mut report);
+        let r = remote.infer(b"jpeg", &Decoded::Image(image::RgbImage::new(8, 8)), &mut spans, 1, &mut report);
         assert_eq!(r, Err(StageFailure::Unavailable("host refused the input: not an image".into())));
         assert_eq!((report.tries, host.requests()), (1, vec![1]));
         let names: Vec<_> = spans.0.iter().map(|s| s.name).collect();

@@ -18,7 +18,6 @@ pub use framed::Remote;
 use crate::core::cascade::StageFailure;
 use crate::link::{Encoding, LinkAddr, Shaping};
 use crate::run::spans::Spans;
-use image::RgbImage;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -99,7 +98,7 @@ pub trait RemoteStage: Send {
     fn infer(
         &mut self,
         bytes: &[u8],
-        img: &RgbImage,
+        input: &crate::model::Decoded,
         spans: &mut Spans,
         stage: usize,
         report: &mut LinkReport,
@@ -110,7 +109,7 @@ pub trait RemoteStage: Send {
     fn audit(
         &mut self,
         bytes: &[u8],
-        img: &RgbImage,
+        input: &crate::model::Decoded,
         spans: &mut Spans,
         stage: usize,
         report: &mut LinkReport,

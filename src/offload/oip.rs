@@ -14,6 +14,7 @@
 use crate::link::{connect, LinkAddr, Paced, Stream};
 use crate::model::manifest::{InputSpec, Layout};
 use crate::model::preprocess;
+use crate::model::Decoded;
 use crate::offload::driver::{Answer, Attempt, Offload, Transport, TryError};
 use crate::offload::{ConnectError, RemoteConfig, RemoteInfo};
 use crate::oip::http::{find_header, Framing, HttpError, Wire};
@@ -353,9 +354,12 @@ impl Transport for OipTransport {
 
     /// An audit is a normal inference with the request parameter `audit: true` (servers that
     /// do not know it ignore it).
-    fn encode(&self, seq: u64, audit: bool, _bytes: &[u8], img: &RgbImage) -> Result<Self::Payload, String> {
+    fn encode(&self, seq: u64, audit: bool, _bytes: &[u8], input: &Decoded) -> Result<Self::Payload, String> {
         let plan = self.plan.as_ref().ok_or("no plan")?;
-        let tensor = self.tensor(img)?;
+        let tensor = match input {
+            Decoded::Image(img) => self.tensor(img)?,
+            Decoded::Text(_) => return Err("text over OIP is not supported yet".into()),
+        };
         Ok(encode_request_marked(&self.request_id(seq), &[tensor], Some(&plan.output), plan.binary, audit))
     }
 

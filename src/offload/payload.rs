@@ -6,22 +6,39 @@
 use crate::link::{Encoding, Welcome};
 use crate::model::manifest::InputSpec;
 use crate::model::preprocess;
+use crate::model::Decoded;
 use image::RgbImage;
 
 /// The request's payload in `encoding`, for the host model `w` describes.
 pub fn encode_payload(
     encoding: Encoding,
     bytes: &[u8],
-    img: &RgbImage,
+    input: &Decoded,
     w: &Welcome,
     quality: u8,
 ) -> Result<Vec<u8>, String> {
-    encode(encoding, bytes, img, w.input.size, w.input.crop_fraction, quality)
+    encode(encoding, bytes, input, w.input.size, w.input.crop_fraction, quality)
 }
 
 /// The payload in `encoding` for a host model taking `size` x `size` centre crops of
 /// `crop_fraction` of the shorter side.
+/// A text input travels as its text (`Encoding::Text`), the UTF-8 the device read, trimmed.
 pub fn encode(
+    encoding: Encoding,
+    bytes: &[u8],
+    input: &Decoded,
+    size: u32,
+    crop_fraction: f64,
+    quality: u8,
+) -> Result<Vec<u8>, String> {
+    match input {
+        Decoded::Text(t) if encoding == Encoding::Text => Ok(t.as_bytes().to_vec()),
+        Decoded::Text(_) => Err(format!("a text input travels as text, not {encoding}")),
+        Decoded::Image(img) => encode_image(encoding, bytes, img, size, crop_fraction, quality),
+    }
+}
+
+fn encode_image(
     encoding: Encoding,
     bytes: &[u8],
     img: &RgbImage,
@@ -33,6 +50,7 @@ pub fn encode(
         Encoding::Original => Ok(bytes.to_vec()),
         Encoding::CropJpeg => crop_jpeg(img, size, crop_fraction, quality),
         Encoding::CropRaw => Ok(preprocess::crop_resize(img, size, crop_fraction).into_raw()),
+        Encoding::Text => Err("an image cannot travel as text".into()),
     }
 }
 
@@ -50,6 +68,7 @@ pub fn crop_jpeg(img: &RgbImage, size: u32, crop_fraction: f64, quality: u8) -> 
 /// says what is wrong with the payload.
 pub fn host_crop(encoding: Encoding, payload: &[u8], spec: &InputSpec) -> Result<RgbImage, String> {
     match encoding {
+        Encoding::Text => Err("the host model takes images; this payload is text".into()),
         Encoding::Original => {
             let img = preprocess::decode(payload).map_err(|e| e.to_string())?;
             Ok(preprocess::crop_resize(&img, spec.size, spec.crop_fraction))
@@ -91,6 +110,17 @@ impl Default for PayloadSpec {
     }
 }
 
+impl PayloadSpec {
+    /// The payload for a cascade whose models take `kind`: a text input always travels as
+    /// text, whatever image encoding was asked for.
+    pub fn for_kind(self, kind: crate::model::manifest::Kind) -> PayloadSpec {
+        match kind {
+            crate::model::manifest::Kind::Text => PayloadSpec { encoding: Encoding::Text, ..self },
+            crate::model::manifest::Kind::Image => self,
+        }
+    }
+}
+
 impl std::fmt::Display for PayloadSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.encoding {
@@ -107,5 +137,5 @@ pub fn host_view(p: PayloadSpec, bytes: &[u8], img: &RgbImage, spec: &InputSpec)
         // The host decodes the same bytes the device did.
         return Ok(preprocess::crop_resize(img, spec.size, spec.crop_fraction));
     }
-    host_crop(p.encoding, &encode(p.encoding, bytes, img, spec.size, spec.crop_fraction, p.jpeg_quality)?, spec)
+    host_crop(p.encoding, &encode_image(p.encoding, bytes, img, spec.size, spec.crop_fraction, p.jpeg_quality)?, spec)
 }

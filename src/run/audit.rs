@@ -16,7 +16,6 @@ use crate::offload::LinkReport;
 use crate::run::pipeline::{Answer, Pipeline};
 use crate::run::results_log::ResultsLog;
 use crate::run::spans::Spans;
-use image::RgbImage;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -164,7 +163,7 @@ impl Auditor {
         seq: u64,
         input: &str,
         bytes: &[u8],
-        img: &RgbImage,
+        decoded: &crate::model::Decoded,
         answer: &Answer,
         mut log: Option<&mut ResultsLog>,
     ) -> std::io::Result<()> {
@@ -174,7 +173,7 @@ impl Auditor {
         }
         self.summary.sent += 1;
         let (mut spans, mut report) = (Spans::default(), LinkReport::default());
-        let host = pipeline.audit(bytes, img, &mut spans, &mut report);
+        let host = pipeline.audit(bytes, decoded, &mut spans, &mut report);
         if let Some(energy) = &pipeline.energy {
             energy.fill(&mut spans.0);
         }

@@ -39,7 +39,7 @@ impl RemoteStage for FakeHost {
     fn infer(
         &mut self,
         _: &[u8],
-        img: &RgbImage,
+        input: &crate::model::Decoded,
         _: &mut Spans,
         _: usize,
         _: &mut LinkReport,
@@ -49,7 +49,7 @@ impl RemoteStage for FakeHost {
     fn audit(
         &mut self,
         _: &[u8],
-        img: &RgbImage,
+        input: &crate::model::Decoded,
         spans: &mut Spans,
         stage: usize,
         report: &mut LinkReport,

@@ -30,6 +30,81 @@ impl Iterator for Files {
     }
 }
 
+/// The most bytes one line of text may hold (`--lines`); a longer line is an input that fails,
+/// named, and reading goes on at the next line.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Text inputs, one per line (`classify --lines`, `run --lines`), named `NAME:LINE`. A line's
+/// bytes are passed on as read (without the line end): invalid UTF-8 and empty lines fail as
+/// inputs when they are decoded, naming the line, and the others are still answered.
+pub struct Lines<R> {
+    reader: R,
+    name: String,
+    line: usize,
+    done: bool,
+}
+
+impl<R: std::io::BufRead> Lines<R> {
+    pub fn new(reader: R, name: impl Into<String>) -> Lines<R> {
+        Lines { reader, name: name.into(), line: 0, done: false }
+    }
+
+    /// Reads up to the next line end, keeping at most `MAX_LINE + 1` bytes. None at the end.
+    fn read_line(&mut self) -> Option<Result<Vec<u8>, String>> {
+        let mut kept = Vec::new();
+        let mut any = false;
+        loop {
+            let buf = match self.reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(format!("cannot read: {e}")));
+                }
+            };
+            if buf.is_empty() {
+                self.done = true;
+                return any.then_some(Ok(kept));
+            }
+            any = true;
+            let (take, end) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i, true),
+                None => (buf.len(), false),
+            };
+            let room = (MAX_LINE + 1).saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..take.min(room)]);
+            self.reader.consume(take + end as usize);
+            if end {
+                return Some(Ok(kept));
+            }
+        }
+    }
+}
+
+impl<R: std::io::BufRead> Iterator for Lines<R> {
+    type Item = Input;
+    fn next(&mut self) -> Option<Input> {
+        if self.done {
+            return None;
+        }
+        let read = self.read_line()?;
+        self.line += 1;
+        let name = format!("{}:{}", self.name, self.line);
+        let bytes = read.and_then(|mut b| {
+            if b.last() == Some(&b'\r') {
+                b.pop();
+            }
+            if b.len() > MAX_LINE {
+                return Err(format!("the line is longer than {MAX_LINE} bytes"));
+            }
+            Ok(b)
+        });
+        Some((name, bytes))
+    }
+}
+
+impl<R: std::io::BufRead> Source for Lines<R> {}
+
 /// A source of inputs, told when each one has its answer (or error) written and logged.
 pub trait Source: Iterator<Item = Input> {
     /// `name` has its one line of output and its log line: a watched folder files the input
@@ -498,5 +573,20 @@ mod tests {
         let got = w.next().unwrap();
         writer.join().unwrap();
         assert_eq!(got.1.unwrap(), whole, "the file was taken before its writer was done");
+    }
+
+    #[test]
+    fn lines_are_inputs_named_by_line_and_a_long_one_fails_alone() {
+        let long = "x".repeat(MAX_LINE + 10);
+        let mut text = format!("good film\r\n\n{long}\nbad ").into_bytes();
+        text.extend_from_slice(b"\xff\nlast without end");
+        let got: Vec<Input> = Lines::new(std::io::BufReader::with_capacity(7, &text[..]), "f.txt").collect();
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["f.txt:1", "f.txt:2", "f.txt:3", "f.txt:4", "f.txt:5"]);
+        assert_eq!(got[0].1.as_deref().unwrap(), b"good film");
+        assert_eq!(got[1].1.as_deref().unwrap(), b"");
+        assert!(got[2].1.as_ref().unwrap_err().contains("longer than 65536 bytes"));
+        assert_eq!(got[3].1.as_deref().unwrap(), b"bad \xff");
+        assert_eq!(got[4].1.as_deref().unwrap(), b"last without end");
     }
 }

@@ -7,12 +7,12 @@
 use crate::config::CascadeConfig;
 use crate::core::cascade::{self, StageFailure};
 use crate::core::policy::{Metric, StagePolicy};
+use crate::model::manifest::{Kind, Manifest};
 use crate::model::preprocess;
 use crate::model::runner::RunnerOptions;
-use crate::model::{Model, ModelError};
+use crate::model::{Decoded, Model, ModelError};
 use crate::offload::{LinkReport, RemoteStage};
 use crate::run::spans::Spans;
-use image::RgbImage;
 use serde::Serialize;
 
 /// One input's answer, as printed and logged.
@@ -62,6 +62,8 @@ pub struct Pipeline {
     /// Answer damaged images (a JPEG cut short, corrupt data) as far as they decode, marked
     /// `damaged`, instead of failing them.
     pub accept_damaged: bool,
+    /// What every stage's model takes.
+    kind: Kind,
 }
 
 impl Pipeline {
@@ -99,45 +101,72 @@ impl Pipeline {
                 });
             }
         }
+        // Every stage takes the same kind of input: the device's models, and the host's as its
+        // manifest (where the device has it) says.
+        let kind = models.first().map_or(Kind::Image, |m| m.kind());
+        let remote_manifest =
+            if remote.is_some() { config.stages.last().and_then(|s| Manifest::load(&s.model).ok()) } else { None };
+        let manifests = models.iter().map(|m| &m.manifest).chain(remote_manifest.as_ref());
+        for (i, m) in manifests.enumerate() {
+            if m.kind() != kind {
+                return Err(ModelError::MixedKinds {
+                    first: models[0].manifest.path.clone(),
+                    first_kind: kind,
+                    stage: i,
+                    other: m.path.clone(),
+                    other_kind: m.kind(),
+                });
+            }
+        }
         let mut names: Vec<String> = models.iter().map(|m| m.name().to_owned()).collect();
         let remote = remote.map(|(r, name)| {
             names.push(name);
             r
         });
         let policies = config.policies();
-        Ok(Pipeline { config, models, remote, policies, names, energy: None, accept_damaged: false })
+        Ok(Pipeline { config, models, remote, policies, names, energy: None, accept_damaged: false, kind })
     }
 
-    /// Runs the cascade on encoded image bytes. An error names what was wrong with the input.
+    /// What the cascade's models take (every stage takes the same, checked at load).
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Runs the cascade on one input's bytes: an encoded image, or UTF-8 text for a text
+    /// cascade. An error names what was wrong with the input.
     pub fn answer(&mut self, input: &str, bytes: &[u8]) -> Result<Answer, String> {
-        self.answer_keeping_image(input, bytes).map(|(a, _)| a)
+        self.answer_keeping_input(input, bytes).map(|(a, _)| a)
     }
 
-    /// [`Pipeline::answer`], also returning the decoded image (for an audit after the answer).
-    pub fn answer_keeping_image(&mut self, input: &str, bytes: &[u8]) -> Result<(Answer, RgbImage), String> {
+    /// [`Pipeline::answer`], also returning the decoded input (for an audit after the answer).
+    pub fn answer_keeping_input(&mut self, input: &str, bytes: &[u8]) -> Result<(Answer, Decoded), String> {
         let mut spans = Spans::default();
-        let (img, damaged) = spans
-            .time("decode", None, || match preprocess::decode_damaged(bytes) {
-                Ok((_, Some(why))) if !self.accept_damaged => Err(preprocess::PreprocessError::Damaged(why)),
-                other => other,
-            })
-            .map_err(|e| e.to_string())?;
+        let (decoded, damaged) = spans.time("decode", None, || match Decoded::read(self.kind, bytes) {
+            Ok((_, Some(why))) if !self.accept_damaged => Err(preprocess::PreprocessError::Damaged(why).to_string()),
+            other => other,
+        })?;
         let mut link: Option<LinkReport> = None;
         let (models, remote) = (&self.models, &mut self.remote);
         // The driver decides between one stage's logits and the next call (or its return): the
         // time from a stage's end to then is that stage's "decide" span.
         let mut decided: Option<(usize, std::time::Instant)> = None;
+        let mut macs = 0;
         let outcome = cascade::run(&self.policies, self.config.ensemble, |i| {
             if let Some((stage, since)) = decided.take() {
                 spans.push_since("decide", Some(stage), since);
             }
             let logits = match models.get(i) {
-                Some(m) => m.logits(&img, i, &mut spans).map_err(|e| StageFailure::Input(e.to_string())),
+                Some(m) => m.run_input(&decoded, i, &mut spans).map_err(|e| StageFailure::Input(e.to_string())).map(
+                    |(logits, spent)| {
+                        macs += spent;
+                        logits
+                    },
+                ),
                 None => {
                     let remote =
                         remote.as_mut().ok_or_else(|| StageFailure::Input(format!("stage {i} has no model")))?;
                     let report = link.insert(LinkReport::default());
-                    remote.infer(bytes, &img, &mut spans, i, report)
+                    remote.infer(bytes, &decoded, &mut spans, i, report)
                 }
             };
             decided = Some((i, std::time::Instant::now()));
@@ -147,10 +176,9 @@ impl Pipeline {
         if let Some((stage, since)) = decided {
             spans.push_since("decide", Some(stage), since);
         }
-        let macs = self.models.iter().take(outcome.ran).map(|m| m.runner.macs()).sum();
         let mut answer = self.make_answer(input, &outcome, macs, spans, link);
         answer.damaged = damaged;
-        Ok((answer, img))
+        Ok((answer, decoded))
     }
 
     /// Sends an input the device answered to the host as well, marked as an audit: the host
@@ -159,13 +187,13 @@ impl Pipeline {
     pub fn audit(
         &mut self,
         bytes: &[u8],
-        img: &RgbImage,
+        input: &crate::model::Decoded,
         spans: &mut Spans,
         report: &mut LinkReport,
     ) -> Result<usize, String> {
         let stage = self.names.len() - 1;
         let remote = self.remote.as_mut().ok_or("no host stage to audit with")?;
-        let logits = remote.audit(bytes, img, spans, stage, report).map_err(|e| e.to_string())?;
+        let logits = remote.audit(bytes, input, spans, stage, report).map_err(|e| e.to_string())?;
         Ok(crate::core::policy::argmax(&logits))
     }
 

@@ -97,9 +97,9 @@ pub fn drive(pipeline: &mut Pipeline, mut inputs: impl Source, sink: &mut Sink) 
         // Sequence numbers go on from the log's last line across runs.
         seq = sink.log.as_mut().map_or(seq + 1, |l| l.next_seq());
         s.inputs += 1;
-        let result = bytes.and_then(|b| pipeline.answer_keeping_image(&name, &b).map(|(a, img)| (a, img, b)));
+        let result = bytes.and_then(|b| pipeline.answer_keeping_input(&name, &b).map(|(a, decoded)| (a, decoded, b)));
         match result {
-            Ok((mut a, img, b)) => {
+            Ok((mut a, decoded, b)) => {
                 let audit_rate = sink.audit.as_ref().and_then(|au| au.eligible(&a, pipeline.names.len()));
                 if let Some(energy) = &pipeline.energy {
                     energy.fill(&mut a.stages.0);
@@ -126,7 +126,7 @@ pub fn drive(pipeline: &mut Pipeline, mut inputs: impl Source, sink: &mut Sink) 
                 inputs.done(&name, true);
                 if let (Some(auditor), Some(_)) = (sink.audit.as_mut(), audit_rate) {
                     sink.out.flush()?;
-                    auditor.after_answer(pipeline, seq, &name, &b, &img, &a, sink.log.as_mut())?;
+                    auditor.after_answer(pipeline, seq, &name, &b, &decoded, &a, sink.log.as_mut())?;
                 }
             }
             Err(e) => {

@@ -19,6 +19,12 @@ pub struct Span {
     /// Energy over the span (`mj`, `mj_above_idle`, `source`, `interpolated`), when measured.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub energy: Option<crate::energy::StageEnergy>,
+    /// A `tokenize` span's token count (special tokens included, after truncation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<usize>,
+    /// Tokens a `tokenize` span's truncation cut off (absent when the input fit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<usize>,
 }
 
 /// The spans of one input, in the order they ran.
@@ -31,13 +37,29 @@ impl Spans {
     pub fn time<T>(&mut self, name: &'static str, stage: Option<usize>, f: impl FnOnce() -> T) -> T {
         let start = Instant::now();
         let out = f();
-        self.0.push(Span { name, stage, ms: start.elapsed().as_secs_f64() * 1e3, start: Some(start), energy: None });
+        self.0.push(Span {
+            name,
+            stage,
+            ms: start.elapsed().as_secs_f64() * 1e3,
+            start: Some(start),
+            energy: None,
+            tokens: None,
+            truncated: None,
+        });
         out
     }
 
     /// Records a span that ran from `start` until now.
     pub fn push_since(&mut self, name: &'static str, stage: Option<usize>, start: Instant) {
-        self.0.push(Span { name, stage, ms: start.elapsed().as_secs_f64() * 1e3, start: Some(start), energy: None });
+        self.0.push(Span {
+            name,
+            stage,
+            ms: start.elapsed().as_secs_f64() * 1e3,
+            start: Some(start),
+            energy: None,
+            tokens: None,
+            truncated: None,
+        });
     }
 
     pub fn total_ms(&self) -> f64 {
@@ -54,7 +76,15 @@ mod tests {
         let mut s = Spans::default();
         let v = s.time("decode", None, || 7);
         s.time("infer", Some(0), || std::thread::sleep(std::time::Duration::from_millis(2)));
-        s.0.push(Span { name: "infer", stage: Some(1), ms: 1.0, start: None, energy: None });
+        s.0.push(Span {
+            name: "infer",
+            stage: Some(1),
+            ms: 1.0,
+            start: None,
+            energy: None,
+            tokens: None,
+            truncated: None,
+        });
         assert_eq!(v, 7);
         assert_eq!(s.0[0].name, "decode");
         assert!(s.0.iter().filter(|x| x.name == "infer").map(|x| x.ms).sum::<f64>() >= 3.0);

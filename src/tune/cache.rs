@@ -56,6 +56,12 @@ pub fn model_checksum(m: &Model) -> std::io::Result<String> {
 /// listed file's size.
 fn data_fingerprint(dir: &Path, files: &[PathBuf], labeled: bool) -> std::io::Result<String> {
     let mut h = Sha256::new();
+    if dir.is_file() {
+        // A TSV of sentences holds its inputs and labels: its contents are the data set.
+        h.update(b"text data set: ");
+        h.update(std::fs::read(dir)?);
+        return Ok(hex(&h.finalize()));
+    }
     if labeled {
         h.update(std::fs::read(dir.join("labels.csv"))?);
     } else {

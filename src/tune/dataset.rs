@@ -14,6 +14,8 @@ pub enum DatasetError {
     NoImages { path: PathBuf },
     #[error("{path} line {line}: {msg}")]
     Labels { path: PathBuf, line: usize, msg: String },
+    #[error("{path}: {msg}")]
+    Kind { path: PathBuf, msg: String },
 }
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -58,11 +60,127 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
     Ok(found)
 }
 
-/// One labeled image.
+/// One labeled input: an image file, or a line of text (from a TSV, named `FILE:LINE`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Labeled {
     pub path: PathBuf,
     pub label: usize,
+    /// A text input's text (then `path` names the TSV and its line).
+    pub text: Option<String>,
+}
+
+impl Labeled {
+    /// The input's bytes: the text, or the file's contents.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        match &self.text {
+            Some(t) => Ok(t.as_bytes().to_vec()),
+            None => std::fs::read(&self.path).map_err(|e| format!("cannot read: {e}")),
+        }
+    }
+
+    /// How outputs name the input: the file's name, or `FILE:LINE` for text.
+    pub fn name(&self) -> String {
+        match &self.text {
+            Some(_) => self.path.display().to_string(),
+            None => self
+                .path
+                .file_name()
+                .map_or_else(|| self.path.display().to_string(), |f| f.to_string_lossy().into_owned()),
+        }
+    }
+}
+
+/// The labeled inputs of `--data` for `model`'s cascade: a TSV of sentences for a text
+/// model, a folder with labels.csv for an image model; the other kind is an error naming both.
+pub fn read_data(data: &Path, model: &crate::model::Model) -> Result<Vec<Labeled>, DatasetError> {
+    use crate::model::manifest::Kind;
+    match (model.kind(), is_text_data(data)) {
+        (Kind::Text, true) => read_tsv(data, model.classes.len(), &model.classes),
+        (Kind::Image, false) => read_labels(data, model.classes.len()),
+        (kind, _) => Err(DatasetError::Kind {
+            path: data.to_owned(),
+            msg: format!(
+                "the cascade's models take {kind} input ({}); {}",
+                model.manifest.path.display(),
+                if kind == Kind::Text {
+                    "give a .tsv file of labeled sentences"
+                } else {
+                    "give a folder of images with labels.csv"
+                }
+            ),
+        }),
+    }
+}
+
+/// Whether `--data` names a text data set (a `.tsv` file) rather than a folder of images.
+pub fn is_text_data(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv"))
+}
+
+/// Reads a GLUE-style TSV of labeled sentences: a header naming the columns, `label` and one
+/// of `sentence`, `content`, `text` (in either order: `label<TAB>sentence` as SST-2's train
+/// file, `sentence<TAB>label`), then a row per input. A label is a class index below
+/// `classes` or one of `class_names`. A bad header, a row without both columns or a bad label
+/// is an error naming the line; a row whose sentence is empty is kept and fails as an input
+/// (named, counted), so every other row is still answered.
+pub fn read_tsv(path: &Path, classes: usize, class_names: &[String]) -> Result<Vec<Labeled>, DatasetError> {
+    if !path.is_file() {
+        return Err(DatasetError::Missing { path: path.to_owned() });
+    }
+    let bytes = std::fs::read(path).map_err(|source| DatasetError::Read { path: path.to_owned(), source })?;
+    let err = |line: usize, msg: String| DatasetError::Labels { path: path.to_owned(), line, msg };
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+        err(line, format!("not UTF-8 text (invalid byte at offset {})", e.valid_up_to()))
+    })?;
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    let (label_col, text_col) = match lines.next() {
+        Some((n, h)) => {
+            let cols: Vec<String> =
+                h.trim_start_matches('\u{feff}').split('\t').map(|c| c.trim().to_ascii_lowercase()).collect();
+            let find = |names: &[&str]| cols.iter().position(|c| names.contains(&c.as_str()));
+            match (find(&["label"]), find(&["sentence", "content", "text"])) {
+                (Some(l), Some(t)) if cols.len() == 2 => (l, t),
+                _ => {
+                    return Err(err(
+                        n,
+                        format!("header is '{h}', expected two tab-separated columns: label and sentence (or content, text), in either order"),
+                    ))
+                }
+            }
+        }
+        None => return Err(err(1, "the file is empty; expected a header 'label<TAB>sentence'".into())),
+    };
+    let mut out = Vec::new();
+    for (n, line) in lines {
+        if line.is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() != 2 {
+            return Err(err(n, format!("{} tab-separated column(s), expected 2 (label and sentence)", cols.len())));
+        }
+        let raw = cols[label_col].trim();
+        let label = match raw.parse::<usize>() {
+            Ok(l) if l < classes => l,
+            Ok(l) => return Err(err(n, format!("label {l} is out of range (the model has {classes} classes)"))),
+            Err(_) => class_names.iter().position(|c| c.eq_ignore_ascii_case(raw)).ok_or_else(|| {
+                err(
+                    n,
+                    format!(
+                        "label '{raw}' is neither a class index nor one of the class names ({})",
+                        class_names.join(", ")
+                    ),
+                )
+            })?,
+        };
+        let name = PathBuf::from(format!("{}:{n}", path.display()));
+        out.push(Labeled { path: name, label, text: Some(cols[text_col].to_owned()) });
+    }
+    if out.is_empty() {
+        return Err(err(1, "no labeled sentences are listed".into()));
+    }
+    Ok(out)
 }
 
 /// Reads `DIR/labels.csv`. Every row must name a file (relative to DIR) and a class index
@@ -86,7 +204,7 @@ pub fn unlabeled(dir: &Path) -> Result<Vec<Labeled>, DatasetError> {
     if found.is_empty() {
         return Err(DatasetError::NoImages { path: dir.to_owned() });
     }
-    Ok(found.into_iter().map(|path| Labeled { path, label: 0 }).collect())
+    Ok(found.into_iter().map(|path| Labeled { path, label: 0, text: None }).collect())
 }
 
 /// A calibration folder's labels must match its images: every image in `dir` listed in
@@ -142,7 +260,7 @@ fn parse_labels(text: &str, dir: &Path, path: &Path, classes: usize) -> Result<V
         if !p.is_file() {
             return Err(err(n, format!("{} does not exist", p.display())));
         }
-        out.push(Labeled { path: p, label });
+        out.push(Labeled { path: p, label, text: None });
     }
     if out.is_empty() {
         return Err(err(1, "no labeled images are listed".into()));

@@ -5,9 +5,9 @@
 use crate::core::cascade;
 use crate::core::guarantee::{clopper_pearson, paired_difference};
 use crate::core::policy::{argmax, softmax, StagePolicy};
-use crate::model::preprocess;
+use crate::model::manifest::Kind;
 use crate::model::runner::single_threaded;
-use crate::model::Model;
+use crate::model::{Decoded, Model};
 use crate::offload::payload;
 use crate::run::spans::Spans;
 use crate::tune::dataset::Labeled;
@@ -20,6 +20,28 @@ pub struct Record {
     pub input: String,
     pub label: usize,
     pub logits: Vec<Vec<f32>>,
+    /// Each model's MACs on this input (a text model's depend on its length); empty in
+    /// caches written before text models.
+    #[serde(default)]
+    pub macs: Vec<u64>,
+}
+
+/// The MACs `eval` and `calibrate` price each model at: its mean over the records (a text
+/// model's work depends on each input's length), or `fixed` (the runner's figure) where the
+/// records do not say. Both commands price a cascade with these, so they agree.
+pub fn mean_macs(records: &[Record], fixed: &[u64]) -> Vec<u64> {
+    fixed
+        .iter()
+        .enumerate()
+        .map(|(m, &f)| {
+            let known: Vec<u64> = records.iter().filter_map(|r| r.macs.get(m).copied()).collect();
+            if known.is_empty() {
+                f
+            } else {
+                (known.iter().map(|&x| x as f64).sum::<f64>() / known.len() as f64).round() as u64
+            }
+        })
+        .collect()
 }
 
 /// The cascade's last stage as a live run feeds it: on the host, from the payload the link
@@ -292,26 +314,28 @@ pub fn collect(
 
 fn record(models: &[&Model], item: &Labeled, host: Option<HostView>) -> Result<Record, String> {
     let name = item.path.display().to_string();
-    let bytes = std::fs::read(&item.path).map_err(|e| format!("{name}: cannot read: {e}"))?;
-    let img = preprocess::decode(&bytes).map_err(|e| format!("{name}: {e}"))?;
+    let bytes = item.bytes().map_err(|e| format!("{name}: {e}"))?;
+    let kind = models.first().map_or(Kind::Image, |m| m.kind());
+    let (input, _) = Decoded::read(kind, &bytes).map_err(|e| format!("{name}: {e}"))?;
     let mut spans = Spans::default();
-    let logits = models
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let logits = match host.filter(|h| h.stage == i) {
-                Some(h) => {
-                    let crop = payload::host_view(h.payload, &bytes, &img, &m.manifest.input)
-                        .map_err(|e| format!("{name}: the payload for {} ({}): {e}", m.name(), h.payload))?;
-                    m.logits_of_crop(&crop, i, &mut spans)
-                }
-                None => m.logits(&img, i, &mut spans),
-            };
-            logits.map_err(|e| format!("{name}: {}: {e}", m.name()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let input = item.path.file_name().map_or(name.clone(), |f| f.to_string_lossy().into_owned());
-    Ok(Record { input, label: item.label, logits })
+    let mut macs = Vec::with_capacity(models.len());
+    let mut logits = Vec::with_capacity(models.len());
+    for (i, m) in models.iter().enumerate() {
+        let run = match (host.filter(|h| h.stage == i), &input) {
+            // An image's host view is the payload's crop; a text input travels as it is.
+            (Some(h), Decoded::Image(img)) => {
+                let spec = m.manifest.image().map_err(|e| format!("{name}: {e}"))?;
+                let crop = payload::host_view(h.payload, &bytes, img, spec)
+                    .map_err(|e| format!("{name}: the payload for {} ({}): {e}", m.name(), h.payload))?;
+                m.logits_of_crop(&crop, i, &mut spans).map(|l| (l, m.runner.macs()))
+            }
+            _ => m.run_input(&input, i, &mut spans),
+        };
+        let (l, spent) = run.map_err(|e| format!("{name}: {}: {e}", m.name()))?;
+        logits.push(l);
+        macs.push(spent);
+    }
+    Ok(Record { input: item.name(), label: item.label, logits, macs })
 }
 
 #[cfg(test)]
@@ -321,7 +345,7 @@ mod tests {
 
     fn rec(label: usize, a: [f32; 3], b: [f32; 3]) -> Record {
         let l = |p: [f32; 3]| p.iter().map(|x| x.ln()).collect();
-        Record { input: "x".into(), label, logits: vec![l(a), l(b)] }
+        Record { input: "x".into(), label, logits: vec![l(a), l(b)], macs: vec![] }
     }
 
     #[test]

@@ -47,18 +47,24 @@ pub fn inputs(
     data: &Path,
     agreement: bool,
     from_log: Option<&Path>,
-    classes: usize,
+    model: &crate::model::Model,
     last: usize,
 ) -> Result<(Vec<Labeled>, Reference)> {
-    let log = from_log.or((agreement && data.is_file()).then_some(data));
+    let classes = model.classes.len();
+    let text = dataset::is_text_data(data);
+    let log = from_log.or((agreement && data.is_file() && !text).then_some(data));
     if let Some(log) = log {
         return Ok((host_answers(log, classes, last)?, Reference::Log(log.to_owned())));
     }
     if agreement {
-        return Ok((dataset::unlabeled(data)?, Reference::LastStage));
+        // A TSV's label column is there but not read: the host model's answers are the labels.
+        let items = if text { dataset::read_data(data, model)? } else { dataset::unlabeled(data)? };
+        return Ok((items, Reference::LastStage));
     }
-    let items = dataset::read_labels(data, classes)?;
-    dataset::check_every_image_listed(data, &items)?;
+    let items = dataset::read_data(data, model)?;
+    if !text {
+        dataset::check_every_image_listed(data, &items)?;
+    }
     Ok((items, Reference::Labels))
 }
 
@@ -106,7 +112,9 @@ fn host_answers(log: &Path, classes: usize, last: usize) -> Result<Vec<Labeled>>
             num("seq").and_then(|seq| audited.get(&seq).copied()).or_else(|| num("host_class"))
         };
         match host {
-            Some(c) if (c as usize) < classes => items.push(Labeled { path: PathBuf::from(input), label: c as usize }),
+            Some(c) if (c as usize) < classes => {
+                items.push(Labeled { path: PathBuf::from(input), label: c as usize, text: None })
+            }
             Some(c) => {
                 return Err(TuneError::Invalid(format!(
                     "{} line {}: class {c} is out of range (the model has {classes} classes)",

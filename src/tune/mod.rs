@@ -28,7 +28,7 @@ use crate::model::Model;
 use crate::model::ModelError;
 use crate::offload::payload::PayloadSpec;
 use crate::run::pipeline::Pipeline;
-use crate::tune::dataset::DatasetError;
+use crate::tune::dataset::{DatasetError, Labeled};
 use crate::tune::eval::{Record, VsLast};
 use guaranteed::{Guarantee, GuaranteeOptions, Reference, TargetCheck};
 use serde::Serialize;
@@ -249,12 +249,13 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
     // Before minutes of inference on a board: where the results go.
     let outputs = Outputs::choose(o.out.as_deref(), o.force)?;
     let mut pipeline = Pipeline::local(config.clone(), &o.runner)?;
-    let classes = pipeline.models[0].classes.len();
     let last = config.stages.len() - 1;
-    let (items, reference) = guaranteed::inputs(&o.data, o.agreement, o.from_log.as_deref(), classes, last)?;
+    let (items, reference) =
+        guaranteed::inputs(&o.data, o.agreement, o.from_log.as_deref(), &pipeline.models[0], last)?;
+    let payload = o.payload.for_kind(pipeline.kind());
     let files: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
     let refs: Vec<&Model> = pipeline.models.iter().collect();
-    let host = eval::HostView { stage: refs.len() - 1, payload: o.payload };
+    let host = eval::HostView { stage: refs.len() - 1, payload };
     let build = || {
         log::info!("computing the logits of {} models on {} images", refs.len(), items.len());
         let (records, failures) = eval::collect(&refs, &items, o.jobs, Some(host));
@@ -267,7 +268,7 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
     } else {
         let labeled = reference == Reference::Labels;
         let (records, errors, provenance) =
-            cache::load_or_build(&o.cache_dir, &o.data, &files, labeled, &refs, o.payload, build)
+            cache::load_or_build(&o.cache_dir, &o.data, &files, labeled, &refs, payload, build)
                 .map_err(io("logit cache in", &o.cache_dir))?;
         let cache = match &provenance {
             cache::Provenance::Cached(p) => format!("read from {}", p.display()),
@@ -288,10 +289,10 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
     pipeline.energy = o.energy;
     let timed: Vec<(String, Vec<u8>)> = timing::sample(files.len())
         .into_iter()
-        .filter_map(|i| std::fs::read(&files[i]).ok().map(|b| (files[i].display().to_string(), b)))
+        .filter_map(|i| items[i].bytes().ok().map(|b| (files[i].display().to_string(), b)))
         .collect();
     log::info!("timing every stage on {} images, one at a time", timed.len());
-    let timing = timing::measure(&mut pipeline, &timed, o.payload).map_err(TuneError::Invalid)?;
+    let timing = timing::measure(&mut pipeline, &timed, payload).map_err(TuneError::Invalid)?;
     let models = &pipeline.models;
     let stages = models.len();
     let labels: Vec<usize> = records.iter().map(|r| r.label).collect();
@@ -306,8 +307,10 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
             calibrate::fit_temperature(&logits, &labels)
         })
         .collect();
-    let cost_model = cost_model(models, &records, &o.data, &files, &o.link, o.payload, &timing, &o.board)?;
-    let cost_model_in_process = CostModel { local: local_stages(models, &timing), remote: None };
+    // A text model's MACs depend on each input's length: every figure prices it at its mean.
+    let macs = eval::mean_macs(&records, &models.iter().map(|m| m.runner.macs()).collect::<Vec<_>>());
+    let cost_model = cost_model(models, &macs, &records, &o.data, &items, &o.link, payload, &timing, &o.board)?;
+    let cost_model_in_process = CostModel { local: local_stages(&macs, &timing), remote: None };
     let ones = vec![1.0; stages];
     let mut curves: Vec<Curve> = Vec::new();
     if o.guarantee.is_some() {
@@ -330,7 +333,7 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
                 name: m.name().to_owned(),
                 top1: k as f64 / n as f64,
                 top1_ci: eval::rate_ci(k, n),
-                macs: m.runner.macs() as f64,
+                macs: macs[i] as f64,
             }
         })
         .collect();
@@ -450,18 +453,14 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
         cost_model,
         cost_model_in_process,
         timing,
-        payload: o.payload.to_string(),
+        payload: payload.to_string(),
     })
 }
 
 /// Every stage run in this process, priced by the timing pass: MACs from tract, ms and mJ as
 /// `classify` measures them.
-fn local_stages(models: &[Model], timing: &Timing) -> Vec<LocalStage> {
-    models
-        .iter()
-        .zip(&timing.stages)
-        .map(|(m, t)| LocalStage { macs: m.runner.macs(), ms: t.ms.clone(), mj: t.mj.clone() })
-        .collect()
+fn local_stages(macs: &[u64], timing: &Timing) -> Vec<LocalStage> {
+    macs.iter().zip(&timing.stages).map(|(&macs, t)| LocalStage { macs, ms: t.ms.clone(), mj: t.mj.clone() }).collect()
 }
 
 /// Prices the deployed cascade: the device's stages and its encoding of the payload from the
@@ -471,32 +470,30 @@ fn local_stages(models: &[Model], timing: &Timing) -> Vec<LocalStage> {
 #[allow(clippy::too_many_arguments)]
 fn cost_model(
     models: &[Model],
+    macs: &[u64],
     records: &[Record],
     data: &Path,
-    files: &[PathBuf],
+    items: &[Labeled],
     link: &LinkAssumptions,
     payload: PayloadSpec,
     timing: &Timing,
     board: &Board,
 ) -> Result<CostModel> {
     let last = models.len() - 1;
-    let mut local = local_stages(models, timing);
+    let mut local = local_stages(macs, timing);
     let host = local.pop().expect("two stages");
-    // The payload, on up to 100 of the images.
-    let spec = &models[last].manifest.input;
+    // The payload, on up to 100 of the inputs.
+    let (size, crop_fraction) = match &models[last].manifest.takes {
+        crate::model::manifest::Takes::Image(i) => (i.size, i.crop_fraction),
+        crate::model::manifest::Takes::Text(_) => (0, 1.0),
+    };
     let mut bytes = Vec::new();
-    for f in files.iter().take(100) {
-        let raw = std::fs::read(f).map_err(io("cannot read", f))?;
-        let Ok(img) = crate::model::preprocess::decode(&raw) else { continue };
-        let body = crate::offload::payload::encode(
-            payload.encoding,
-            &raw,
-            &img,
-            spec.size,
-            spec.crop_fraction,
-            payload.jpeg_quality,
-        )
-        .map_err(TuneError::Invalid)?;
+    for item in items.iter().take(100) {
+        let raw = item.bytes().map_err(|e| TuneError::Invalid(format!("{}: {e}", item.path.display())))?;
+        let Ok((input, _)) = crate::model::Decoded::read(models[0].kind(), &raw) else { continue };
+        let body =
+            crate::offload::payload::encode(payload.encoding, &raw, &input, size, crop_fraction, payload.jpeg_quality)
+                .map_err(TuneError::Invalid)?;
         let request = InferRequest {
             seq: bytes.len() as u64 + 1,
             encoding: payload.encoding,

@@ -8,6 +8,7 @@
 
 use crate::core::cost::Figure;
 use crate::core::policy::Metric;
+use crate::model::manifest::Takes;
 use crate::offload::payload::{self, PayloadSpec};
 use crate::run::pipeline::Pipeline;
 use crate::run::spans::Spans;
@@ -75,7 +76,11 @@ fn answer_at(pipeline: &mut Pipeline, saved: &[crate::core::policy::StagePolicy]
 fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpec) -> Result<Timing, String> {
     let stages = pipeline.models.len();
     let last = stages.checked_sub(1).ok_or("no stage runs here to time")?;
-    let spec = pipeline.models[last].manifest.input.clone();
+    // Where the host model's crop is made (a text input travels as it is).
+    let (size, crop_fraction) = match &pipeline.models[last].manifest.takes {
+        Takes::Image(i) => (i.size, i.crop_fraction),
+        Takes::Text(_) => (0, 1.0),
+    };
     let saved = pipeline.policies.clone();
     let warmup = WARMUP.min(inputs.len());
     let mut ms = vec![0.0; stages + 1];
@@ -85,7 +90,7 @@ fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpe
     for (k, timed_k) in timed.iter_mut().enumerate() {
         answer_at(pipeline, &saved, k);
         for (i, (name, bytes)) in inputs.iter().take(warmup).chain(inputs).enumerate() {
-            let (mut a, img) = match pipeline.answer_keeping_image(name, bytes) {
+            let (mut a, decoded) = match pipeline.answer_keeping_input(name, bytes) {
                 Ok(answered) => answered,
                 Err(e) => {
                     log::warn!("timing the stages: {name}: {e}");
@@ -96,7 +101,7 @@ fn time_all(pipeline: &mut Pipeline, inputs: &[(String, Vec<u8>)], p: PayloadSpe
                 // What the device does to send the input to the last stage's host.
                 let mut encode = Spans::default();
                 encode.time("encode", Some(last), || {
-                    payload::encode(p.encoding, bytes, &img, spec.size, spec.crop_fraction, p.jpeg_quality)
+                    payload::encode(p.encoding, bytes, &decoded, size, crop_fraction, p.jpeg_quality)
                 })?;
                 a.stages.0.extend(encode.0);
             }

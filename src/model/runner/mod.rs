@@ -10,6 +10,7 @@ pub mod ops;
 pub mod pool;
 pub mod quantize;
 pub mod rewrite;
+pub mod text;
 pub mod tract_gemm;
 
 pub use cpu::cpu_features;
@@ -72,8 +73,18 @@ pub trait ModelRunner: Send + Sync {
     fn warm_batches(&self, _max: usize, _measure: bool) -> Result<usize, RunError> {
         Ok(1)
     }
-    /// Multiply-accumulates per inference.
+    /// Runs a text model on one input's token ids (special tokens included, at most the
+    /// model's length); image models refuse.
+    fn run_tokens(&self, _ids: &[i64]) -> Result<Vec<f32>, RunError> {
+        Err(RunError::Inference("this model takes images, not text".into()))
+    }
+    /// Multiply-accumulates per inference (a text model's at its shortest bucket).
     fn macs(&self) -> u64;
+    /// Multiply-accumulates of an input of `tokens` tokens (a text model's work depends on
+    /// the length; an image model's does not).
+    fn macs_at(&self, _tokens: usize) -> u64 {
+        self.macs()
+    }
     /// Which kernels run the model's int8 products and how they were chosen, where that applies.
     fn kernels(&self) -> Option<&str> {
         None
