@@ -62,8 +62,8 @@ pub struct Pipeline {
     /// Answer damaged images (a JPEG cut short, corrupt data) as far as they decode, marked
     /// `damaged`, instead of failing them.
     pub accept_damaged: bool,
-    /// What every stage's model takes.
-    kind: Kind,
+    /// What every stage's model takes (checked at load).
+    pub kind: Kind,
 }
 
 impl Pipeline {
