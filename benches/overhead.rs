@@ -157,8 +157,8 @@ impl Run {
 fn lite0() -> (TractRunner, Vec<f32>) {
     edgecascade::model::runner::set_threads(1);
     let manifest = Manifest::load(&root().join("models/efficientnet-lite0-int8.toml")).unwrap();
-    let runner =
-        TractRunner::load(&manifest.onnx, &manifest.image().unwrap().shape(), &Default::default()).expect("Lite0 int8 loads");
+    let runner = TractRunner::load(&manifest.onnx, &manifest.image().unwrap().shape(), &Default::default())
+        .expect("Lite0 int8 loads");
     let tensor = preprocess::to_tensor(&preprocess::decode(&input_jpeg()).unwrap(), manifest.image().unwrap());
     (runner, tensor)
 }

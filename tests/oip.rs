@@ -328,7 +328,7 @@ fn cascade_to(last: &str) -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
     let host = Arc::new(start_host(&["--batch-max", "8", "--batch-wait-ms", "50"], &[]));
-    let spec = Manifest::load(&root().join(MODEL)).unwrap().input;
+    let spec = Manifest::load(&root().join(MODEL)).unwrap().image().unwrap().clone();
     let photos: Vec<(String, image::RgbImage, Vec<u8>)> = PHOTOS
         .iter()
         .map(|p| {
@@ -362,7 +362,15 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
                     let i = (d + round) % photos.len();
                     let (_, img, bytes) = &photos[i];
                     let mut report = LinkReport::default();
-                    let logits = remote.infer(bytes, img, &mut Spans::default(), 1, &mut report).unwrap();
+                    let logits = remote
+                        .infer(
+                            bytes,
+                            &edgecascade::model::Decoded::Image(img.clone()),
+                            &mut Spans::default(),
+                            1,
+                            &mut report,
+                        )
+                        .unwrap();
                     got.push((i, edgecascade::core::policy::argmax(&logits)));
                 }
                 got

@@ -549,7 +549,9 @@ mod tests {
         let link: LinkAddr = format!("oip+http://{addr}/v2/models/m").parse().unwrap();
         let mut cfg = RemoteConfig::new(link);
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/models/efficientnet-lite2-fp32.toml");
-        cfg.tensor_spec = Some(crate::model::manifest::Manifest::load(std::path::Path::new(manifest)).unwrap().image().unwrap().clone());
+        cfg.tensor_spec = Some(
+            crate::model::manifest::Manifest::load(std::path::Path::new(manifest)).unwrap().image().unwrap().clone(),
+        );
         let mut oip = OipTransport::new(cfg).unwrap();
         let t = Duration::from_secs(5);
         let first = oip.round_trip("GET", "/v2", Vec::new(), &[], t, &mut (0, 0)).unwrap();

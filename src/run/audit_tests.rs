@@ -79,7 +79,16 @@ fn pipeline() -> Pipeline {
     let names = vec![SMALL.to_owned(), LARGE.to_owned()];
     let policies = config.policies();
     let remote: Box<dyn RemoteStage> = Box::new(FakeHost { audits: 0 });
-    Pipeline { config, models, remote: Some(remote), policies, names, energy: None, accept_damaged: false, kind: crate::model::manifest::Kind::Image }
+    Pipeline {
+        config,
+        models,
+        remote: Some(remote),
+        policies,
+        names,
+        energy: None,
+        accept_damaged: false,
+        kind: crate::model::manifest::Kind::Image,
+    }
 }
 
 /// 20 clean inputs, then 60 drifted and 20 clean again, through the session with an audit of
