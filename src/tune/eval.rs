@@ -288,7 +288,7 @@ pub fn collect(
             out.push((i, r));
             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
             if d.is_multiple_of(50) || d == items.len() {
-                log::info!("evaluated {d}/{} images", items.len());
+                log::info!("evaluated {d}/{} inputs", items.len());
             }
         }
     };
