@@ -47,7 +47,7 @@ pub fn model() -> &'static Model {
 
 pub fn photo_tensor(name: &str) -> Vec<f32> {
     let img = preprocess::decode(&std::fs::read(root().join("photos").join(name)).unwrap()).unwrap();
-    preprocess::to_tensor(&img, &model().manifest.input)
+    preprocess::to_tensor(&img, model().manifest.image().unwrap())
 }
 
 pub const PHOTOS: [&str; 3] = ["chelsea.png", "coffee.png", "grace_hopper.jpg"];
