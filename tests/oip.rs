@@ -553,7 +553,9 @@ fn a_text_model_is_served_over_oip_with_bytes_and_a_text_cascade_offloads_to_it(
         ([json.as_bytes(), raw].concat(), Some(n))
     };
     let json = |s: &str| (s.as_bytes().to_vec(), None);
-    let cases: Vec<((Vec<u8>, Option<usize>), &str)> = vec![
+    // (body and its header length, what the error says)
+    type Case<'a> = ((Vec<u8>, Option<usize>), &'a str);
+    let cases: Vec<Case> = vec![
         (
             json(
                 r#"{"inputs":[{"name":"text","shape":[1,3,2,2],"datatype":"FP32","data":[0,0,0,0,0,0,0,0,0,0,0,0]}]}"#,
