@@ -80,7 +80,7 @@ fn pipeline(setup: Setup, jpeg: &[u8]) -> Pipeline {
             let manifest = Manifest::load(&stage.model).unwrap();
             let classes = manifest.load_classes().unwrap();
             // ScriptedRunner answers by the tensor's first value.
-            let key = preprocess::to_tensor(&img, &manifest.input)[0].to_bits();
+            let key = preprocess::to_tensor(&img, manifest.image().unwrap())[0].to_bits();
             let logits = golden[photo][&manifest.name].clone();
             let macs = if manifest.name.contains("lite0") { 387_000_000 } else { 860_000_000 };
             let runner = ScriptedRunner { answers: HashMap::from([(key, logits)]), macs };
@@ -157,9 +157,9 @@ impl Run {
 fn lite0() -> (TractRunner, Vec<f32>) {
     edgecascade::model::runner::set_threads(1);
     let manifest = Manifest::load(&root().join("models/efficientnet-lite0-int8.toml")).unwrap();
-    let runner =
-        TractRunner::load(&manifest.onnx, &manifest.input.shape(), &Default::default()).expect("Lite0 int8 loads");
-    let tensor = preprocess::to_tensor(&preprocess::decode(&input_jpeg()).unwrap(), &manifest.input);
+    let runner = TractRunner::load(&manifest.onnx, &manifest.image().unwrap().shape(), &Default::default())
+        .expect("Lite0 int8 loads");
+    let tensor = preprocess::to_tensor(&preprocess::decode(&input_jpeg()).unwrap(), manifest.image().unwrap());
     (runner, tensor)
 }
 

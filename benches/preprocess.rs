@@ -245,7 +245,7 @@ fn bench(c: &mut Criterion) {
     fidelity(&sets);
 
     let manifest = Manifest::load(&root().join("models/efficientnet-lite0-int8.toml")).expect("Lite0 manifest");
-    let spec = manifest.input.clone();
+    let spec = manifest.image().unwrap().clone();
     for input in &inputs {
         let bytes = &input.bytes;
         let img = decode_mozjpeg(bytes);

@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         let (mut payload, mut frame, mut reply, mut correct, mut n) = (0usize, 0usize, 0usize, 0usize, 0usize);
         for (path, label) in &items {
             let bytes = std::fs::read(path)?;
-            let img = preprocess::decode(&bytes)?;
+            let img = edgecascade::model::Decoded::Image(preprocess::decode(&bytes)?);
             let p = encode_payload(enc, &bytes, &img, &welcome, q).map_err(anyhow::Error::msg)?;
             let req = InferRequest { seq: n as u64, encoding: enc, payload: p, device_probs: None, want_probs: false };
             payload += req.payload.len();
@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
 
     // Round trips: TCP loopback and a PTY pair, with the host serving in a thread.
     let photo = std::fs::read(&items[0].0)?;
-    let img = preprocess::decode(&photo)?;
+    let img = edgecascade::model::Decoded::Image(preprocess::decode(&photo)?);
     let payload = encode_payload(Encoding::CropJpeg, &photo, &img, &welcome, 90).map_err(anyhow::Error::msg)?;
     let stop = Arc::new(AtomicBool::new(false));
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

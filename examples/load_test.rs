@@ -155,7 +155,7 @@ impl Drop for HostProc {
 struct Photo {
     name: String,
     bytes: Vec<u8>,
-    img: image::RgbImage,
+    img: edgecascade::model::Decoded,
     class: usize,
 }
 
@@ -252,7 +252,7 @@ fn pct(sorted: &[Duration], q: f64) -> f64 {
 fn main() -> Result<()> {
     let o = parse_args()?;
     let manifest = Manifest::load(&o.model)?;
-    let spec = manifest.input.clone();
+    let spec = manifest.image().unwrap().clone();
     // The reference answers: the model run here, alone.
     let model = edgecascade::model::Model::load(&o.model, &Default::default())?;
     let mut photos = Vec::new();
@@ -279,7 +279,7 @@ fn main() -> Result<()> {
             eprintln!("note: {name}: the JPEG crop changes the class ({class} -> {class_tcp}); left out");
             continue;
         }
-        photos.push(Photo { name, bytes, img, class });
+        photos.push(Photo { name, bytes, img: edgecascade::model::Decoded::Image(img), class });
     }
     drop(model);
     if photos.is_empty() {

@@ -85,7 +85,7 @@ impl Bench {
             let t0 = Instant::now();
             let img = preprocess::decode(bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
             let t1 = Instant::now();
-            let input = preprocess::to_tensor(&img, &self.model.manifest.input);
+            let input = preprocess::to_tensor(&img, self.model.manifest.image().unwrap());
             let t2 = Instant::now();
             let out = self.model.runner.run(&input)?;
             let t3 = Instant::now();
@@ -183,7 +183,7 @@ fn main() -> anyhow::Result<()> {
         .take(TENSORS)
         .map(|(name, bytes)| {
             let img = preprocess::decode(bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            Ok(preprocess::to_tensor(&img, &model.manifest.input))
+            Ok(preprocess::to_tensor(&img, model.manifest.image().unwrap()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let ready = json!({

@@ -282,10 +282,10 @@ def tidy(m: onnx.ModelProto):
 
 
 def quantize_weights(src: Path, dst: Path):
-    """Weight-only int8: float MatMul weights ([K, N], per output column) and Gather
-    tables ([V, D], per row) become int8 initializers + DequantizeLinear (symmetric,
-    zero point 0). Activations and compute stay float; tract folds the DequantizeLinear
-    at load."""
+    """Weight-only int8, symmetric, zero point 0: float MatMul weights ([K, N], one scale
+    per output column) become int8 initializers + DequantizeLinear, which tract folds at
+    load; Gather tables ([V, D], one scale per row) become int8 + per-row scales,
+    gathered and then Cast and multiplied. Activations and compute stay float."""
     m = onnx.load(str(src))
     g = m.graph
     inits = {t.name: t for t in g.initializer}
@@ -296,7 +296,12 @@ def quantize_weights(src: Path, dst: Path):
         if n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2 \
                 and inits[n.input[0]].data_type == TensorProto.FLOAT:
             targets[n.input[0]] = 0
-    new_nodes = []
+    gathers = {n.input[0]: n for n in g.node if n.op_type == "Gather" and targets.get(n.input[0]) == 0}
+    users = {}
+    for n in g.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
+    new_nodes, replaced = [], {}
     for name, axis in targets.items():
         w = numpy_helper.to_array(inits[name]).astype(np.float32)
         amax = np.abs(w).max(axis=1 - axis)
@@ -304,12 +309,28 @@ def quantize_weights(src: Path, dst: Path):
         shape = (1, -1) if axis == 1 else (-1, 1)
         q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
         g.initializer.remove(inits[name])
+        if axis == 0 and users[name] == 1:
+            # Embedding tables: gather the int8 rows and their scales, then Cast and Mul,
+            # so only the looked-up rows are dequantized per inference (tract 0.23.9 does
+            # not fold a DequantizeLinear of a constant: dequantizing the whole 30522 x 384
+            # table each run made MiniLM-L3 ten times slower than the float model).
+            gn = gathers[name]
+            assert all(a.i == 0 for a in gn.attribute if a.name == "axis")
+            g.initializer.extend([numpy_helper.from_array(q, name + "_q"),
+                                  numpy_helper.from_array(scale.reshape(-1, 1), name + "_scale")])
+            o = gn.output[0]
+            replaced[id(gn)] = [
+                helper.make_node("Gather", [name + "_q", gn.input[1]], [o + "_q"], name=o + "_gq", axis=0),
+                helper.make_node("Gather", [name + "_scale", gn.input[1]], [o + "_s"], name=o + "_gs", axis=0),
+                helper.make_node("Cast", [o + "_q"], [o + "_qf"], name=o + "_cast", to=TensorProto.FLOAT),
+                helper.make_node("Mul", [o + "_qf", o + "_s"], [o], name=o + "_deq")]
+            continue
         g.initializer.extend([numpy_helper.from_array(q, name + "_q"),
                               numpy_helper.from_array(scale, name + "_scale"),
                               numpy_helper.from_array(np.zeros_like(scale, np.int8), name + "_zp")])
         new_nodes.append(helper.make_node("DequantizeLinear", [name + "_q", name + "_scale", name + "_zp"],
                                           [name], name=name + "_dq", axis=axis))
-    nodes = new_nodes + list(g.node)
+    nodes = new_nodes + [m2 for n in g.node for m2 in replaced.get(id(n), [n])]
     del g.node[:]
     g.node.extend(nodes)
     onnx.checker.check_model(m)

@@ -52,7 +52,13 @@ pub fn scripted_model(name: &str, answers: Vec<(Vec<f32>, Vec<f32>)>) -> Model {
     let classes = manifest.load_classes().expect("the manifest's class list");
     let answers: HashMap<u32, Vec<f32>> =
         answers.into_iter().map(|(input, out)| (input.first().map_or(0, |v| v.to_bits()), out)).collect();
-    Model { manifest, classes, runner: Box::new(ScriptedRunner { answers, macs: 1_000_000 }), load_ms: 0.0 }
+    Model {
+        manifest,
+        classes,
+        runner: Box::new(ScriptedRunner { answers, macs: 1_000_000 }),
+        tokenizer: None,
+        load_ms: 0.0,
+    }
 }
 
 /// An in-memory peer: reads give `input` in pieces of at most `step` bytes, then the end of the

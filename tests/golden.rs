@@ -54,7 +54,7 @@ fn compare(model_name: &str, tolerance: f32, top1_slack: f32) -> f32 {
         let want = &golden[file][model_name];
         // Pillow's own crop (tests/golden/*.png) as the input, so that only inference is
         // compared here; crop_and_resize_match_pillow checks our preprocessing.
-        let spec = &model.manifest.input;
+        let spec = model.manifest.image().unwrap();
         let stem = photo.file_stem().unwrap().to_str().unwrap();
         let crop = image::open(root().join(format!("tests/golden/{stem}-{}.png", spec.size))).unwrap().to_rgb8();
         let input = preprocess::normalise(&crop, spec.mean, spec.std, spec.layout);

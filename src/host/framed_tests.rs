@@ -19,7 +19,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let spec = testing::manifest(MODEL).input;
+    let spec = testing::manifest(MODEL).image().unwrap().clone();
     let photo = testing::solid(40, 30, [200, 30, 30]);
     let crop = testing::solid(spec.size, spec.size, [10, 90, 250]);
     let classes = 1000;

@@ -26,7 +26,8 @@ struct FakeHost {
 }
 
 impl FakeHost {
-    fn logits(img: &RgbImage) -> Vec<f32> {
+    fn logits(input: &crate::model::Decoded) -> Vec<f32> {
+        let crate::model::Decoded::Image(img) = input else { panic!("an image cascade") };
         let class = if img.get_pixel(0, 0).0 == DRIFTED { 7 } else { 5 };
         crate::core::policy::log_probs(crate::core::policy::softmax(&testing::logits(1000, class, 12.0), 1.0))
     }
@@ -44,7 +45,7 @@ impl RemoteStage for FakeHost {
         _: usize,
         _: &mut LinkReport,
     ) -> Result<Vec<f32>, StageFailure> {
-        Ok(Self::logits(img))
+        Ok(Self::logits(input))
     }
     fn audit(
         &mut self,
@@ -58,7 +59,7 @@ impl RemoteStage for FakeHost {
         spans.time("wait", Some(stage), || ());
         report.bytes_sent += 100;
         report.bytes_received += 10;
-        Ok(Self::logits(img))
+        Ok(Self::logits(input))
     }
     fn is_paced(&self) -> bool {
         false
@@ -69,7 +70,7 @@ impl RemoteStage for FakeHost {
 /// 0.89 on the clean scene, at 0.70 on the drifted one; the host as above.
 fn pipeline() -> Pipeline {
     let config = CascadeConfig::load(&testing::root().join("cascade.toml")).unwrap();
-    let small = testing::manifest(SMALL).input;
+    let small = testing::manifest(SMALL).image().unwrap().clone();
     let tensor = |rgb| preprocess::to_tensor(&testing::solid(64, 48, rgb), &small);
     let models = vec![testing::scripted_model(
         SMALL,
@@ -78,7 +79,16 @@ fn pipeline() -> Pipeline {
     let names = vec![SMALL.to_owned(), LARGE.to_owned()];
     let policies = config.policies();
     let remote: Box<dyn RemoteStage> = Box::new(FakeHost { audits: 0 });
-    Pipeline { config, models, remote: Some(remote), policies, names, energy: None, accept_damaged: false }
+    Pipeline {
+        config,
+        models,
+        remote: Some(remote),
+        policies,
+        names,
+        energy: None,
+        accept_damaged: false,
+        kind: crate::model::manifest::Kind::Image,
+    }
 }
 
 /// 20 clean inputs, then 60 drifted and 20 clean again, through the session with an audit of

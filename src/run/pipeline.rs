@@ -62,8 +62,8 @@ pub struct Pipeline {
     /// Answer damaged images (a JPEG cut short, corrupt data) as far as they decode, marked
     /// `damaged`, instead of failing them.
     pub accept_damaged: bool,
-    /// What every stage's model takes.
-    kind: Kind,
+    /// What every stage's model takes (checked at load).
+    pub kind: Kind,
 }
 
 impl Pipeline {
@@ -89,6 +89,24 @@ impl Pipeline {
         opts: &RunnerOptions,
     ) -> Result<Pipeline, ModelError> {
         let local = config.stages.len() - remote.is_some() as usize;
+        // Every stage takes the same kind of input, the host's included (as its manifest says,
+        // where the device has it): checked before any model is loaded.
+        let manifests: Vec<(usize, Manifest)> = config
+            .stages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Manifest::load(&s.model).ok().map(|m| (i, m)))
+            .collect();
+        let kind = manifests.first().map_or(Kind::Image, |(_, m)| m.kind());
+        if let Some((stage, m)) = manifests.iter().find(|(_, m)| m.kind() != kind) {
+            return Err(ModelError::MixedKinds {
+                first: manifests[0].1.path.clone(),
+                first_kind: kind,
+                stage: *stage,
+                other: m.path.clone(),
+                other_kind: m.kind(),
+            });
+        }
         let models =
             config.stages[..local].iter().map(|s| Model::load(&s.model, opts)).collect::<Result<Vec<_>, _>>()?;
         for m in models.iter().skip(1) {
@@ -98,23 +116,6 @@ impl Pipeline {
                     classes: m.manifest.classes_path.clone(),
                     listed: m.classes.len(),
                     outputs: models[0].classes.len(),
-                });
-            }
-        }
-        // Every stage takes the same kind of input: the device's models, and the host's as its
-        // manifest (where the device has it) says.
-        let kind = models.first().map_or(Kind::Image, |m| m.kind());
-        let remote_manifest =
-            if remote.is_some() { config.stages.last().and_then(|s| Manifest::load(&s.model).ok()) } else { None };
-        let manifests = models.iter().map(|m| &m.manifest).chain(remote_manifest.as_ref());
-        for (i, m) in manifests.enumerate() {
-            if m.kind() != kind {
-                return Err(ModelError::MixedKinds {
-                    first: models[0].manifest.path.clone(),
-                    first_kind: kind,
-                    stage: i,
-                    other: m.path.clone(),
-                    other_kind: m.kind(),
                 });
             }
         }

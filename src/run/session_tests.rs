@@ -19,7 +19,8 @@ const LARGE: &str = "efficientnet-lite2-fp32";
 /// logits) and answered by the second (class 9); anything else fails in the model.
 fn pipeline(sure: &image::RgbImage, unsure: &image::RgbImage) -> Pipeline {
     let config = CascadeConfig::load(&testing::root().join("cascade.toml")).unwrap();
-    let (small, large) = (testing::manifest(SMALL).input, testing::manifest(LARGE).input);
+    let (small, large) =
+        (testing::manifest(SMALL).image().unwrap().clone(), testing::manifest(LARGE).image().unwrap().clone());
     let models = vec![
         testing::scripted_model(
             SMALL,
@@ -32,7 +33,16 @@ fn pipeline(sure: &image::RgbImage, unsure: &image::RgbImage) -> Pipeline {
     ];
     let names = models.iter().map(|m| m.name().to_owned()).collect();
     let policies = config.policies();
-    Pipeline { config, models, remote: None, policies, names, energy: None, accept_damaged: false }
+    Pipeline {
+        config,
+        models,
+        remote: None,
+        policies,
+        names,
+        energy: None,
+        accept_damaged: false,
+        kind: crate::model::manifest::Kind::Image,
+    }
 }
 
 /// The inputs of a run: answered at stage 0, answered at stage 1, not an image, unreadable,

@@ -77,7 +77,8 @@ fn warm_up_is_left_out_and_a_run_that_throttled_says_so() {
     const LARGE: &str = "efficientnet-lite2-fp32";
     let sure = testing::solid(64, 48, [200, 40, 40]);
     let unsure = testing::solid(64, 48, [40, 40, 200]);
-    let (small, large) = (testing::manifest(SMALL).input, testing::manifest(LARGE).input);
+    let (small, large) =
+        (testing::manifest(SMALL).image().unwrap().clone(), testing::manifest(LARGE).image().unwrap().clone());
     let mut models = vec![
         testing::scripted_model(
             SMALL,
@@ -92,7 +93,16 @@ fn warm_up_is_left_out_and_a_run_that_throttled_says_so() {
     let config = CascadeConfig::load(&testing::root().join("cascade.toml")).unwrap();
     let names = models.iter().map(|m| m.name().to_owned()).collect();
     let policies = config.policies();
-    let mut pipeline = Pipeline { config, models, remote: None, policies, names, energy: None, accept_damaged: false };
+    let mut pipeline = Pipeline {
+        config,
+        models,
+        remote: None,
+        policies,
+        names,
+        energy: None,
+        accept_damaged: false,
+        kind: crate::model::manifest::Kind::Image,
+    };
     let inputs = [("sure", &sure, 5), ("unsure", &unsure, 9)].map(|(name, img, label)| BenchInput {
         name: name.into(),
         bytes: testing::png(img),

@@ -48,7 +48,10 @@ fn photo_inputs() -> Vec<(String, Vec<f32>)> {
         .iter()
         .map(|f| {
             let img = preprocess::decode(&std::fs::read(f).unwrap()).unwrap();
-            (f.file_name().unwrap().to_string_lossy().into_owned(), preprocess::to_tensor(&img, &manifest.input))
+            (
+                f.file_name().unwrap().to_string_lossy().into_owned(),
+                preprocess::to_tensor(&img, manifest.image().unwrap()),
+            )
         })
         .collect()
 }

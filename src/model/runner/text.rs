@@ -58,9 +58,11 @@ impl TextRunner {
                 "input_ids" => Feed::Ids,
                 "attention_mask" => Feed::Mask,
                 "token_type_ids" => Feed::TypeIds,
-                other => return Err(bad_shape(format!(
+                other => {
+                    return Err(bad_shape(format!(
                     "a text model takes input_ids, attention_mask (and token_type_ids); this one also takes {other:?}"
-                ))),
+                )))
+                }
             });
         }
         if !feeds.contains(&Feed::Ids) {
