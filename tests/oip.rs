@@ -8,11 +8,11 @@
 mod common;
 
 use common::oip::*;
-use common::{bin, root};
+use common::{bin, root, HostProc};
 use edgecascade::link::{Encoding, LinkAddr};
 use edgecascade::model::manifest::Manifest;
 use edgecascade::model::preprocess;
-use edgecascade::model::Model;
+use edgecascade::model::{Decoded, Model};
 use edgecascade::offload::oip::HttpConn;
 use edgecascade::offload::{LinkReport, Remote, RemoteConfig, RemoteStage};
 use edgecascade::oip::{self, Tensor};
@@ -329,11 +329,11 @@ fn cascade_to(last: &str) -> (tempfile::TempDir, PathBuf) {
 fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
     let host = Arc::new(start_host(&["--batch-max", "8", "--batch-wait-ms", "50"], &[]));
     let spec = Manifest::load(&root().join(MODEL)).unwrap().image().unwrap().clone();
-    let photos: Vec<(String, image::RgbImage, Vec<u8>)> = PHOTOS
+    let photos: Vec<(String, Decoded, Vec<u8>)> = PHOTOS
         .iter()
         .map(|p| {
             let bytes = std::fs::read(root().join("photos").join(p)).unwrap();
-            (p.to_string(), preprocess::decode(&bytes).unwrap(), bytes)
+            (p.to_string(), Decoded::Image(preprocess::decode(&bytes).unwrap()), bytes)
         })
         .collect();
     let photos = Arc::new(photos);
@@ -363,13 +363,7 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
                     let (_, img, bytes) = &photos[i];
                     let mut report = LinkReport::default();
                     let logits = remote
-                        .infer(
-                            bytes,
-                            &edgecascade::model::Decoded::Image(img.clone()),
-                            &mut Spans::default(),
-                            1,
-                            &mut report,
-                        )
+                        .infer(bytes, img, &mut Spans::default(), 1, &mut report)
                         .unwrap();
                     got.push((i, edgecascade::core::policy::argmax(&logits)));
                 }
@@ -486,4 +480,134 @@ fn expect_continue(addr: &str, path: &str, len: usize) -> TcpStream {
     raw.read_exact(&mut cont).unwrap();
     assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
     raw
+}
+
+/// Issue 16's text over OIP: the served text model (the small host one, quick to load).
+const TEXT_MODEL: &str = "models/minilm-l6-sst2-int8.toml";
+const TEXT_NAME: &str = "minilm-l6-sst2-int8";
+const POSITIVE: &str = "a gorgeous , witty , seductive movie .";
+const NEGATIVE: &str = "dull and lifeless .";
+
+/// A text cascade in a temporary folder: MiniLM-L3 on the device (threshold 0.99), MiniLM-L6
+/// on the host.
+fn text_cascade() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("text.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[stage]]\nmodel = \"{}\"\nmetric = \"max-softmax\"\nthreshold = 0.99\n\n[[stage]]\nmodel = \"{}\"\n",
+            root().join("models/minilm-l3-sst2-int8.toml").display(),
+            root().join(TEXT_MODEL).display()
+        ),
+    )
+    .unwrap();
+    (dir, config)
+}
+
+/// An infer request to the text model: `body` with its header length.
+fn text_infer(c: &mut HttpConn, body: &[u8], hl: Option<usize>) -> (u16, Vec<u8>, Option<usize>) {
+    let headers: Vec<(&str, String)> = hl.map(|n| (oip::HEADER_LEN, n.to_string())).into_iter().collect();
+    request(c, "POST", &format!("/v2/models/{TEXT_NAME}/infer"), &headers, body)
+}
+
+/// A host serving a text model over OIP: metadata says BYTES; JSON and binary BYTES requests
+/// get the model's logits (one row per text); bad BYTES requests a 400 naming the problem, on
+/// a connection that goes on. Then `run --lines` over the `oip+http:` link: every line answered
+/// once, the forwarded ones by the host, sent as BYTES.
+#[test]
+fn a_text_model_is_served_over_oip_with_bytes_and_a_text_cascade_offloads_to_it() {
+    let (_dir, config) = text_cascade();
+    let cfg = config.to_str().unwrap();
+    let host = HostProc::start(&["--config", cfg, "--oip-listen", "127.0.0.1:0"], &[]);
+    let mut c = host.conn();
+    let (status, body, _) = request(&mut c, "GET", &format!("/v2/models/{TEXT_NAME}"), &[], &[]);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let meta: oip::ModelMetadata = serde_json::from_slice(&body).unwrap();
+    let input = &meta.inputs[0];
+    assert_eq!((input.name.as_str(), input.datatype.as_str(), input.shape.as_slice()), ("text", "BYTES", &[-1][..]));
+    assert_eq!((meta.outputs[0].datatype.as_str(), meta.outputs[0].shape.as_slice()), ("FP32", &[-1, 2][..]));
+
+    let texts = || vec![POSITIVE.as_bytes().to_vec(), NEGATIVE.as_bytes().to_vec()];
+    for binary in [false, true] {
+        let (body, hl) = oip::encode_request("t", &[Tensor::bytes("text", vec![2], texts())], Some("logits"), binary);
+        assert_eq!(hl.is_some(), binary);
+        let (status, reply, rhl) = text_infer(&mut c, &body, hl);
+        assert_eq!(status, 200, "binary={binary}: {}", String::from_utf8_lossy(&reply));
+        let out = &oip::decode_response(&reply, rhl).unwrap().outputs[0];
+        assert_eq!(out.shape, vec![2, 2]);
+        let classes: Vec<usize> = out.data.chunks(2).map(edgecascade::core::policy::argmax).collect();
+        assert_eq!(classes, vec![1, 0], "positive, then negative (binary={binary}): {:?}", out.data);
+    }
+    // The spec's own JSON form, as a client writes it.
+    let body = format!(r#"{{"inputs":[{{"name":"text","datatype":"BYTES","shape":[1],"data":["{NEGATIVE}"]}}]}}"#);
+    let (status, reply, rhl) = text_infer(&mut c, body.as_bytes(), None);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    assert_eq!(edgecascade::core::policy::argmax(&oip::decode_response(&reply, rhl).unwrap().outputs[0].data), 0);
+
+    // Bad requests: each a 400 naming the problem; the same connection goes on.
+    let binary_raw = |shape: &str, raw: &[u8]| {
+        let json = format!(
+            r#"{{"inputs":[{{"name":"text","shape":{shape},"datatype":"BYTES","parameters":{{"binary_data_size":{}}}}}]}}"#,
+            raw.len()
+        );
+        let n = json.len();
+        ([json.as_bytes(), raw].concat(), Some(n))
+    };
+    let json = |s: &str| (s.as_bytes().to_vec(), None);
+    // (body and its header length, what the error says)
+    type Case<'a> = ((Vec<u8>, Option<usize>), &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            json(
+                r#"{"inputs":[{"name":"text","shape":[1,3,2,2],"datatype":"FP32","data":[0,0,0,0,0,0,0,0,0,0,0,0]}]}"#,
+            ),
+            "input 'text' is FP32; model 'minilm-l6-sst2-int8' takes 'text' BYTES [-1] (text, one per element)",
+        ),
+        (
+            json(r#"{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":[7]}]}"#),
+            "element 0 is 7, not a string",
+        ),
+        (binary_raw("[1]", &[200, 0, 0, 0, b'h', b'i']), "element 0's length prefix says 200 bytes but only 2 remain"),
+        (binary_raw("[1]", &[3, 0, 0, 0, b'o', 0xff, b'k']), "input 'text' element 0 is not UTF-8"),
+        (
+            json(r#"{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["fine"," "]}]}"#),
+            "element 1 is empty",
+        ),
+        (json(r#"{"inputs":[{"name":"text","shape":[0],"datatype":"BYTES","data":[]}]}"#), "with a batch of 1 to 64"),
+        (json(r#"{"inputs":[{"name":"words","shape":[1],"datatype":"BYTES","data":["x"]}]}"#), "unknown input 'words'"),
+    ];
+    for ((body, hl), want) in cases {
+        let (status, reply, _) = text_infer(&mut c, &body, hl);
+        let err: oip::ErrorBody = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(status, 400, "{want}: {}", err.error);
+        assert!(err.error.contains(want), "{:?} does not say {want:?}", err.error);
+        assert_eq!(request(&mut c, "GET", "/v2/health/ready", &[], &[]).0, 200);
+    }
+
+    // The device: a text cascade over the OIP link.
+    let dir = tempfile::tempdir().unwrap();
+    let reviews = std::fs::read_to_string(root().join("texts/reviews.txt")).unwrap();
+    let file = dir.path().join("reviews.txt");
+    std::fs::write(&file, format!("{reviews}{POSITIVE}\n{NEGATIVE}\n")).unwrap();
+    let link = format!("oip+http://{}/v2/models/{TEXT_NAME}", host.http);
+    let out = bin().args(["run", "--json", "--config", cfg, "--link", &link, "--lines"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = run_json(&out);
+    let n = reviews.lines().count() + 2;
+    assert_eq!(lines.len(), n, "every line answered once: {lines:#?}");
+    let mut names: Vec<&str> = lines.iter().map(|l| l["input"].as_str().unwrap()).collect();
+    names.dedup();
+    assert_eq!(names.len(), n, "{lines:#?}");
+    let forwarded: Vec<&serde_json::Value> = lines.iter().filter(|l| l["forwarded"] == true).collect();
+    assert!(!forwarded.is_empty(), "at threshold 0.99 some lines go to the host: {lines:#?}");
+    for l in &forwarded {
+        assert_eq!((l["degraded"].as_bool(), l["model"].as_str()), (Some(false), Some(TEXT_NAME)), "{l}");
+        assert_eq!(l["link"]["encoding"], "oip-bytes-binary", "{l}");
+    }
+    // An image cascade is refused by the text model at start, naming both.
+    let out = bin().args(["run", "--link", &link, "photos/coffee.png"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("takes BYTES text ('text'), and this cascade's inputs are images"), "{err}");
 }

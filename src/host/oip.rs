@@ -17,9 +17,11 @@
 //! whole request may take to arrive (408), connections waiting with and without the token,
 //! idle time, head and body sizes (431, 413).
 //!
-//! The model takes what the host model's graph takes: one FP32 tensor, its batch axis free
-//! (`[-1, 3, S, S]` for NCHW), already preprocessed as the manifest says; it gives one FP32
-//! tensor `[-1, classes]` of logits (or probabilities, as the manifest says).
+//! The model takes what the host model's graph takes: an image model one FP32 tensor, its
+//! batch axis free (`[-1, 3, S, S]` for NCHW), already preprocessed as the manifest says; a
+//! text model one BYTES tensor `text` `[-1]`, each element a UTF-8 text the host tokenizes and
+//! runs on its own (`Host::run_text`: texts are never batched). Either gives one FP32 tensor
+//! `[-1, classes]` of logits (or probabilities, as the manifest says).
 
 use super::metrics::{self, ErrorKind, Protocol, Stage};
 use super::poll::{self, After};
@@ -28,7 +30,7 @@ use crate::link::ErrorCode;
 use crate::model::manifest::{OutputKind, Takes};
 use crate::oip::http::{reason, Framing, HttpError, RequestHead, Wire};
 use crate::oip::{
-    decode_request, encode_response, error_body, ModelMetadata, ServerMetadata, Tensor, TensorMeta, FP32,
+    decode_request, encode_response, error_body, ModelMetadata, ServerMetadata, Tensor, TensorMeta, BYTES, FP32,
 };
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
@@ -99,19 +101,20 @@ pub fn tensor_names(host: &Host) -> (String, String) {
     (input, output.to_owned())
 }
 
-/// The model's metadata: its input and output with a free batch axis.
+/// The model's metadata: its input and output with a free batch axis (a text model's input:
+/// BYTES `[-1]`, one text per element).
 pub fn model_metadata(host: &Host) -> ModelMetadata {
     let (input, output) = tensor_names(host);
-    let mut shape: Vec<i64> = match &host.model.manifest.takes {
-        Takes::Image(i) => i.shape().iter().map(|&d| d as i64).collect(),
-        Takes::Text(_) => vec![1],
+    let (datatype, mut shape): (&str, Vec<i64>) = match &host.model.manifest.takes {
+        Takes::Image(i) => (FP32, i.shape().iter().map(|&d| d as i64).collect()),
+        Takes::Text(_) => (BYTES, vec![1]),
     };
     shape[0] = -1;
     ModelMetadata {
         name: host.model.name().to_owned(),
         versions: vec![VERSION.to_owned()],
         platform: "edgecascade_tract_onnx".into(),
-        inputs: vec![TensorMeta { name: input, datatype: FP32.into(), shape }],
+        inputs: vec![TensorMeta { name: input, datatype: datatype.into(), shape }],
         outputs: vec![TensorMeta {
             name: output,
             datatype: FP32.into(),
@@ -421,13 +424,20 @@ fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
             ),
         );
     };
+    let takes = |m: &TensorMeta| {
+        let what = if m.datatype == BYTES { "text, one per element" } else { "preprocessed images" };
+        format!("'{}' {} {:?} ({what})", m.name, m.datatype, m.shape)
+    };
+    if input.datatype() != want_in.datatype {
+        return Reply::error(
+            400,
+            format!("input '{}' is {}; model '{}' takes {}", input.name, input.datatype(), meta.name, takes(want_in)),
+        );
+    }
     if input.name != want_in.name {
         return Reply::error(
             400,
-            format!(
-                "unknown input '{}': model '{}' takes '{}' {FP32} {:?}",
-                input.name, meta.name, want_in.name, want_in.shape
-            ),
+            format!("unknown input '{}': model '{}' takes {}", input.name, meta.name, takes(want_in)),
         );
     }
     let shape_ok = input.shape.len() == want_in.shape.len()
@@ -450,19 +460,26 @@ fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
     }
     let binary_out = request.binary_output || request.outputs.iter().any(|o| o.binary);
     let batch = input.shape[0] as usize;
-    let data = std::mem::take(&mut request.inputs[0].data);
-    let items: Vec<Vec<f32>> = match batch {
-        1 => vec![data],
-        _ => data.chunks(data.len() / batch).map(|c| c.to_vec()).collect(),
-    };
-    let outs = match host.execute(items) {
-        Ok(o) => o,
-        Err((ErrorCode::Busy, why)) => {
-            let mut r = Reply::error(503, why);
-            r.extra.push(("Retry-After", "1".to_owned()));
-            return r;
+    let outs = if input.bytes.is_some() {
+        match run_texts(host, input) {
+            Ok(o) => o,
+            Err(r) => return r,
         }
-        Err((_, why)) => return Reply::error(500, format!("inference failed: {why}")),
+    } else {
+        let data = std::mem::take(&mut request.inputs[0].data);
+        let items: Vec<Vec<f32>> = match batch {
+            1 => vec![data],
+            _ => data.chunks(data.len() / batch).map(|c| c.to_vec()).collect(),
+        };
+        match host.execute(items) {
+            Ok(o) => o,
+            Err((ErrorCode::Busy, why)) => {
+                let mut r = Reply::error(503, why);
+                r.extra.push(("Retry-After", "1".to_owned()));
+                return r;
+            }
+            Err((_, why)) => return Reply::error(500, format!("inference failed: {why}")),
+        }
     };
     let classes = host.model.classes.len();
     let data: Vec<f32> = outs.into_iter().flatten().collect();
@@ -474,6 +491,27 @@ fn infer(host: &Host, cfg: &OipConfig, req: &RequestHead, body: Vec<u8>) -> Repl
     let (body, header_len) = encode_response(&meta.name, VERSION, request.id.as_deref(), &[out], |_| binary_out);
     host.metrics.stage(Stage::Encode, start.elapsed());
     Reply { status: 200, body, header_len, content_type: None, extra: Vec::new() }
+}
+
+/// Runs each text of a BYTES input through the text model, one at a time (texts are never
+/// batched: they differ in length). Every element is checked (UTF-8, not empty) before the
+/// first runs; a bad one is a 400 naming the input and the element.
+fn run_texts(host: &Host, input: &Tensor) -> Result<Vec<Vec<f32>>, Reply> {
+    let texts = input.texts("input").map_err(|e| Reply::error(400, e.to_string()))?;
+    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(Reply::error(400, format!("input '{}' element {i} is empty (only white space)", input.name)));
+    }
+    let mut outs = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        match host.run_text(text, Instant::now()) {
+            Ok((_, out)) => outs.push(out),
+            Err((ErrorCode::BadPayload, why)) => {
+                return Err(Reply::error(400, format!("input '{}' element {i}: {why}", input.name)))
+            }
+            Err((_, why)) => return Err(Reply::error(500, format!("inference failed: {why}"))),
+        }
+    }
+    Ok(outs)
 }
 
 #[cfg(test)]

@@ -219,6 +219,13 @@ fn bad_requests_get_a_4xx_with_an_error_body_and_the_connection_goes_on() {
             "has shape [1, 3, 8, 8]".into(),
         ),
         (infer(&[good(), good()].concat(), "logits", false), 400, "the request has 2 inputs".into()),
+        (
+            infer(&[Tensor::bytes("input", vec![1], vec![b"a text".to_vec()])], "logits", false),
+            400,
+            format!(
+                "input 'input' is BYTES; model '{MODEL}' takes 'input' FP32 [-1, 3, 224, 224] (preprocessed images)"
+            ),
+        ),
         (infer(&good(), "probabilities", false), 400, "unknown output 'probabilities'".into()),
         (
             request("POST", &infer_path(), &[(HEADER_LEN, "many".into())], &binary),

@@ -4,14 +4,16 @@
 //! At start it checks the server is ready, reads the model's metadata and plans what to send:
 //! the one FP32 image tensor the model takes (NCHW or NHWC, its size from the metadata), made
 //! with the host model's preprocessing from the cascade config (the manifest of its last
-//! stage), as binary tensor data where the server lists the `binary_tensor_data` extension and
-//! as JSON otherwise. `OipTransport` is its `Transport`: the retry driver (`Offload`) tries,
+//! stage), or, for a model whose input is BYTES, the text itself as a BYTES tensor of one
+//! element; as binary tensor data where the server lists the `binary_tensor_data` extension
+//! and as JSON otherwise. A text cascade and an image model (or the reverse) are refused at
+//! start, naming both. `OipTransport` is its `Transport`: the retry driver (`Offload`) tries,
 //! backs off and answers locally, marked degraded, as it does over the framed link.
 //!
 //! HTTP/1.1 is spoken here over the link's own `Stream` (keep-alive, Content-Length or chunked
 //! bodies), so the bytes each request costs are counted exactly and `--shape` paces it.
 
-use crate::link::{connect, LinkAddr, Paced, Stream};
+use crate::link::{connect, Encoding, LinkAddr, Paced, Stream};
 use crate::model::manifest::{InputSpec, Layout};
 use crate::model::preprocess;
 use crate::model::Decoded;
@@ -19,7 +21,8 @@ use crate::offload::driver::{Answer, Attempt, Offload, Transport, TryError};
 use crate::offload::{ConnectError, RemoteConfig, RemoteInfo};
 use crate::oip::http::{find_header, Framing, HttpError, Wire};
 use crate::oip::{
-    decode_response, encode_request_marked, ModelMetadata, ServerMetadata, Tensor, BINARY_EXTENSION, FP32, HEADER_LEN,
+    decode_response, encode_request_marked, ModelMetadata, ServerMetadata, Tensor, BINARY_EXTENSION, BYTES, FP32,
+    HEADER_LEN,
 };
 use image::RgbImage;
 use std::io;
@@ -114,35 +117,70 @@ impl HttpConn {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub input: String,
-    pub layout: Layout,
-    pub size: u32,
+    pub sends: Sends,
     pub output: String,
     pub classes: usize,
     pub binary: bool,
 }
 
+/// The input tensor a plan sends.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sends {
+    /// One FP32 image, `size` x `size`, in `layout`, batch of one.
+    Image { layout: Layout, size: u32 },
+    /// One text as a BYTES tensor of `shape` (`[1]`, or `[1, 1]` for a model taking `[-1, 1]`).
+    Text { shape: Vec<i64> },
+}
+
+impl Sends {
+    /// What it is, for messages: "FP32 image tensors" or "BYTES text".
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Sends::Image { .. } => "FP32 image tensors",
+            Sends::Text { .. } => "BYTES text",
+        }
+    }
+}
+
 impl Plan {
-    /// Plans from the model's metadata: one FP32 image input, one FP32 output of classes.
+    /// Plans from the model's metadata: one FP32 image input or one BYTES text input, one
+    /// FP32 output of classes.
     pub fn from_metadata(meta: &ModelMetadata, binary: bool) -> Result<Plan, String> {
         let [input] = meta.inputs.as_slice() else {
             return Err(format!(
-                "model '{}' takes {} inputs; a cascade stage sends one image",
+                "model '{}' takes {} inputs; a cascade stage sends one image or text",
                 meta.name,
                 meta.inputs.len()
             ));
         };
-        if input.datatype != FP32 {
-            return Err(format!(
-                "model '{}' takes input '{}' as {}; this device sends {FP32} image tensors",
-                meta.name, input.name, input.datatype
-            ));
-        }
-        let (layout, size) = match input.shape.as_slice() {
-            [b, 3, h, w] if h == w && *h > 0 && (*b == -1 || *b == 1) => (Layout::Nchw, *h as u32),
-            [b, h, w, 3] if h == w && *h > 0 && (*b == -1 || *b == 1) => (Layout::Nhwc, *h as u32),
+        let sends = match input.datatype.as_str() {
+            FP32 => match input.shape.as_slice() {
+                [b, 3, h, w] if h == w && *h > 0 && (*b == -1 || *b == 1) => {
+                    Sends::Image { layout: Layout::Nchw, size: *h as u32 }
+                }
+                [b, h, w, 3] if h == w && *h > 0 && (*b == -1 || *b == 1) => {
+                    Sends::Image { layout: Layout::Nhwc, size: *h as u32 }
+                }
+                other => {
+                    return Err(format!(
+                        "model '{}' input '{}' has shape {other:?}; expected an image batch [-1,3,S,S] or [-1,S,S,3]",
+                        meta.name, input.name
+                    ))
+                }
+            },
+            BYTES => match input.shape.as_slice() {
+                [-1 | 1] => Sends::Text { shape: vec![1] },
+                [-1 | 1, 1] => Sends::Text { shape: vec![1, 1] },
+                other => {
+                    return Err(format!(
+                        "model '{}' input '{}' is {BYTES} of shape {other:?}; expected texts [-1] or [-1,1]",
+                        meta.name, input.name
+                    ))
+                }
+            },
             other => {
                 return Err(format!(
-                    "model '{}' input '{}' has shape {other:?}; expected an image batch [-1,3,S,S] or [-1,S,S,3]",
+                    "model '{}' takes input '{}' as {other}; this device sends {FP32} image tensors or {BYTES} text",
                     meta.name, input.name
                 ))
             }
@@ -157,7 +195,7 @@ impl Plan {
                 ))
             }
         };
-        Ok(Plan { input: input.name.clone(), layout, size, output: output.name.clone(), classes, binary })
+        Ok(Plan { input: input.name.clone(), sends, output: output.name.clone(), classes, binary })
     }
 }
 
@@ -187,7 +225,7 @@ impl OipTransport {
         let LinkAddr::Oip { addr, model, version } = cfg.addr.clone() else {
             return Err(format!("{} is not an oip+http: link", cfg.addr));
         };
-        if cfg.tensor_spec.is_none() {
+        if cfg.tensor_spec.is_none() && !sends_text(&cfg) {
             return Err(format!(
                 "{} takes preprocessed tensors, and the cascade config's last stage has no manifest \
                  to say how to make them (mean, std, crop)",
@@ -293,14 +331,26 @@ impl OipTransport {
             let meta: ModelMetadata = self.get_json(&self.model_path())?;
             let binary = server.extensions.iter().any(|e| e == BINARY_EXTENSION);
             let plan = Plan::from_metadata(&meta, binary).map_err(ConnectError::Refused)?;
+            let text = sends_text(&self.cfg);
+            if text != matches!(plan.sends, Sends::Text { .. }) {
+                let cascade = if text { "text" } else { "images" };
+                return Err(ConnectError::Refused(format!(
+                    "{}: model '{}' takes {} ('{}'), and this cascade's inputs are {cascade}",
+                    self.cfg.addr,
+                    meta.name,
+                    plan.sends.describe(),
+                    plan.input
+                )));
+            }
+            let what = match &plan.sends {
+                Sends::Image { layout, size } => format!("{FP32} {layout:?} {size}x{size}"),
+                Sends::Text { shape } => format!("{BYTES} {shape:?}"),
+            };
             log::info!(
-                "link {}: {} {} ready; sending {FP32} {:?} {}x{} as {}",
+                "link {}: {} {} ready; sending {what} as {}",
                 self.cfg.addr,
                 server.name,
                 server.version,
-                plan.layout,
-                plan.size,
-                plan.size,
                 if plan.binary { "binary tensor data" } else { "JSON" }
             );
             self.plan = Some(plan);
@@ -309,14 +359,14 @@ impl OipTransport {
     }
 
     /// The input tensor for `img`, made as the host model's manifest says at the served size.
-    fn tensor(&self, img: &RgbImage) -> Result<Tensor, String> {
+    fn tensor(&self, img: &RgbImage, layout: Layout, size: u32) -> Result<Tensor, String> {
         let plan = self.plan.as_ref().ok_or("no plan")?;
         let mut spec: InputSpec = self.cfg.tensor_spec.clone().ok_or("no tensor spec")?;
-        spec.size = plan.size;
-        spec.layout = plan.layout;
+        spec.size = size;
+        spec.layout = layout;
         let data = preprocess::to_tensor(img, &spec);
-        let s = plan.size as i64;
-        let shape = match plan.layout {
+        let s = size as i64;
+        let shape = match layout {
             Layout::Nchw => vec![1, 3, s, s],
             Layout::Nhwc => vec![1, s, s, 3],
         };
@@ -324,18 +374,27 @@ impl OipTransport {
     }
 }
 
+/// True when the cascade's inputs are text: its remote config offers only `Encoding::Text`
+/// (`LinkArgs::remote_config` sets that for a text cascade).
+fn sends_text(cfg: &RemoteConfig) -> bool {
+    cfg.encodings.contains(&Encoding::Text)
+}
+
 /// The encoding a plan sends, as reports name it.
 fn encoding_name(plan: &Plan) -> &'static str {
-    if plan.binary {
-        "oip-fp32-binary"
-    } else {
-        "oip-fp32-json"
+    match (&plan.sends, plan.binary) {
+        (Sends::Image { .. }, true) => "oip-fp32-binary",
+        (Sends::Image { .. }, false) => "oip-fp32-json",
+        (Sends::Text { .. }, true) => "oip-bytes-binary",
+        (Sends::Text { .. }, false) => "oip-bytes-json",
     }
 }
 
 impl Transport for OipTransport {
-    /// The request body and, for binary tensor data, the length of its JSON header.
-    type Payload = (Vec<u8>, Option<usize>);
+    /// The request body and, for binary tensor data, the length of its JSON header; or why
+    /// the server's model cannot take this input (an image to a text model or text to an image
+    /// model), which `exchange` gives as a refusal without sending.
+    type Payload = Result<(Vec<u8>, Option<usize>), String>;
 
     fn connect(&mut self) -> Result<RemoteInfo, ConnectError> {
         let classes = self.ensure_plan()?.classes;
@@ -356,16 +415,27 @@ impl Transport for OipTransport {
     /// do not know it ignore it).
     fn encode(&self, seq: u64, audit: bool, _bytes: &[u8], input: &Decoded) -> Result<Self::Payload, String> {
         let plan = self.plan.as_ref().ok_or("no plan")?;
-        let tensor = match input {
-            Decoded::Image(img) => self.tensor(img)?,
-            Decoded::Text(_) => return Err("text over OIP is not supported yet".into()),
+        let tensor = match (input, &plan.sends) {
+            (Decoded::Image(img), Sends::Image { layout, size }) => self.tensor(img, *layout, *size)?,
+            (Decoded::Text(t), Sends::Text { shape }) => {
+                Tensor::bytes(plan.input.clone(), shape.clone(), vec![t.as_bytes().to_vec()])
+            }
+            (input, sends) => {
+                let input = if matches!(input, Decoded::Text(_)) { "text" } else { "an image" };
+                return Ok(Err(format!(
+                    "model '{}' takes {} ('{}'); this input is {input}",
+                    self.model,
+                    sends.describe(),
+                    plan.input
+                )));
+            }
         };
-        Ok(encode_request_marked(&self.request_id(seq), &[tensor], Some(&plan.output), plan.binary, audit))
+        Ok(Ok(encode_request_marked(&self.request_id(seq), &[tensor], Some(&plan.output), plan.binary, audit)))
     }
 
     /// Spans: wait (sending included).
     fn exchange(&mut self, payload: &Self::Payload, attempt: &mut Attempt<'_>) -> Result<Answer, TryError> {
-        let (body, header_len) = payload;
+        let (body, header_len) = payload.as_ref().map_err(|why| TryError::Refused(why.clone()))?;
         let plan = self.plan.clone().ok_or_else(|| TryError::Retry("no plan".into()))?;
         let mut headers = vec![("Content-Type", "application/json".to_owned())];
         if let Some(n) = header_len {
@@ -470,15 +540,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (p.layout, p.size, p.classes, p.input.as_str(), p.output.as_str()),
-            (Layout::Nchw, 260, 1000, "x", "y")
+            (&p.sends, p.classes, p.input.as_str(), p.output.as_str()),
+            (&Sends::Image { layout: Layout::Nchw, size: 260 }, 1000, "x", "y")
         );
+        assert_eq!(encoding_name(&p), "oip-fp32-binary");
         let p =
             Plan::from_metadata(&meta(vec![t("x", "FP32", &[1, 224, 224, 3])], vec![t("y", "FP32", &[1000])]), false)
                 .unwrap();
-        assert_eq!((p.layout, p.size), (Layout::Nhwc, 224));
+        assert_eq!(p.sends, Sends::Image { layout: Layout::Nhwc, size: 224 });
+        for (shape, sent) in [(&[-1][..], vec![1]), (&[-1, 1][..], vec![1, 1]), (&[1][..], vec![1])] {
+            let p = Plan::from_metadata(&meta(vec![t("text", "BYTES", shape)], vec![t("y", "FP32", &[-1, 2])]), false)
+                .unwrap();
+            assert_eq!((&p.sends, p.classes), (&Sends::Text { shape: sent }, 2));
+            assert_eq!(encoding_name(&p), "oip-bytes-json");
+        }
         let bad = [
             (meta(vec![t("x", "UINT8", &[-1, 3, 8, 8])], vec![t("y", "FP32", &[-1, 10])]), "as UINT8"),
+            (meta(vec![t("x", "BYTES", &[-1, 2])], vec![t("y", "FP32", &[-1, 10])]), "expected texts [-1] or [-1,1]"),
             (meta(vec![t("x", "FP32", &[-1, 4, 8, 8])], vec![t("y", "FP32", &[-1, 10])]), "expected an image batch"),
             (meta(vec![], vec![t("y", "FP32", &[-1, 10])]), "takes 0 inputs"),
             (meta(vec![t("x", "FP32", &[-1, 3, 8, 8])], vec![]), "lists no output"),

@@ -17,8 +17,10 @@ pub const HEADER_LEN: &str = "Inference-Header-Content-Length";
 /// The extension name a server lists in `GET /v2` when it takes binary tensor data.
 pub const BINARY_EXTENSION: &str = "binary_tensor_data";
 
-/// Tensor element types this runtime sends and takes.
+/// Tensor element types this runtime sends and takes: FP32 for images and logits, BYTES
+/// (each element a byte string; text as UTF-8) for a text model's input.
 pub const FP32: &str = "FP32";
+pub const BYTES: &str = "BYTES";
 
 /// A tensor's name, type and shape as metadata lists it (-1: any size).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,17 +58,54 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-/// One FP32 tensor, flat in row-major order.
+/// One tensor, flat in row-major order: FP32 values in `data`, or, for a BYTES tensor,
+/// its elements in `bytes` (`data` then empty).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     pub name: String,
     pub shape: Vec<i64>,
     pub data: Vec<f32>,
+    /// The elements of a BYTES tensor; None for FP32.
+    pub bytes: Option<Vec<Vec<u8>>>,
 }
 
 impl Tensor {
+    /// An FP32 tensor.
     pub fn new(name: impl Into<String>, shape: Vec<i64>, data: Vec<f32>) -> Tensor {
-        Tensor { name: name.into(), shape, data }
+        Tensor { name: name.into(), shape, data, bytes: None }
+    }
+
+    /// A BYTES tensor (text: each element its UTF-8).
+    pub fn bytes(name: impl Into<String>, shape: Vec<i64>, elements: Vec<Vec<u8>>) -> Tensor {
+        Tensor { name: name.into(), shape, data: Vec::new(), bytes: Some(elements) }
+    }
+
+    /// Its datatype: `FP32` or `BYTES`.
+    pub fn datatype(&self) -> &'static str {
+        if self.bytes.is_some() {
+            BYTES
+        } else {
+            FP32
+        }
+    }
+
+    /// A BYTES tensor's elements as text: an error naming the element that is not UTF-8
+    /// (`what`: "input" or "output").
+    pub fn texts(&self, what: &str) -> Result<Vec<&str>, WireError> {
+        let name = &self.name;
+        let elements = self.bytes.as_ref().ok_or_else(|| werr(format!("{what} '{name}' is {FP32}, not {BYTES}")))?;
+        elements
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                std::str::from_utf8(e).map_err(|u| {
+                    werr(format!(
+                        "{what} '{name}' element {i} is not UTF-8 text (invalid byte at offset {})",
+                        u.valid_up_to()
+                    ))
+                })
+            })
+            .collect()
     }
 }
 
@@ -195,15 +234,23 @@ pub fn decode_response(body: &[u8], header_len: Option<usize>) -> Result<InferRe
 }
 
 /// The tensors of a request or response: each from its JSON `data` or from the next
-/// `binary_data_size` bytes of `binary`, which they must use up exactly.
+/// `binary_data_size` bytes of `binary`, which they must use up exactly. BYTES elements are
+/// bounded by the body they came in (the endpoint's body limit): a length prefix is checked
+/// against the bytes left, never allocated on trust.
 fn decode_tensors(list: Vec<TensorJson>, binary: &[u8], what: &str) -> Result<Vec<Tensor>, WireError> {
     let mut at = 0usize;
     let mut out = Vec::with_capacity(list.len());
     for t in list {
         let name = &t.name;
-        if t.datatype != FP32 {
-            return Err(werr(format!("{what} '{name}' has datatype {}, only {FP32} is supported here", t.datatype)));
-        }
+        let is_bytes = match t.datatype.as_str() {
+            FP32 => false,
+            BYTES => true,
+            other => {
+                return Err(werr(format!(
+                    "{what} '{name}' has datatype {other}, only {FP32} and {BYTES} are supported here"
+                )))
+            }
+        };
         if let Some(d) = t.shape.iter().find(|&&d| d < 0) {
             return Err(werr(format!("{what} '{name}' has shape {:?}: dimension {d} is negative", t.shape)));
         }
@@ -214,7 +261,7 @@ fn decode_tensors(list: Vec<TensorJson>, binary: &[u8], what: &str) -> Result<Ve
             .filter(|&n| n <= (1 << 30))
             .ok_or_else(|| werr(format!("{what} '{name}' has shape {:?}: far too many elements", t.shape)))?;
         let size = t.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
-        let data = match (size, &t.data) {
+        let (data, bytes) = match (size, &t.data) {
             (Some(_), Some(_)) => {
                 return Err(werr(format!("{what} '{name}' has both data and binary_data_size")));
             }
@@ -222,7 +269,7 @@ fn decode_tensors(list: Vec<TensorJson>, binary: &[u8], what: &str) -> Result<Ve
                 let size = size.as_u64().ok_or_else(|| {
                     werr(format!("{what} '{name}': binary_data_size is {size}, not a number of bytes"))
                 })? as usize;
-                if size != count * 4 {
+                if !is_bytes && size != count * 4 {
                     return Err(werr(format!(
                         "{what} '{name}': binary_data_size is {size} bytes, but shape {:?} of {FP32} needs {}",
                         t.shape,
@@ -235,30 +282,88 @@ fn decode_tensors(list: Vec<TensorJson>, binary: &[u8], what: &str) -> Result<Ve
                         binary.len() - at
                     ))
                 })?;
-                let bytes = &binary[at..end];
+                let raw = &binary[at..end];
                 at = end;
-                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+                if is_bytes {
+                    (Vec::new(), Some(split_bytes(raw, count, name, what)?))
+                } else {
+                    (raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), None)
+                }
             }
             (None, Some(v)) => {
-                let mut flat = Vec::with_capacity(count);
-                flatten(v, &mut flat, name, what)?;
-                if flat.len() != count {
+                let found = if is_bytes {
+                    let mut elements = Vec::new();
+                    flatten_bytes(v, &mut elements, name, what)?;
+                    (Vec::new(), Some(elements))
+                } else {
+                    let mut flat = Vec::with_capacity(count);
+                    flatten(v, &mut flat, name, what)?;
+                    (flat, None)
+                };
+                let n = found.1.as_ref().map_or(found.0.len(), Vec::len);
+                if n != count {
                     return Err(werr(format!(
-                        "{what} '{name}' has {} values but its shape {:?} needs {count}",
-                        flat.len(),
+                        "{what} '{name}' has {n} values but its shape {:?} needs {count}",
                         t.shape
                     )));
                 }
-                flat
+                found
             }
             (None, None) => return Err(werr(format!("{what} '{name}' has neither data nor binary_data_size"))),
         };
-        out.push(Tensor { name: t.name, shape: t.shape, data });
+        out.push(Tensor { name: t.name, shape: t.shape, data, bytes });
     }
     if at != binary.len() {
         return Err(werr(format!("{} bytes of binary data belong to no {what}", binary.len() - at)));
     }
     Ok(out)
+}
+
+/// Splits a BYTES tensor's binary data into its `count` elements, each a 4-byte little-endian
+/// length and then that many bytes, which must use `raw` up exactly.
+fn split_bytes(raw: &[u8], count: usize, name: &str, what: &str) -> Result<Vec<Vec<u8>>, WireError> {
+    let mut elements = Vec::with_capacity(count.min(raw.len() / 4));
+    let mut rest = raw;
+    for i in 0..count {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err(werr(format!(
+                "{what} '{name}': element {i} of {count} has no 4-byte length prefix ({} bytes left)",
+                rest.len()
+            )));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > tail.len() {
+            return Err(werr(format!(
+                "{what} '{name}': element {i}'s length prefix says {len} bytes but only {} remain",
+                tail.len()
+            )));
+        }
+        let (element, tail) = tail.split_at(len);
+        elements.push(element.to_vec());
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(werr(format!(
+            "{what} '{name}': {} bytes after its {count} elements (binary_data_size too large, or a wrong length prefix)",
+            rest.len()
+        )));
+    }
+    Ok(elements)
+}
+
+/// Flattens JSON BYTES data, strings flat or nested row-major, into `out`.
+fn flatten_bytes(v: &Value, out: &mut Vec<Vec<u8>>, name: &str, what: &str) -> Result<(), WireError> {
+    match v {
+        Value::String(s) => {
+            out.push(s.as_bytes().to_vec());
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(|i| flatten_bytes(i, out, name, what)),
+        other => Err(werr(format!(
+            "{what} '{name}': element {} is {other}, not a string ({BYTES} data in JSON is strings)",
+            out.len()
+        ))),
+    }
 }
 
 /// Flattens JSON tensor data, flat or nested row-major, into `out`.
@@ -280,18 +385,38 @@ fn encode_tensors(tensors: &[Tensor], binary: impl Fn(&Tensor) -> bool, tail: &m
     tensors
         .iter()
         .map(|t| {
-            let (parameters, data) = if binary(t) {
-                tail.reserve(t.data.len() * 4);
-                for v in &t.data {
-                    tail.extend_from_slice(&v.to_le_bytes());
+            let (parameters, data) = match (binary(t), &t.bytes) {
+                (true, elements) => {
+                    let before = tail.len();
+                    match elements {
+                        Some(elements) => {
+                            for e in elements {
+                                tail.extend_from_slice(&(e.len() as u32).to_le_bytes());
+                                tail.extend_from_slice(e);
+                            }
+                        }
+                        None => {
+                            tail.reserve(t.data.len() * 4);
+                            for v in &t.data {
+                                tail.extend_from_slice(&v.to_le_bytes());
+                            }
+                        }
+                    }
+                    let mut p = Map::new();
+                    p.insert("binary_data_size".into(), Value::from(tail.len() - before));
+                    (Some(p), None)
                 }
-                let mut p = Map::new();
-                p.insert("binary_data_size".into(), Value::from(t.data.len() * 4));
-                (Some(p), None)
-            } else {
-                (None, Some(Value::from(t.data.iter().map(|&v| json_f32(v)).collect::<Vec<Value>>())))
+                // JSON has strings, not bytes: an element that is not UTF-8 goes lossily (send
+                // such a tensor as binary data).
+                (false, Some(elements)) => (
+                    None,
+                    Some(Value::from(
+                        elements.iter().map(|e| Value::from(String::from_utf8_lossy(e))).collect::<Vec<Value>>(),
+                    )),
+                ),
+                (false, None) => (None, Some(Value::from(t.data.iter().map(|&v| json_f32(v)).collect::<Vec<Value>>()))),
             };
-            TensorJson { name: t.name.clone(), shape: t.shape.clone(), datatype: FP32.into(), parameters, data }
+            TensorJson { name: t.name.clone(), shape: t.shape.clone(), datatype: t.datatype().into(), parameters, data }
         })
         .collect()
 }
@@ -446,5 +571,55 @@ mod tests {
         body.extend_from_slice(&[1, 2, 3, 4]);
         let e = decode_request(&body, hl).unwrap_err().to_string();
         assert!(e.contains("4 bytes of binary data belong to no input"), "{e}");
+    }
+
+    #[test]
+    fn bytes_tensors_round_trip_as_json_strings_and_length_prefixed_binary() {
+        let text = Tensor::bytes("text", vec![2], vec![b"a gorgeous movie .".to_vec(), "d\u{e9}j\u{e0} vu".into()]);
+        for binary in [false, true] {
+            let (body, hl) = encode_request("r", std::slice::from_ref(&text), Some("logits"), binary);
+            let req = decode_request(&body, hl).unwrap();
+            assert_eq!(req.inputs, vec![text.clone()], "binary={binary}");
+            assert_eq!(req.inputs[0].texts("input").unwrap(), ["a gorgeous movie .", "d\u{e9}j\u{e0} vu"]);
+            let n = hl.unwrap_or(body.len());
+            let json: Value = serde_json::from_slice(&body[..n]).unwrap();
+            assert_eq!(json["inputs"][0]["datatype"], "BYTES");
+            if binary {
+                assert_eq!(json["inputs"][0]["parameters"]["binary_data_size"], 4 + 18 + 4 + 9);
+                assert_eq!(&body[n..n + 4], &[18, 0, 0, 0]);
+            } else {
+                assert_eq!(json["inputs"][0]["data"][0], "a gorgeous movie .");
+            }
+        }
+        // The spec's own JSON form, nested data too.
+        let body = br#"{"inputs":[{"name":"text","datatype":"BYTES","shape":[1,1],"data":[["a sentence"]]}]}"#;
+        assert_eq!(decode_request(body, None).unwrap().inputs[0].bytes, Some(vec![b"a sentence".to_vec()]));
+    }
+
+    #[test]
+    fn bad_bytes_tensors_are_refused_naming_the_input_and_element() {
+        let binary = |raw: &[u8], shape: &str| {
+            let json = format!(
+                r#"{{"inputs":[{{"name":"text","shape":{shape},"datatype":"BYTES","parameters":{{"binary_data_size":{}}}}}]}}"#,
+                raw.len()
+            );
+            decode_request(&[json.as_bytes(), raw].concat(), Some(json.len()))
+        };
+        let e = |r: Result<InferRequest, WireError>| r.unwrap_err().to_string();
+        let r = binary(&[9, 0, 0, 0, b'a', b'b'], "[1]");
+        assert!(e(r).contains("element 0's length prefix says 9 bytes but only 2 remain"));
+        let r = binary(&[1, 0, 0, 0, b'a', 2, 0], "[2]");
+        assert!(e(r).contains("element 1 of 2 has no 4-byte length prefix"));
+        let r = binary(&[1, 0, 0, 0, b'a', b'b'], "[1]");
+        assert!(e(r).contains("1 bytes after its 1 elements"));
+        let r = binary(&[2, 0, 0, 0, b'a', 0xff], "[1]");
+        let t = &r.unwrap().inputs[0];
+        let why = t.texts("input").unwrap_err().to_string();
+        assert!(why.contains("input 'text' element 0 is not UTF-8 text (invalid byte at offset 1)"), "{why}");
+        let body = br#"{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["ok", 3]}]}"#;
+        let why = e(decode_request(body, None));
+        assert!(why.contains("input 'text': element 1 is 3, not a string"), "{why}");
+        let body = br#"{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["ok"]}]}"#;
+        assert!(e(decode_request(body, None)).contains("has 1 values but its shape [2] needs 2"));
     }
 }
