@@ -362,9 +362,7 @@ fn batching_host_answers_concurrent_devices_each_with_its_own_answer() {
                     let i = (d + round) % photos.len();
                     let (_, img, bytes) = &photos[i];
                     let mut report = LinkReport::default();
-                    let logits = remote
-                        .infer(bytes, img, &mut Spans::default(), 1, &mut report)
-                        .unwrap();
+                    let logits = remote.infer(bytes, img, &mut Spans::default(), 1, &mut report).unwrap();
                     got.push((i, edgecascade::core::policy::argmax(&logits)));
                 }
                 got

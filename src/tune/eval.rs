@@ -214,7 +214,7 @@ pub fn cascade_on(r: &Record, policies: &[StagePolicy], ensemble: bool) -> casca
 /// Every prediction of every model, and the cascade's, for `--predictions`.
 /// The text `eval` prints: images, then each model's and the cascade's top-1 and cost.
 pub fn report_text(r: &EvalReport, data: &std::path::Path) -> String {
-    let mut t = format!("{} images ({} failed) from {}\n", r.n, r.errors, data.display());
+    let mut t = format!("{} inputs ({} failed) from {}\n", r.n, r.errors, data.display());
     if let Some(p) = &r.payload {
         t += &format!("  (the cascade's last model scored on the {p} payloads the link carries to the host)\n");
     }

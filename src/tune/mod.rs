@@ -257,7 +257,7 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
     let refs: Vec<&Model> = pipeline.models.iter().collect();
     let host = eval::HostView { stage: refs.len() - 1, payload };
     let build = || {
-        log::info!("computing the logits of {} models on {} images", refs.len(), items.len());
+        log::info!("computing the logits of {} models on {} inputs", refs.len(), items.len());
         let (records, failures) = eval::collect(&refs, &items, o.jobs, Some(host));
         failures.iter().for_each(|e| log::warn!("{e}"));
         (records, failures.len())
@@ -291,7 +291,7 @@ pub fn calibrate(config: CascadeConfig, o: CalibrateOptions) -> Result<Calibrati
         .into_iter()
         .filter_map(|i| items[i].bytes().ok().map(|b| (files[i].display().to_string(), b)))
         .collect();
-    log::info!("timing every stage on {} images, one at a time", timed.len());
+    log::info!("timing every stage on {} inputs, one at a time", timed.len());
     let timing = timing::measure(&mut pipeline, &timed, payload).map_err(TuneError::Invalid)?;
     let models = &pipeline.models;
     let stages = models.len();
@@ -535,11 +535,11 @@ fn cost_model(
         link: Link {
             bytes_up: Figure::measured(
                 up,
-                &format!("request frames of {payload} payloads on {} images of {}", bytes.len(), data.display()),
+                &format!("request frames of {payload} payloads on {} inputs of {}", bytes.len(), data.display()),
             ),
             bytes_down: Figure::measured(
                 down,
-                &format!("reply frames with the host model's top-5 on {} images", replies.len()),
+                &format!("reply frames with the host model's top-5 on {} inputs", replies.len()),
             ),
             bytes_per_s: Figure::estimate(
                 link.baud as f64 / 10.0,

@@ -5,7 +5,7 @@ use super::{eval, guaranteed, Calibration};
 
 /// The calibration summary as text.
 pub fn summary_text(c: &Calibration) -> String {
-    let mut t = format!("calibrated on {} ({} images, {} failed); logits {}\n", c.data, c.n, c.errors, c.cache);
+    let mut t = format!("calibrated on {} ({} inputs, {} failed); logits {}\n", c.data, c.n, c.errors, c.cache);
     let temps: Vec<String> = c.singles.iter().zip(&c.temperatures).map(|(s, t)| format!("{} {t:.3}", s.name)).collect();
     t += &format!("fitted temperatures: {}\n", temps.join(", "));
     let top1 = if c.agreement { "agreement with the last stage" } else { "top-1" };
@@ -68,7 +68,7 @@ pub fn summary_text(c: &Calibration) -> String {
     let here = &c.chosen.in_process;
     let energy = c.timing.stages.first().map_or("", |s| s.mj.source.as_str());
     t += &format!(
-        "  every stage in this process (as classify runs it): {:.1} ms and {:.1} mJ per input; timed on {} images after {} warm-up, {} thread(s); energy {energy}\n",
+        "  every stage in this process (as classify runs it): {:.1} ms and {:.1} mJ per input; timed on {} inputs after {} warm-up, {} thread(s); energy {energy}\n",
         here.ms, here.device_mj, c.timing.inputs, c.timing.warmup, c.timing.threads
     );
     match &c.merit {
