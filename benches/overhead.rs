@@ -84,7 +84,7 @@ fn pipeline(setup: Setup, jpeg: &[u8]) -> Pipeline {
             let logits = golden[photo][&manifest.name].clone();
             let macs = if manifest.name.contains("lite0") { 387_000_000 } else { 860_000_000 };
             let runner = ScriptedRunner { answers: HashMap::from([(key, logits)]), macs };
-            Model { manifest, classes, runner: Box::new(runner), load_ms: 0.0 }
+            Model { manifest, classes, runner: Box::new(runner), tokenizer: None, load_ms: 0.0 }
         })
         .collect();
     let names = models.iter().map(|m| m.name().to_owned()).collect();
@@ -93,7 +93,16 @@ fn pipeline(setup: Setup, jpeg: &[u8]) -> Pipeline {
         let r = edgecascade::board::resolve(None, None, None).expect("board profiles");
         EnergyContext::start(&r.detection.board, &r.root)
     });
-    Pipeline { config, models, remote: None, policies, names, energy, accept_damaged: false }
+    Pipeline {
+        config,
+        models,
+        remote: None,
+        policies,
+        names,
+        energy,
+        accept_damaged: false,
+        kind: edgecascade::model::manifest::Kind::Image,
+    }
 }
 
 struct Run {
