@@ -3,7 +3,6 @@
 use super::{finish, runner_opts, CascadeArgs, EnergyArgs, Outcome};
 use anyhow::Result;
 use clap::Args;
-use edgecascade::model::manifest::Kind;
 use edgecascade::run::inputs;
 use edgecascade::run::pipeline::Pipeline;
 use edgecascade::run::session::{self, Sink};
@@ -45,14 +44,9 @@ pub fn run(a: ClassifyArgs) -> Result<Outcome> {
     } else {
         Box::new(inputs::Files::new(dataset::collect_inputs(&a.paths)?))
     };
-    let mut pipeline = Pipeline::local(a.cascade.resolve()?, runner_opts())?;
-    if (a.lines.is_some() || !a.text.is_empty()) && pipeline.kind() != Kind::Text {
-        return Err(super::UsageError(format!(
-            "--text and --lines need a text cascade; {} takes images (try --config cascades/sst2.toml)",
-            pipeline.config.path.display()
-        ))
-        .into());
-    }
+    let config = a.cascade.resolve()?;
+    super::check_text_inputs(a.lines.is_some() || !a.text.is_empty(), &config)?;
+    let mut pipeline = Pipeline::local(config, runner_opts())?;
     pipeline.energy = Some(a.energy.start()?);
     pipeline.accept_damaged = a.accept_damaged;
     let mut out = std::io::stdout().lock();

@@ -38,6 +38,7 @@ pub fn run(a: DemoArgs) -> Result<Outcome> {
     let data = a.data.as_deref();
     let json = *json;
     let config = args.resolve()?;
+    super::check_text_inputs(a.lines.is_some(), &config)?;
     let auditor = audit.auditor(&config)?;
     let host_manifest = config.stages.last().expect("a config has a stage").model.clone();
     let text = super::device::config_kind(&config) == Kind::Text;

@@ -223,6 +223,19 @@ impl PayloadArgs {
     }
 }
 
+/// `--text` and `--lines` need a text cascade: a bad command line otherwise (exit 2), found
+/// before any model is loaded.
+pub fn check_text_inputs(given: bool, config: &edgecascade::config::CascadeConfig) -> Result<()> {
+    use edgecascade::model::manifest::Kind;
+    if given && device::config_kind(config) != Kind::Text {
+        bail!(UsageError(format!(
+            "--text and --lines need a text cascade; {} takes images (try --config cascades/sst2.toml)",
+            config.path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The inputs of `--lines PATH`: one text a line, from the file or (`-`) standard input.
 pub fn text_lines(path: &std::path::Path) -> anyhow::Result<Box<dyn edgecascade::run::inputs::Source>> {
     use edgecascade::run::inputs::Lines;

@@ -85,6 +85,7 @@ pub fn run(a: RunArgs) -> Result<Outcome> {
         None => Box::new(inputs::Files::new(dataset::collect_inputs(paths)?)),
     };
     let config = args.resolve()?;
+    super::check_text_inputs(a.lines.is_some(), &config)?;
     let auditor = audit.auditor(&config)?;
     let remote = link.remote(a.addr, &config)?;
     let mut pipeline = device_pipeline(args, remote, link.start_degraded)?;
