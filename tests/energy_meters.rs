@@ -263,13 +263,26 @@ impl Drop for FakeFnb {
     }
 }
 
+/// Up to three tries, each with a fresh fake meter: on a loaded machine (CI builds for the
+/// boards beside the tests) the fake's writer thread can be starved past the reader's stall
+/// limit, and the sampler then rightly switches to the estimate for that run. The last try's
+/// failure fails the test.
 #[test]
 fn a_fake_fnb58_gives_each_span_3_06_w_times_its_length() {
-    let fake = FakeFnb::start();
-    let ctx = EnergyContext::start_meter(&rpi4(), &SysRoot::host(), &fake.spec()).expect("the fake meter opens");
-    assert_eq!(ctx.source(), format!("meter: FNB58 on {}, 5.1 V input, 100 samples/s, 25 Hz", fake.path.display()));
-    assert!((ctx.baseline_w() - 3.06).abs() < 0.1 * 3.06, "baseline measured at start: {}", ctx.baseline_w());
-    spans_at_3_06_w(&ctx, "FNB58", &[400, 1000]);
+    let attempt = || {
+        let fake = FakeFnb::start();
+        let ctx = EnergyContext::start_meter(&rpi4(), &SysRoot::host(), &fake.spec()).expect("the fake meter opens");
+        assert_eq!(ctx.source(), format!("meter: FNB58 on {}, 5.1 V input, 100 samples/s, 25 Hz", fake.path.display()));
+        assert!((ctx.baseline_w() - 3.06).abs() < 0.1 * 3.06, "baseline measured at start: {}", ctx.baseline_w());
+        spans_at_3_06_w(&ctx, "FNB58", &[400, 1000]);
+    };
+    for try_no in 1..3 {
+        if std::panic::catch_unwind(attempt).is_ok() {
+            return;
+        }
+        eprintln!("try {try_no} failed (above); trying again with a fresh fake meter");
+    }
+    attempt();
 }
 
 #[test]
