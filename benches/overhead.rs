@@ -87,22 +87,12 @@ fn pipeline(setup: Setup, jpeg: &[u8]) -> Pipeline {
             Model { manifest, classes, runner: Box::new(runner), tokenizer: None, load_ms: 0.0 }
         })
         .collect();
-    let names = models.iter().map(|m| m.name().to_owned()).collect();
-    let policies = config.policies();
-    let energy = (setup != Setup::ExitBare).then(|| {
+    let mut pipeline = Pipeline::assembled(config, models, None);
+    pipeline.energy = (setup != Setup::ExitBare).then(|| {
         let r = edgecascade::board::resolve(None, None, None).expect("board profiles");
         EnergyContext::start(&r.detection.board, &r.root)
     });
-    Pipeline {
-        config,
-        models,
-        remote: None,
-        policies,
-        names,
-        energy,
-        accept_damaged: false,
-        kind: edgecascade::model::manifest::Kind::Image,
-    }
+    pipeline
 }
 
 struct Run {

@@ -76,19 +76,8 @@ fn pipeline() -> Pipeline {
         SMALL,
         vec![(tensor(CLEAN), testing::logits(1000, 5, 9.0)), (tensor(DRIFTED), testing::logits(1000, 5, 7.75))],
     )];
-    let names = vec![SMALL.to_owned(), LARGE.to_owned()];
-    let policies = config.policies();
     let remote: Box<dyn RemoteStage> = Box::new(FakeHost { audits: 0 });
-    Pipeline {
-        config,
-        models,
-        remote: Some(remote),
-        policies,
-        names,
-        energy: None,
-        accept_damaged: false,
-        kind: crate::model::manifest::Kind::Image,
-    }
+    Pipeline::assembled(config, models, Some((remote, LARGE.to_owned())))
 }
 
 /// 20 clean inputs, then 60 drifted and 20 clean again, through the session with an audit of

@@ -63,7 +63,7 @@ pub struct Pipeline {
     /// `damaged`, instead of failing them.
     pub accept_damaged: bool,
     /// What every stage's model takes (checked at load).
-    pub kind: Kind,
+    kind: Kind,
 }
 
 impl Pipeline {
@@ -119,13 +119,25 @@ impl Pipeline {
                 });
             }
         }
+        Ok(Self::assembled(config, models, remote))
+    }
+
+    /// A pipeline of models already loaded (by `load`, or a test's scripted ones), with the
+    /// remote last stage and its model's name when there is one: names and policies from
+    /// them and the config, the kind the first model's.
+    pub fn assembled(
+        config: CascadeConfig,
+        models: Vec<Model>,
+        remote: Option<(Box<dyn RemoteStage>, String)>,
+    ) -> Pipeline {
         let mut names: Vec<String> = models.iter().map(|m| m.name().to_owned()).collect();
         let remote = remote.map(|(r, name)| {
             names.push(name);
             r
         });
         let policies = config.policies();
-        Ok(Pipeline { config, models, remote, policies, names, energy: None, accept_damaged: false, kind })
+        let kind = models.first().map_or(Kind::Image, |m| m.kind());
+        Pipeline { config, models, remote, policies, names, energy: None, accept_damaged: false, kind }
     }
 
     /// What the cascade's models take (every stage takes the same, checked at load).

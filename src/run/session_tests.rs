@@ -31,18 +31,7 @@ fn pipeline(sure: &image::RgbImage, unsure: &image::RgbImage) -> Pipeline {
         ),
         testing::scripted_model(LARGE, vec![(preprocess::to_tensor(unsure, &large), testing::logits(1000, 9, 9.0))]),
     ];
-    let names = models.iter().map(|m| m.name().to_owned()).collect();
-    let policies = config.policies();
-    Pipeline {
-        config,
-        models,
-        remote: None,
-        policies,
-        names,
-        energy: None,
-        accept_damaged: false,
-        kind: crate::model::manifest::Kind::Image,
-    }
+    Pipeline::assembled(config, models, None)
 }
 
 /// The inputs of a run: answered at stage 0, answered at stage 1, not an image, unreadable,

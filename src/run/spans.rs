@@ -37,15 +37,7 @@ impl Spans {
     pub fn time<T>(&mut self, name: &'static str, stage: Option<usize>, f: impl FnOnce() -> T) -> T {
         let start = Instant::now();
         let out = f();
-        self.0.push(Span {
-            name,
-            stage,
-            ms: start.elapsed().as_secs_f64() * 1e3,
-            start: Some(start),
-            energy: None,
-            tokens: None,
-            truncated: None,
-        });
+        self.push_since(name, stage, start);
         out
     }
 

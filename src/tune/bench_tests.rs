@@ -91,18 +91,7 @@ fn warm_up_is_left_out_and_a_run_that_throttled_says_so() {
     ];
     models[0].load_ms = 12.5;
     let config = CascadeConfig::load(&testing::root().join("cascade.toml")).unwrap();
-    let names = models.iter().map(|m| m.name().to_owned()).collect();
-    let policies = config.policies();
-    let mut pipeline = Pipeline {
-        config,
-        models,
-        remote: None,
-        policies,
-        names,
-        energy: None,
-        accept_damaged: false,
-        kind: crate::model::manifest::Kind::Image,
-    };
+    let mut pipeline = Pipeline::assembled(config, models, None);
     let inputs = [("sure", &sure, 5), ("unsure", &unsure, 9)].map(|(name, img, label)| BenchInput {
         name: name.into(),
         bytes: testing::png(img),

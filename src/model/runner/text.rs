@@ -69,24 +69,27 @@ impl TextRunner {
             return Err(bad_shape("a text model takes input_ids; this one does not".into()));
         }
         let mut prepared = vec![];
+        let mut outputs = None;
         for len in buckets(max_length) {
             let mut m = model.clone();
             for i in 0..feeds.len() {
                 m.set_input_fact(i, InferenceFact::dt_shape(i64::datum_type(), tvec![1, len])).map_err(prepare)?;
             }
             let typed = m.into_typed().map_err(prepare)?;
+            if outputs.is_none() {
+                let fact = typed.output_fact(0).map_err(prepare)?;
+                outputs = Some(
+                    fact.shape
+                        .as_concrete()
+                        .map(|s| s.iter().product())
+                        .ok_or_else(|| bad_shape("the output's shape is not fixed (want [1, classes])".into()))?,
+                );
+            }
             let macs = count_macs(&typed).map_err(prepare)?;
             let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(prepare)?;
             prepared.push(Bucket { len, plan, macs });
         }
-        let outputs = {
-            let typed = model.into_typed().map_err(prepare)?;
-            let fact = typed.output_fact(0).map_err(prepare)?.clone();
-            fact.shape
-                .as_concrete()
-                .map(|s| s.iter().product())
-                .ok_or_else(|| bad_shape("the output's shape is not fixed (want [1, classes])".into()))?
-        };
+        let outputs = outputs.unwrap_or(0);
         super::release_freed_memory();
         Ok(TextRunner { feeds, buckets: prepared, outputs, pad_id })
     }
